@@ -1,0 +1,1 @@
+"""Contracts and plumbing shared by every fraudmesh service: messages, subjects, settings, the service base."""

@@ -1,0 +1,210 @@
+"""Every message on the wire, as msgspec Structs (msgpack on NATS, JSON over HTTP).
+
+Schema rules, because other systems depend on these shapes (docs/nats-api.md):
+1. A new field always gets a default, so old publishers keep working.
+2. A field's type never changes, and a field is never renamed or reused. Deprecate and add a new one.
+3. Unknown fields are ignored on decode, so old consumers keep working when new fields appear.
+4. Union members carry a `type` tag; a tag value is never reused for another shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+MAX_AMOUNT = 1e12
+T = TypeVar("T")
+
+Amount = Annotated[
+    float,
+    Meta(ge=0, le=MAX_AMOUNT, description="Transaction amount in major currency units; finite and >= 0."),
+]
+Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+ShortCode = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+RiskLevel = Literal["low", "medium", "high", "critical"]
+Action = Literal["approve", "review", "decline"]
+Channel = Literal["pos", "ecom", "atm", "moto", "p2p", "other"]
+
+
+class Transaction(Struct, kw_only=True, omit_defaults=True):
+    """One payment transaction. Seed 001's request fields are accepted unchanged."""
+
+    card_id: Identifier
+    transaction_amount: Amount
+    merchant_id: Identifier | None = None
+    mcc_code: Annotated[str, Meta(pattern=r"^[0-9]{4}$", description="ISO 18245 merchant category code")] | None = (
+        None
+    )
+    country_code: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")] | None = None
+    transaction_id: Identifier | None = None
+    timestamp: datetime | None = None
+    device_id: Identifier | None = None
+    ip_address: Annotated[str, Meta(max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")] | None = None
+    currency: Annotated[str, Meta(pattern=r"^[A-Za-z]{3}$", description="ISO 4217")] | None = None
+    channel: Channel | None = None
+
+
+class RiskFactor(Struct, kw_only=True, omit_defaults=True):
+    """One reason behind a score, strongest first."""
+
+    code: str
+    description: str
+    weight: float = 0.0
+    source: Literal["transaction", "features", "graph", "model"] = "transaction"
+
+
+class TransactionScore(Struct, kw_only=True, omit_defaults=True):
+    transaction_id: str
+    fraud_score: float
+    risk_level: RiskLevel
+    recommended_action: Action
+    confidence: float
+    model_version: str
+    top_risk_factors: list[RiskFactor] = []
+    features_used: int = 0
+
+
+class FieldError(Struct, kw_only=True):
+    """One problem with the input, at a JSON path such as `$.transactions[3].transaction_amount`."""
+
+    path: str
+    message: str
+
+
+ErrorCode = Literal[
+    "bad_request",
+    "payload_too_large",
+    "deadline_exceeded",
+    "incomplete",
+    "unavailable",
+    "unauthorized",
+    "rate_limited",
+    "not_found",
+    "internal",
+]
+
+
+class ErrorReply(Struct, tag="error", tag_field="type", kw_only=True, omit_defaults=True):
+    """The one error shape, on NATS and (as JSON) over HTTP."""
+
+    code: ErrorCode
+    message: str
+    request_id: str = ""
+    errors: list[FieldError] = []
+    retryable: bool = False
+    missing_transaction_ids: list[str] = []
+
+
+# ---------------------------------------------------------------------------------------------- score
+
+
+class ScoreRequest(Struct, tag="score", tag_field="type", kw_only=True, omit_defaults=True):
+    """Body of `fraud.score`. `type` may be omitted when publishing straight to that subject."""
+
+    transactions: Annotated[list[Transaction], Meta(min_length=1)]
+    request_id: str = ""
+    partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+
+
+class PartialInfo(Struct, kw_only=True, omit_defaults=True):
+    """How one partial was scored: by which worker, after how many deliveries, and how long it took."""
+
+    index: int
+    size: int
+    worker_id: str = ""
+    model_version: str = ""
+    deliveries: int = 1
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    scored: bool = True
+
+
+class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True, omit_defaults=True):
+    """Reply on `fraud.score`: one entry per input transaction, in order; null where it was not scored."""
+
+    request_id: str
+    complete: bool
+    results: list[TransactionScore | None]
+    partials: list[PartialInfo] = []
+    missing_transaction_ids: list[str] = []
+    latency_ms: float = 0.0
+    timings_ms: dict[str, float] = {}
+
+
+ScoreAnswer = ScoreReply | ErrorReply
+
+# ------------------------------------------------------------------------------------------- partials
+
+
+class Partial(Struct, tag="partial", tag_field="type", kw_only=True, omit_defaults=True):
+    """A slice of a batch on the JetStream work queue. Its result goes to the HDR_REPLY_TO header subject."""
+
+    request_id: str
+    index: int
+    count: int
+    transactions: list[Transaction]
+    enqueued_at: float = 0.0
+
+
+class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True, omit_defaults=True):
+    request_id: str
+    index: int
+    scores: list[TransactionScore]
+    worker_id: str
+    model_version: str
+    deliveries: int = 1
+    queue_ms: float = 0.0
+    compute_ms: float = 0.0
+    timings_ms: dict[str, float] = {}
+
+
+class PartialFailed(Struct, tag="partial_failed", tag_field="type", kw_only=True, omit_defaults=True):
+    """A partial that will not be scored (dead-lettered): the aggregator stops waiting for it."""
+
+    request_id: str
+    index: int
+    reason: str
+    worker_id: str = ""
+
+
+PartialOutcome = PartialResult | PartialFailed
+
+# ------------------------------------------------------------------------------------------- health
+
+
+class HealthPing(Struct, tag="health", tag_field="type", kw_only=True):
+    pass
+
+
+class HealthReply(Struct, kw_only=True, omit_defaults=True):
+    service: str
+    instance_id: str
+    status: Literal["ok", "degraded"]
+    details: dict[str, str] = {}
+
+
+# --------------------------------------------------------------------------------------------- codec
+
+
+class Codec:
+    """Reused msgpack encoder and per-type decoders. One per process; cheap to share across tasks."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoders: dict[object, msgspec.msgpack.Decoder] = {}
+
+    def encode(self, obj: object) -> bytes:
+        return self._encoder.encode(obj)
+
+    def decoder(self, type_: object) -> msgspec.msgpack.Decoder:
+        dec = self._decoders.get(type_)
+        if dec is None:
+            dec = self._decoders[type_] = msgspec.msgpack.Decoder(type_)
+        return dec
+
+    def decode(self, data: bytes, type_: type[T]) -> T:
+        return self.decoder(type_).decode(data)  # type: ignore[no-any-return]

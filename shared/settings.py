@@ -1,0 +1,162 @@
+"""Settings from environment variables: one typed table, checked at start with a clear error.
+
+Every field of `Settings` is read from `FRAUDMESH_<FIELD NAME IN UPPER CASE>`. `docs/settings.md` is generated
+from this class (`fraudmesh settings --markdown`), and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+PREFIX = "FRAUDMESH_"
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+
+
+def _doc(text: str) -> Meta:
+    return Meta(description=text)
+
+
+class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    # --- connections -------------------------------------------------------------------------------
+    nats_url: Annotated[str, _doc("NATS server URL(s), comma-separated for a cluster.")] = "nats://127.0.0.1:4222"
+    redis_url: Annotated[str, _doc("Redis online feature store URL.")] = "redis://127.0.0.1:6379/0"
+    postgres_dsn: Annotated[str, _doc("PostgreSQL ledger DSN.")] = (
+        "postgresql://fraudmesh@127.0.0.1:5432/fraudmesh"
+    )
+    graph_store: Annotated[
+        Literal["postgres", "neo4j"], _doc("Graph store implementation: `postgres` (embedded) or `neo4j`.")
+    ] = "postgres"
+    neo4j_uri: Annotated[str, _doc("Neo4j bolt URI, used when graph_store=neo4j.")] = ""
+    neo4j_user: Annotated[str, _doc("Neo4j user.")] = "neo4j"
+    neo4j_password: Annotated[str, _doc("Neo4j password (a secret; never logged).")] = ""
+
+    # --- identity and observability ---------------------------------------------------------------
+    instance_id: Annotated[str, _doc("Unique id of this process; generated when empty.")] = ""
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level of the JSON logs on stderr.")
+    ] = "INFO"
+    metrics_port: Annotated[Port, _doc("Prometheus metrics port for non-HTTP services; 0 disables.")] = 0
+
+    # --- gateway -----------------------------------------------------------------------------------
+    http_host: Annotated[str, _doc("Gateway bind address.")] = "127.0.0.1"
+    http_port: Annotated[Port, _doc("Gateway HTTP port.")] = 8000
+    api_keys: Annotated[
+        str, _doc("Comma-separated API keys accepted in `X-API-Key`; empty disables auth (local dev).")
+    ] = ""
+    rate_limit_per_second: Annotated[
+        int, Meta(ge=0), _doc("Requests per second per client IP on scoring routes; 0 disables.")
+    ] = 0
+    cors_origins: Annotated[str, _doc("Comma-separated CORS origins; empty disables CORS.")] = ""
+
+    # --- request lifecycle -------------------------------------------------------------------------
+    request_timeout_ms: Annotated[
+        Positive, _doc("Default deadline of a scoring request, end to end, in ms.")
+    ] = 5000
+    max_request_timeout_ms: Annotated[Positive, _doc("Largest deadline a client may ask for, in ms.")] = 60000
+    max_batch_size: Annotated[Positive, _doc("Most transactions in one request; more gets 413.")] = 10000
+    partial_size: Annotated[Positive, _doc("Transactions per partial batch on the work queue.")] = 200
+    coalesce_window_ms: Annotated[
+        float,
+        Meta(ge=0),
+        _doc("Aggregator: how long small requests wait to share one partial (dynamic batching); 0 disables."),
+    ] = 2.0
+    handler_concurrency: Annotated[Positive, _doc("Messages each request-reply handler runs at once.")] = 256
+
+    # --- inference ---------------------------------------------------------------------------------
+    model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = (
+        "var/models"
+    )
+    model_version: Annotated[str, _doc("Model version to load; empty loads the directory's `active` one.")] = ""
+    inference_concurrency: Annotated[Positive, _doc("Partials one inference worker scores at once.")] = 4
+    onnx_threads: Annotated[Positive, _doc("onnxruntime intra-op threads per inference worker.")] = 1
+    ack_wait_s: Annotated[
+        float, Meta(gt=0), _doc("JetStream ack wait: an unacked partial is redelivered after this.")
+    ] = 10.0
+    max_deliver: Annotated[Positive, _doc("Deliveries of a partial before it is dead-lettered.")] = 4
+    partials_max_age_s: Annotated[
+        float, Meta(gt=0), _doc("Partials older than this are dropped from the work queue.")
+    ] = 300.0
+    chaos_inference_delay_ms: Annotated[
+        float, Meta(ge=0), _doc("Failure drills only: extra delay per partial in inference workers.")
+    ] = 0.0
+
+    # --- features ----------------------------------------------------------------------------------
+    feature_ttl_s: Annotated[Positive, _doc("TTL of a feature HASH in Redis, in seconds.")] = 86400
+
+
+def _env_name(field: str) -> str:
+    return PREFIX + field.upper()
+
+
+class SettingsError(ValueError):
+    """A setting is wrong. The message names the variable, its value and what it must be."""
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    env = os.environ if environ is None else environ
+    names = {f.name for f in msgspec.structs.fields(Settings)}
+    unknown = sorted(
+        k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :].lower() not in names and k != PREFIX + "HOME"
+    )
+    if unknown:
+        raise SettingsError(
+            f"Unknown setting(s) {', '.join(unknown)}. Known settings are listed in docs/settings.md "
+            f"(or run `fraudmesh settings`)."
+        )
+    raw: dict[str, object] = {n: env[_env_name(n)] for n in names if _env_name(n) in env}
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = re.search(r"at `\$\.(\w+)`", msg)
+        if m:
+            field = m.group(1)
+            value = raw.get(field)
+            raise SettingsError(
+                f"Invalid setting {_env_name(field)}={value!r}: {msg.split(' - at ')[0]}. "
+                f"See docs/settings.md for the allowed values."
+            ) from None
+        raise SettingsError(f"Invalid settings: {msg}") from None
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, for docs/settings.md."""
+    defaults = Settings()
+    rows = [
+        "| variable | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    hints = Settings.__annotations__
+    for f in msgspec.structs.fields(Settings):
+        ann = hints[f.name]
+        desc = ""
+        typ = str(ann)
+        for meta in getattr(_resolve(f.type), "__metadata__", ()):
+            if isinstance(meta, Meta) and meta.description:
+                desc = meta.description
+        typ = _type_name(f.type)
+        default = getattr(defaults, f.name)
+        rows.append(f"| `{_env_name(f.name)}` | {typ} | `{default}` | {desc} |")
+    return "\n".join(rows) + "\n"
+
+
+def _resolve(tp: object) -> object:
+    return tp
+
+
+def _type_name(tp: object) -> str:
+    origin = getattr(tp, "__origin__", None)
+    if origin is not None and hasattr(tp, "__metadata__"):
+        return _type_name(origin)
+    if getattr(tp, "__origin__", None) is Literal:
+        return " \\| ".join(f"`{a}`" for a in tp.__args__)  # type: ignore[attr-defined]
+    return getattr(tp, "__name__", str(tp))

@@ -1,0 +1,61 @@
+"""Every NATS subject, stream, consumer and header name fraudmesh uses, in one place.
+
+These names are a public API: other systems publish to them (see docs/nats-api.md). Rename nothing;
+add new names instead.
+"""
+
+from __future__ import annotations
+
+# --- request-reply subjects (core NATS, queue groups) ---------------------------------------------
+SCORE = "fraud.score"
+"""Score a batch of transactions. Body: ScoreRequest (msgpack). Reply: ScoreReply | ErrorReply."""
+
+FEATURES_COMPUTE = "features.compute"
+"""Compute features for entities from the ledger and the graph, write them to Redis, reply with vectors."""
+
+FEATURES_GET = "features.get"
+"""Read features through the Redis online store."""
+
+MODEL_CONTROL = "fraud.model.control"
+"""Model control (activate a version, A/B split). Every inference worker listens (no queue group)."""
+
+RESULTS_PREFIX = "fraud.results"
+"""Partial results go to `fraud.results.<aggregator instance id>`: each aggregator's own inbox."""
+
+
+def results_subject(instance_id: str) -> str:
+    return f"{RESULTS_PREFIX}.{instance_id}"
+
+
+# --- queue groups ----------------------------------------------------------------------------------
+QUEUE_AGGREGATOR = "aggregator"
+QUEUE_FEATURES = "feature_svc"
+
+# --- JetStream -------------------------------------------------------------------------------------
+PARTIALS_STREAM = "FRAUD_PARTIALS"
+PARTIALS_SUBJECT = "fraud.partials"
+"""Work queue of partial batches (JetStream, work-queue retention)."""
+INFERENCE_CONSUMER = "inference"
+"""Durable pull consumer shared by every inference replica (the JetStream form of a queue group)."""
+
+DLQ_STREAM = "FRAUD_DLQ"
+DLQ_SUBJECT = "fraud.partials.dlq"
+"""Partials that exhausted max_deliver land here, with the failure in the headers."""
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def max_deliveries_advisory(stream: str = PARTIALS_STREAM, consumer: str = INFERENCE_CONSUMER) -> str:
+    return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
+
+
+# --- headers ---------------------------------------------------------------------------------------
+HDR_DEADLINE = "Fraudmesh-Deadline"
+"""Absolute deadline of the request, Unix epoch milliseconds (integer as text). Checked before costly steps."""
+HDR_REQUEST_ID = "Fraudmesh-Request-Id"
+HDR_REPLY_TO = "Fraudmesh-Reply-To"
+"""On a partial: where to publish its result (a JetStream message's own reply subject is its ack subject)."""
+HDR_MSG_ID = "Nats-Msg-Id"
+"""JetStream deduplication id; for partials `{request_id}:{index}`."""
+HDR_CONTENT_TYPE = "Content-Type"
+HDR_DLQ_REASON = "Fraudmesh-Dead-Letter-Reason"

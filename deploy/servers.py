@@ -155,15 +155,17 @@ def start_nats(run_dir: Path, port: int | None = None, monitor_port: int | None 
     store.mkdir(parents=True, exist_ok=True)
     log = run_dir / "logs" / "nats-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        nats_server_binary(),
-        "-a", "127.0.0.1",
-        "-p", str(port),
-        "-m", str(monitor_port),
-        "-js",
-        "-sd", str(store),
-        "-n", f"fraudmesh-{port}",
-    ]  # fmt: skip
+    conf = run_dir / "nats-server.conf"
+    # max_payload: a 10,000-transaction request or reply is a few MB of msgpack (default limit is 1 MB)
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\n"
+        f"http: 127.0.0.1:{monitor_port}\n"
+        f"server_name: fraudmesh-{port}\n"
+        "max_payload: 8MB\n"
+        "max_pending: 256MB\n"
+        f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}}\n'
+    )
+    cmd = [nats_server_binary(), "-c", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, 15, proc, log)
     return Server("nats", port, log, proc, extra={"url": f"nats://127.0.0.1:{port}", "monitor": str(monitor_port)})

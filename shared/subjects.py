@@ -19,6 +19,15 @@ FEATURES_GET = "features.get"
 MODEL_CONTROL = "fraud.model.control"
 """Model control (activate a version, A/B split). Every inference worker listens (no queue group)."""
 
+HEALTH_PREFIX = "fraudmesh.health"
+"""`fraudmesh.health.<service>`: every instance of the service answers (no queue group), so a caller that
+gathers replies for a moment learns how many instances are up."""
+
+
+def health_subject(service: str) -> str:
+    return f"{HEALTH_PREFIX}.{service}"
+
+
 RESULTS_PREFIX = "fraud.results"
 """Partial results go to `fraud.results.<aggregator instance id>`: each aggregator's own inbox."""
 

@@ -1,0 +1,1 @@
+"""The aggregator: owns one scoring request from start to end (split, deadlines, collecting partials)."""

@@ -1,0 +1,266 @@
+"""The aggregator actor: `fraud.score` in, partials onto the JetStream work queue, one reply out.
+
+For each request it splits the batch into partials, publishes each with `Nats-Msg-Id = {request_id}:{index}`
+(JetStream drops a re-published duplicate) and the reply subject in a header, then collects the partial
+results on its own inbox, counting each partial once. It answers when every partial is in, or just before the
+deadline with a reply marked incomplete that names the missing transactions. It never waits past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from prometheus_client import Counter, Gauge, Histogram
+
+from aggregator.coalesce import Coalescer
+from aggregator.pending import PendingBatch, split_bounds
+from shared import subjects
+from shared.jetstream import ensure_inference_consumer, ensure_streams
+from shared.logs import log_fields
+from shared.messages import (
+    Partial,
+    PartialFailed,
+    PartialInfo,
+    PartialOutcome,
+    ScoreReply,
+    ScoreRequest,
+    Transaction,
+    TransactionScore,
+)
+from shared.service import Context, Service, ServiceError, now_ms
+from shared.settings import Settings
+
+REPLY_MARGIN_S = 0.05
+"""Reply this long before the deadline, so the incomplete answer reaches the caller before its own timeout."""
+
+
+class AggregatorMetrics:
+    def __init__(self, service: Service) -> None:
+        r = service.registry
+        self.in_flight = Gauge("fraudmesh_partials_in_flight", "Partials published and not yet answered.", registry=r)
+        self.published = Counter("fraudmesh_partials_published", "Partials published to the work queue.", registry=r)
+        self.redeliveries = Counter(
+            "fraudmesh_partial_redeliveries",
+            "Partial results that came from a redelivery (a worker died or timed out before acking).",
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "fraudmesh_partial_results_duplicate", "Partial results ignored because already counted.", registry=r
+        )
+        self.late = Counter(
+            "fraudmesh_partial_results_late", "Partial results that arrived after their request was answered.",
+            registry=r,
+        )  # fmt: skip
+        self.dead_lettered = Counter(
+            "fraudmesh_partials_dead_lettered", "Partials moved to the dead-letter stream.", registry=r
+        )
+        self.requests = Counter(
+            "fraudmesh_score_requests", "Scoring requests answered, by outcome.", ["outcome"], registry=r
+        )
+        self.batch_size = Histogram(
+            "fraudmesh_score_batch_size",
+            "Transactions per scoring request.",
+            buckets=(1, 10, 50, 200, 1000, 5000, 10000),
+            registry=r,
+        )
+
+
+class Aggregator(Service):
+    name = "aggregator"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.m = AggregatorMetrics(self)
+        self.pending: dict[str, PendingBatch] = {}
+        self.inbox = subjects.results_subject(self.instance_id)
+        self.js: JetStreamContext | None = None
+        self.coalescer = Coalescer(
+            self._publish_coalesced,
+            self._finish,
+            window_ms=settings.coalesce_window_ms,
+            max_size=settings.partial_size,
+            max_inflight=max(2, settings.inference_concurrency * 2),
+        )
+
+    async def on_start(self) -> None:
+        self.js = self.nc.jetstream(timeout=5.0)
+        await ensure_streams(self.js, self.settings)
+        await ensure_inference_consumer(self.js, self.settings)
+        await self.nc.subscribe(self.inbox, cb=self._on_result, pending_msgs_limit=65536)
+        await self.nc.subscribe(
+            subjects.max_deliveries_advisory(), queue="aggregator-dead-letters", cb=self._on_max_deliveries
+        )
+        self.endpoint(subjects.SCORE, ScoreRequest, self.score, queue=subjects.QUEUE_AGGREGATOR, name="score")
+
+    def health_details(self) -> dict[str, str]:
+        return {"pending_batches": str(len(self.pending))}
+
+    # ------------------------------------------------------------------------------------- scoring
+    async def score(self, req: ScoreRequest, ctx: Context) -> ScoreReply:
+        started = time.perf_counter()
+        txs = req.transactions
+        n = len(txs)
+        if n > self.settings.max_batch_size:
+            raise ServiceError(
+                "payload_too_large",
+                f"{n} transactions in one request; the limit is {self.settings.max_batch_size}. Split the batch.",
+            )
+        rid = req.request_id or ctx.request_id or uuid.uuid4().hex
+        ctx.request_id = rid
+        for i, tx in enumerate(txs):
+            if tx.transaction_id is None:
+                tx.transaction_id = f"{rid}-{i}"
+        self.m.batch_size.observe(n)
+        size = req.partial_size or self.settings.partial_size
+        ctx.check_deadline("split")
+        wait_s = max(0.0, ctx.remaining_s() - REPLY_MARGIN_S)
+
+        if n < size and self.settings.coalesce_window_ms > 0:
+            try:
+                out = await asyncio.wait_for(self.coalescer.submit(txs, ctx), timeout=wait_s)
+                scores, infos = out.scores, [self._coalesced_info(out.batch, n)]
+            except TimeoutError:
+                scores, infos = [None] * n, [PartialInfo(index=0, size=n, scored=False)]
+        else:
+            batch = await self._publish_batch(rid, txs, split_bounds(n, size), ctx)
+            try:
+                await asyncio.wait_for(batch.done.wait(), timeout=wait_s)
+            except TimeoutError:
+                pass
+            finally:
+                self._finish(batch)
+            scores, infos = batch.scores(n), batch.infos()
+        return self._reply(rid, txs, scores, infos, started)
+
+    def _reply(
+        self,
+        rid: str,
+        txs: list[Transaction],
+        scores: list[TransactionScore | None],
+        infos: list[PartialInfo],
+        started: float,
+    ) -> ScoreReply:
+        missing = [tx.transaction_id or "" for tx, s in zip(txs, scores, strict=True) if s is None]
+        complete = not missing
+        self.m.requests.labels("complete" if complete else "incomplete").inc()
+        if not complete:
+            self.log.warning(
+                "answering incomplete",
+                extra=log_fields(missing=len(missing), total=len(txs), unscored_partials=[
+                    i.index for i in infos if not i.scored]),
+            )  # fmt: skip
+        return ScoreReply(
+            request_id=rid,
+            complete=complete,
+            results=scores,
+            partials=infos,
+            missing_transaction_ids=missing,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+
+    @staticmethod
+    def _coalesced_info(batch: PendingBatch, n: int) -> PartialInfo:
+        info = batch.infos()[0]
+        info.size = n
+        return info
+
+    # ----------------------------------------------------------------------------------- publishing
+    async def _publish_batch(
+        self, batch_id: str, txs: list[Transaction], bounds: list[tuple[int, int]], ctx: Context
+    ) -> PendingBatch:
+        assert self.js is not None
+        batch = PendingBatch(batch_id, bounds)
+        self.pending[batch_id] = batch
+        count = len(bounds)
+        with self.tracer.start_as_current_span(
+            "aggregator split", attributes={"fraudmesh.partials": count, "fraudmesh.transactions": len(txs)}
+        ):
+            acks = []
+            enqueued = now_ms()
+            for i, (start, end) in enumerate(bounds):
+                with self.tracer.start_as_current_span(f"partial {i} publish", attributes={"fraudmesh.partial": i}):
+                    payload = self.codec.encode(
+                        Partial(request_id=batch_id, index=i, count=count, transactions=txs[start:end],
+                                enqueued_at=enqueued)
+                    )  # fmt: skip
+                    headers = self.outgoing_headers(
+                        ctx, **{subjects.HDR_MSG_ID: f"{batch_id}:{i}", subjects.HDR_REPLY_TO: self.inbox}
+                    )
+                    acks.append(await self.js.publish_async(subjects.PARTIALS_SUBJECT, payload, headers=headers))
+            try:
+                await asyncio.wait_for(asyncio.gather(*acks), timeout=max(0.001, min(5.0, ctx.remaining_s())))
+            except Exception as exc:
+                self._finish(batch)
+                raise ServiceError(
+                    "unavailable",
+                    f"JetStream did not accept the partials of request {batch_id} ({type(exc).__name__}). "
+                    f"Is the {subjects.PARTIALS_STREAM} stream available?",
+                    retryable=True,
+                ) from None
+        self.m.published.inc(count)
+        self.m.in_flight.inc(count)
+        return batch
+
+    async def _publish_coalesced(self, txs: list[Transaction], ctxs: list[Context]) -> PendingBatch:
+        # one partial for many small requests: it carries the earliest deadline and the first trace
+        first = min(ctxs, key=lambda c: c.deadline_ms)
+        return await self._publish_batch(f"co-{uuid.uuid4().hex}", txs, [(0, len(txs))], first)
+
+    def _finish(self, batch: PendingBatch) -> None:
+        if self.pending.pop(batch.batch_id, None) is not None:
+            self.m.in_flight.dec(batch.outstanding)
+
+    # -------------------------------------------------------------------------------------- results
+    async def _on_result(self, msg: Msg) -> None:
+        try:
+            outcome = self.codec.decode(msg.data, PartialOutcome)  # type: ignore[arg-type]
+        except Exception as exc:
+            self.log.error("undecodable partial result", extra=log_fields(error=str(exc)))
+            return
+        batch = self.pending.get(outcome.request_id)
+        if batch is None:
+            self.m.late.inc()
+            return
+        if batch.accept(outcome):
+            self.m.in_flight.dec()
+            if isinstance(outcome, PartialFailed):
+                self.m.dead_lettered.inc()
+            elif outcome.deliveries > 1:
+                self.m.redeliveries.inc()
+        else:
+            self.m.duplicates.inc()
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """A partial reached max_deliver without an ack (its workers kept dying): dead-letter it, tell its owner."""
+        assert self.js is not None
+        try:
+            advisory = json.loads(msg.data)
+            seq = int(advisory["stream_seq"])
+            raw = await self.js.get_msg(subjects.PARTIALS_STREAM, seq)
+        except Exception as exc:
+            self.log.error("cannot read max-deliveries advisory", extra=log_fields(error=repr(exc)))
+            return
+        headers = dict(raw.headers or {})
+        reason = f"not acked after {advisory.get('deliveries')} deliveries (workers crashed or timed out)"
+        headers[subjects.HDR_DLQ_REASON] = reason
+        headers.pop(subjects.HDR_MSG_ID, None)
+        await self.js.publish(subjects.DLQ_SUBJECT, raw.data or b"", headers=headers)
+        await self.js.delete_msg(subjects.PARTIALS_STREAM, seq)
+        reply_to = headers.get(subjects.HDR_REPLY_TO)
+        try:
+            partial = self.codec.decode(raw.data or b"", Partial)
+        except Exception:
+            return
+        self.log.error("partial dead-lettered", extra=log_fields(batch=partial.request_id, index=partial.index))
+        if reply_to:
+            await self.nc.publish(
+                reply_to,
+                self.codec.encode(
+                    PartialFailed(request_id=partial.request_id, index=partial.index, reason=reason)
+                ),
+            )

@@ -1,0 +1,85 @@
+"""Transactions as integer columns, and the legitimate behaviour of the card holders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from feature_svc.world import catalog
+from feature_svc.world.population import Population
+
+US_PER_DAY = 86_400_000_000
+US_PER_HOUR = 3_600_000_000
+LEGIT = 0  # fraud kind code of a legitimate transaction; fraud kinds are 1.. in FRAUD_KINDS order
+
+
+@dataclass
+class TxnBlock:
+    """A batch of transactions, one numpy array per column; timestamps are µs since the world's start."""
+
+    ts: np.ndarray
+    card: np.ndarray
+    merchant: np.ndarray
+    device: np.ndarray
+    ip: np.ndarray
+    amount: np.ndarray
+    channel: np.ndarray
+    kind: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def concat(cls, blocks: list[TxnBlock]) -> TxnBlock:
+        return cls(**{f.name: np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(cls)})
+
+    def take(self, idx: np.ndarray) -> TxnBlock:
+        return TxnBlock(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+def channels_for(rng: np.random.Generator, mcc: np.ndarray) -> np.ndarray:
+    """POS or e-commerce by how online the merchant category is; ATMs are always the ATM channel."""
+    channel = np.where(rng.random(len(mcc)) < catalog.MCC_ECOM[mcc], catalog.ECOM, catalog.POS)
+    return np.where(mcc == catalog.ATM_MCC, catalog.ATM, channel)
+
+
+def legit_transactions(rng: np.random.Generator, pop: Population, n: int, days: int) -> TxnBlock:
+    """Card holders shopping: mostly at a few favourite merchants at home, from their own devices and home
+    IP, at amounts around their typical spend, by day more than by night; sometimes abroad."""
+    activity = rng.gamma(2.0, 1.0, pop.n_cards)
+    card = rng.choice(pop.n_cards, size=n, p=activity / activity.sum())
+    day = rng.integers(0, days, n)
+    hour = rng.choice(24, size=n, p=catalog.HOUR_WEIGHTS)
+    ts = day * US_PER_DAY + hour * US_PER_HOUR + rng.integers(0, US_PER_HOUR, n)
+
+    home = pop.card_country[card]
+    abroad = rng.random(n) < 0.03
+    country = np.where(abroad, rng.choice(len(catalog.COUNTRIES), size=n, p=catalog.COUNTRY_WEIGHTS), home)
+
+    n_favourites = 6
+    favourites = pop.merchants_in(rng, np.repeat(pop.card_country, n_favourites)).reshape(-1, n_favourites)
+    at_favourite = ~abroad & (rng.random(n) < 0.6)
+    merchant = np.where(
+        at_favourite,
+        favourites[card, rng.integers(0, n_favourites, n)],
+        pop.merchants_in(rng, country),
+    )
+    mcc = pop.merchant_mcc[merchant]
+    amount = pop.card_typical[card] * catalog.MCC_SPEND[mcc] * rng.lognormal(0.0, 0.5, n)
+
+    slot = (rng.random(n) * pop.card_n_devices[card]).astype(np.int64)
+    device = pop.card_devices[card, slot]
+    from_home = ~abroad & (rng.random(n) < 0.75)
+    ip = np.where(from_home, pop.card_home_ip[card], pop.public_ip_in(rng, country))
+
+    return TxnBlock(
+        ts=ts,
+        card=card,
+        merchant=merchant,
+        device=device,
+        ip=ip,
+        amount=np.maximum(np.round(amount, 2), 0.5),
+        channel=channels_for(rng, mcc),
+        kind=np.full(n, LEGIT, dtype=np.int8),
+    )

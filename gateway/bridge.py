@@ -1,0 +1,111 @@
+"""The gateway's only dependency: NATS. Maps a scoring call onto `fraud.score` with a deadline and trace."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from shared import subjects
+from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreRequest
+from shared.nats_conn import connect_nats
+from shared.settings import Settings
+from shared.telemetry import inject
+
+REPLY_GRACE_S = 0.25
+"""How long past the deadline we still wait for the aggregator's own (incomplete or deadline) reply."""
+
+SERVICES = ("aggregator", "inference", "feature")
+
+
+class BridgeError(Exception):
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(reply.message)
+        self.reply = reply
+
+
+class NatsBridge:
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.codec = Codec()
+        self.nc: NATS | None = None
+        self._health_cache: tuple[float, dict[str, list[HealthReply]]] | None = None
+
+    async def start(self) -> None:
+        self.nc = await connect_nats(self.settings.nats_url, self.name)
+
+    async def stop(self) -> None:
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def score(self, req: ScoreRequest, deadline_ms: float, request_id: str) -> ScoreAnswer:
+        if self.nc is None or not self.nc.is_connected:
+            raise BridgeError(ErrorReply(code="unavailable", message="The gateway is not connected to NATS; retry "
+                                         "shortly.", request_id=request_id, retryable=True))  # fmt: skip
+        headers = inject(
+            {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
+        )
+        timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
+        try:
+            msg = await self.nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise BridgeError(ErrorReply(
+                code="unavailable", request_id=request_id, retryable=True,
+                message=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
+                        f"(`fraudmesh up`) or retry.",
+            )) from None  # fmt: skip
+        except (NatsTimeout, TimeoutError):
+            raise BridgeError(ErrorReply(
+                code="deadline_exceeded", request_id=request_id, retryable=True,
+                message="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
+                        "or a smaller batch.",
+            )) from None  # fmt: skip
+        return self.codec.decode(msg.data, ScoreAnswer)  # type: ignore[arg-type]
+
+    async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:
+        """Every instance of every service answers its health subject; gather for `window_s`."""
+        now = time.monotonic()
+        if self._health_cache and now - self._health_cache[0] < cache_s:
+            return self._health_cache[1]
+        out: dict[str, list[HealthReply]] = {s: [] for s in SERVICES}
+        if self.nc is None or not self.nc.is_connected:
+            return out
+        inbox = self.nc.new_inbox()
+        sub = await self.nc.subscribe(inbox + ".*")
+        try:
+            ping = self.codec.encode(HealthPing())
+            for svc in SERVICES:
+                await self.nc.publish(subjects.health_subject(svc), ping, reply=f"{inbox}.{svc}")
+            end = time.monotonic() + window_s
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except (NatsTimeout, TimeoutError):
+                    break
+                with contextlib.suppress(Exception):
+                    rep = self.codec.decode(msg.data, HealthReply)
+                    out.setdefault(msg.subject.rsplit(".", 1)[-1], []).append(rep)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._health_cache = (time.monotonic(), out)
+        return out
+
+
+async def wait_connected(bridge: NatsBridge, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if bridge.connected:
+            return True
+        await asyncio.sleep(0.05)
+    return False

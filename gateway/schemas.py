@@ -1,0 +1,57 @@
+"""HTTP request and response bodies. Transactions and scores are the wire Structs of shared.messages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from shared.messages import Action, PartialInfo, RiskFactor, RiskLevel, Transaction, TransactionScore
+
+
+class PredictRequest(Struct, kw_only=True, forbid_unknown_fields=False):
+    transactions: Annotated[list[Transaction], Meta(min_length=1, description="1 to 10,000 transactions.")]
+    request_id: Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z0-9_.:\-]*$")] | None = None
+    partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+
+
+class PredictResponse(Struct, kw_only=True):
+    request_id: str
+    complete: bool
+    """False when the deadline passed before every partial was scored; see missing_transaction_ids."""
+    results: list[TransactionScore | None]
+    """One entry per input transaction, in order; null for a transaction that was not scored in time."""
+    partials: list[PartialInfo]
+    missing_transaction_ids: list[str]
+    model_versions: list[str]
+    inference_workers: list[str]
+    latency_ms: float
+
+
+class FraudScoreResponse(Struct, kw_only=True):
+    """Seed 001's /score/fraud response, with structured reasons."""
+
+    request_id: str
+    transaction_id: str
+    fraud_score: float
+    risk_level: RiskLevel
+    recommended_action: Action
+    confidence: float
+    explanation: str
+    top_risk_factors: list[RiskFactor]
+    features_used: int
+    model_version: str
+    feature_freshness_sec: float | None
+    latency_ms: float
+
+
+class ServiceHealth(Struct, kw_only=True):
+    status: Literal["ok", "degraded", "down"]
+    instances: int
+    details: dict[str, dict[str, str]] = {}
+
+
+class HealthResponse(Struct, kw_only=True):
+    status: Literal["ok", "degraded", "down"]
+    nats: Literal["connected", "disconnected"]
+    services: dict[str, ServiceHealth]

@@ -1,0 +1,1 @@
+"""Inference workers: load models, build input tuples, run onnxruntime, explain. Never imports torch."""

@@ -1,0 +1,54 @@
+"""From a score to a decision: risk level, recommended action, confidence and the top risk factors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inference_svc.artifact import Thresholds
+from inference_svc.tx_features import DESCRIPTIONS
+from shared.messages import Action, RiskFactor, RiskLevel
+
+ACTIONS: dict[RiskLevel, Action] = {"low": "approve", "medium": "review", "high": "review", "critical": "decline"}
+LEVELS: tuple[RiskLevel, ...] = ("low", "medium", "high", "critical")
+
+
+def risk_levels(scores: np.ndarray, t: Thresholds) -> list[RiskLevel]:
+    idx = np.searchsorted(np.array([t.medium, t.high, t.critical]), scores, side="right")
+    return [LEVELS[i] for i in idx]
+
+
+def confidence(scores: np.ndarray, t: Thresholds) -> np.ndarray:
+    """How far the score sits from the nearest band edge, relative to the band: 0.5 on an edge, 1.0 mid-band.
+
+    A score right on a threshold could as well have landed in the next band, so its decision is least certain.
+    """
+    edges = np.array([0.0, t.medium, t.high, t.critical, 1.0])
+    band = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, 3)
+    lo, hi = edges[band], edges[band + 1]
+    width = np.maximum(hi - lo, 1e-9)
+    dist = np.minimum(scores - lo, hi - scores) / width  # 0 at an edge, 0.5 mid-band
+    return np.clip(0.5 + dist, 0.5, 1.0)
+
+
+def top_factors(
+    contributions: np.ndarray | None, x: np.ndarray, names: list[str], k: int = 3
+) -> list[list[RiskFactor]]:
+    """The k features pushing each score up the most (positive contributions only)."""
+    n = x.shape[0]
+    if contributions is None:
+        return [[] for _ in range(n)]
+    order = np.argsort(-contributions, axis=1)[:, :k]
+    out: list[list[RiskFactor]] = []
+    for row in range(n):
+        factors = []
+        for j in order[row]:
+            c = float(contributions[row, j])
+            if c <= 0.05:
+                break
+            name = names[j]
+            factors.append(
+                RiskFactor(code=name, description=DESCRIPTIONS.get(name, name), weight=round(c, 4),
+                           source="transaction")
+            )  # fmt: skip
+        out.append(factors)
+    return out

@@ -1,0 +1,73 @@
+"""Structured JSON logs: one line per event, carrying the request id and the trace id.
+
+Card numbers and secrets never reach a log line: `redact` masks anything that looks like a PAN, and settings
+with secrets are never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import sys
+import time
+
+import msgspec
+from opentelemetry import trace
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+
+_PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_encoder = msgspec.json.Encoder()
+
+
+def redact(text: str) -> str:
+    """Mask digit runs that could be card numbers (13-19 digits, optionally spaced or dashed)."""
+    return _PAN.sub("[REDACTED-PAN]", text)
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str, instance_id: str) -> None:
+        super().__init__()
+        self.service = service
+        self.instance_id = instance_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "instance": self.instance_id,
+            "logger": record.name,
+            "event": redact(record.getMessage()),
+        }
+        rid = request_id_var.get()
+        if rid:
+            doc["request_id"] = rid
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            doc["trace_id"] = format(ctx.trace_id, "032x")
+            doc["span_id"] = format(ctx.span_id, "016x")
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            for k, v in fields.items():
+                doc[k] = redact(v) if isinstance(v, str) else v
+        if record.exc_info:
+            doc["exception"] = redact(self.formatException(record.exc_info))
+        return _encoder.encode(doc).decode()
+
+
+def configure_logging(service: str, instance_id: str, level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service, instance_id))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("nats", "asyncio", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    logging.Formatter.converter = time.gmtime
+
+
+def log_fields(**fields: object) -> dict[str, object]:
+    """`log.info("event", extra=log_fields(k=v))` puts k into the JSON line."""
+    return {"fields": fields}

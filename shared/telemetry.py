@@ -1,0 +1,60 @@
+"""OpenTelemetry: W3C trace context in NATS headers, and OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+
+With no endpoint, no SDK is installed: spans are non-recording and cost next to nothing, but incoming trace
+context is still carried through, so a trace started upstream stays whole across hops.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+_provider_installed = False
+
+
+def setup_tracing(service_name: str, instance_id: str) -> None:
+    """Install the SDK tracer provider with an OTLP/HTTP exporter, if an endpoint is configured."""
+    global _provider_installed  # noqa: PLW0603 - one provider per process, by OpenTelemetry's design
+    if _provider_installed or not (
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    ):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    resource = Resource.create(
+        {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name), "service.instance.id": instance_id}
+    )
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))
+    trace.set_tracer_provider(provider)
+    _provider_installed = True
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if callable(shutdown):
+        shutdown()
+
+
+def extract(headers: Mapping[str, str] | None) -> Context:
+    """The trace context carried in NATS (or HTTP) headers."""
+    return propagate.extract(headers or {})
+
+
+def inject(headers: dict[str, str], ctx: Context | None = None) -> dict[str, str]:
+    """Write the current (or given) trace context into headers, W3C traceparent/tracestate."""
+    propagate.inject(headers, context=ctx if ctx is not None else otel_context.get_current())
+    return headers
+
+
+def current_trace_id() -> str:
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else ""

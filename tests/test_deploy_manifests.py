@@ -1,0 +1,409 @@
+"""Static checks of the deployment files: docker-compose.yml, the Dockerfile, Prometheus and Grafana
+config, and the Kubernetes manifests in deploy/k8s. No docker engine or cluster is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from shared.settings import PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+K8S_DIR = ROOT / "deploy" / "k8s"
+PROMETHEUS_FILE = ROOT / "deploy" / "compose" / "prometheus" / "prometheus.yml"
+GRAFANA_DIR = ROOT / "deploy" / "compose" / "grafana"
+DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "fraudmesh.json"
+
+# The four services: python module -> does it serve HTTP (gateway) or only a metrics port.
+MODULES = {"gateway": "http", "aggregator": "metrics", "inference_svc": "metrics", "feature_svc": "metrics"}
+
+# Every series the Grafana dashboard may use (issue 5); histograms without their _bucket/_count/_sum suffix.
+DASHBOARD_METRICS = {
+    "fraudmesh_http_request_duration_seconds",
+    "fraudmesh_http_requests_total",
+    "fraudmesh_partials_in_flight",
+    "fraudmesh_partial_redeliveries_total",
+    "fraudmesh_partials_dead_lettered_total",
+    "fraudmesh_feature_age_seconds",
+    "fraudmesh_feature_cache_requests_total",
+    "fraudmesh_model_score",
+    "fraudmesh_nats_reconnects_total",
+}
+
+KNOWN_SETTINGS = {PREFIX + f.name.upper() for f in msgspec.structs.fields(Settings)}
+
+
+def check_env_names(names: list[str] | set[str], where: str) -> None:
+    """The services refuse to start on an unknown FRAUDMESH_* variable: catch that here."""
+    unknown = sorted(n for n in names if n.startswith(PREFIX) and n not in KNOWN_SETTINGS)
+    assert not unknown, f"{where}: unknown setting(s) {unknown}; known ones are in shared/settings.py"
+
+
+# ------------------------------------------------------------------------------------------- compose
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def compose_app_services(compose: dict[str, Any]) -> dict[str, str]:
+    """compose service name -> python module, for services whose command is `python -m <one of MODULES>`."""
+    found = {}
+    for name, svc in compose["services"].items():
+        cmd = svc.get("command") or []
+        if isinstance(cmd, str):
+            cmd = cmd.split()
+        if len(cmd) >= 3 and cmd[:2] == ["python", "-m"] and cmd[2] in MODULES:
+            found[name] = cmd[2]
+    return found
+
+
+def compose_env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_docker_compose_config_validates() -> None:
+    """`docker-compose config` (Debian's compose v1) parses, interpolates and schema-checks the file."""
+    if shutil.which("docker-compose"):
+        cmd = ["docker-compose", "-f", str(COMPOSE_FILE), "config", "-q"]
+    elif (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True, check=False).returncode == 0
+    ):
+        cmd = ["docker", "compose", "-f", str(COMPOSE_FILE), "config", "-q"]
+    else:
+        pytest.skip(
+            "cannot validate docker-compose.yml: the `docker-compose` binary (Debian package docker-compose, "
+            "compose v1) is not installed, and neither the compose v2 plugin (`docker compose`) nor a docker "
+            "engine is on this machine. Install one with `apt-get install docker-compose`."
+        )
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+
+
+def test_compose_services_and_start_order(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for store in ("nats", "redis", "postgres", "neo4j", "jaeger", "prometheus", "grafana"):
+        assert store in services, f"docker-compose.yml has no `{store}` service"
+    assert "-js" in services["nats"]["command"], "nats must run with JetStream (-js)"
+    assert any(v.split(":")[-1] == "/data" for v in services["nats"].get("volumes", [])), (
+        "nats needs a volume"
+    )
+
+    apps = compose_app_services(compose)
+    assert sorted(apps.values()) == sorted(MODULES), f"expected one compose service per module, got {apps}"
+    by_module = {m: n for n, m in apps.items()}
+    assert services[by_module["inference_svc"]]["deploy"]["replicas"] == 2
+    assert services[by_module["feature_svc"]]["deploy"]["replicas"] == 2
+
+    for name in apps:
+        svc = services[name]
+        assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+        deps = svc.get("depends_on") or {}
+        assert isinstance(deps, dict) and deps.get("nats", {}).get("condition") == "service_healthy", (
+            f"{name}: must wait for a healthy nats"
+        )
+        for dep, cond in deps.items():
+            assert dep in services, f"{name} depends on unknown service {dep}"
+            if cond["condition"] == "service_healthy":
+                assert services[dep].get("healthcheck", {}).get("test"), (
+                    f"{name} waits on {dep}'s healthcheck"
+                )
+
+    # The bootstrap model is written before inference starts, into the volume inference reads.
+    init = services["model-init"]
+    assert init["command"][:5] == ["python", "-m", "deploy.cli", "model", "init"]
+    inference = services[by_module["inference_svc"]]
+    assert inference["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
+    models_mount = [v for v in inference["volumes"] if v.split(":")[1] == "/app/var/models"]
+    assert models_mount and models_mount[0].split(":")[0] in {v.split(":")[0] for v in init["volumes"]}
+
+    gateway_env = compose_env(services[by_module["gateway"]])
+    assert gateway_env.get("FRAUDMESH_HTTP_HOST") == "0.0.0.0", "the gateway must bind 0.0.0.0 in a container"
+
+
+def test_compose_env_names_are_known_settings(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        check_env_names(set(compose_env(svc)), f"docker-compose.yml service {name}")
+
+
+def test_dockerfile_multistage_nonroot_without_torch() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\S+))?", text, re.M | re.I)
+    assert len(stages) >= 2, "the Dockerfile must be multi-stage"
+    args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
+    final_image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), stages[-1][0])
+    assert final_image.startswith("python:3.11-slim"), f"runtime stage is {final_image}"
+    final_stage = text[text.rfind("\nFROM ") :]
+    users = re.findall(r"^USER\s+(\S+)", final_stage, re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, "the runtime stage must run as non-root"
+    installs = " ".join(re.findall(r"pip install[^\n]*", text))
+    assert "[" not in installs and "torch" not in installs, f"no extras / torch in the image: {installs}"
+    env_names = re.findall(r"\b(FRAUDMESH_\w+)=", text)
+    check_env_names(env_names, "Dockerfile")
+
+
+# ------------------------------------------------------------------------------------- observability
+
+
+def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    targets: set[tuple[str, int]] = set()
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for sd in job.get("dns_sd_configs", []):
+            assert sd.get("type", "SRV") == "A", "compose DNS has A records only"
+            targets.update((name, int(sd["port"])) for name in sd["names"])
+        for static in job.get("static_configs", []):
+            for t in static["targets"]:
+                host, port = t.rsplit(":", 1)
+                targets.add((host, int(port)))
+
+    for name, module in compose_app_services(compose).items():
+        env = compose_env(compose["services"][name])
+        if MODULES[module] == "http":
+            port = int(env.get("FRAUDMESH_HTTP_PORT", 8000))
+        else:
+            port = int(env.get("FRAUDMESH_METRICS_PORT", 0))
+            assert port > 0, f"{name}: FRAUDMESH_METRICS_PORT must be set (0 disables metrics)"
+        assert (name, port) in targets, (
+            f"prometheus does not scrape {name}:{port}; it scrapes {sorted(targets)}"
+        )
+
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert any(m.startswith("./deploy/compose/prometheus/prometheus.yml:") for m in mounts)
+
+
+def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in dashboard["panels"]:
+        out.extend(p.get("panels", []) if p.get("type") == "row" else [p])
+    return out
+
+
+def test_grafana_dashboard_uses_known_metrics() -> None:
+    dashboard = json.loads(DASHBOARD_FILE.read_text())
+    panels = _panels(dashboard)
+    assert panels, "the dashboard has no panels"
+    datasource_uids = {
+        ds["uid"]
+        for f in (GRAFANA_DIR / "provisioning" / "datasources").glob("*.yml")
+        for ds in yaml.safe_load(f.read_text())["datasources"]
+    }
+    used: set[str] = set()
+    for panel in panels:
+        title = panel.get("title", panel.get("id"))
+        exprs = [t.get("expr", "") for t in panel.get("targets", [])]
+        assert exprs and all(exprs), f"panel {title!r} has a target without a PromQL expr"
+        assert panel["datasource"]["uid"] in datasource_uids, f"panel {title!r}: unknown datasource"
+        for expr in exprs:
+            names = {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\bfraudmesh_\w+", expr)}
+            assert names, f"panel {title!r}: expr names no fraudmesh metric: {expr}"
+            assert names <= DASHBOARD_METRICS, (
+                f"panel {title!r}: unknown metric(s) {names - DASHBOARD_METRICS}"
+            )
+            used |= names
+    assert used == DASHBOARD_METRICS, f"dashboard misses {DASHBOARD_METRICS - used}"
+
+
+def test_grafana_provisioning_matches_compose_mounts(compose: dict[str, Any]) -> None:
+    mounts = dict(m.split(":")[:2] for m in compose["services"]["grafana"]["volumes"] if m.startswith("./"))
+    provider = yaml.safe_load((GRAFANA_DIR / "provisioning" / "dashboards" / "fraudmesh.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    assert mounts.get("./deploy/compose/grafana/dashboards") == path
+    assert mounts.get("./deploy/compose/grafana/provisioning") == "/etc/grafana/provisioning"
+
+
+# ----------------------------------------------------------------------------------------- kubernetes
+
+
+def load_k8s() -> list[tuple[str, dict[str, Any]]]:
+    """(file name, object) for every Kubernetes object in deploy/k8s (multi-document YAML)."""
+    objects = []
+    for path in sorted(K8S_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and "kind" in doc and doc["kind"] != "Kustomization":
+                objects.append((path.name, doc))
+    return objects
+
+
+@pytest.fixture(scope="module")
+def k8s() -> list[tuple[str, dict[str, Any]]]:
+    objs = load_k8s()
+    assert objs, "no Kubernetes objects in deploy/k8s"
+    return objs
+
+
+def of_kind(objs: list[tuple[str, dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    return [o for _, o in objs if o["kind"] == kind]
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def test_k8s_every_object_is_namespaced_and_named(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    for fname, obj in k8s:
+        assert obj.get("apiVersion") and obj.get("metadata", {}).get("name"), f"{fname}: incomplete object"
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "fraudmesh", f"{fname}: {obj['kind']} not in fraudmesh"
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    manifests = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml", "nats-values.yaml"}
+    assert listed == manifests, (
+        f"kustomization.yaml resources differ: missing {manifests - listed}, extra {listed - manifests}"
+    )
+
+
+def test_k8s_deployments_have_probes_resources_and_services(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    deployments = of_kind(k8s, "Deployment")
+    modules = {}
+    services = of_kind(k8s, "Service")
+    for dep in deployments:
+        name = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert matches(dep["spec"]["selector"]["matchLabels"], labels), f"{name}: selector misses its pods"
+        spec = pod["spec"]
+        pod_sc = spec.get("securityContext", {})
+        assert spec.get("enableServiceLinks") is False, f"{name}: service-link env vars could break settings"
+        for c in spec["containers"]:
+            where = f"Deployment {name} container {c['name']}"
+            for kind in ("requests", "limits"):
+                res = c.get("resources", {}).get(kind, {})
+                assert "cpu" in res and "memory" in res, f"{where}: resources.{kind} needs cpu and memory"
+            sc = c.get("securityContext", {})
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, f"{where}: not runAsNonRoot"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation"
+            # `command` would replace the image's tini entrypoint.
+            assert "command" not in c, f"{where}: use args, not command"
+            args = c["args"]
+            assert args[:2] == ["python", "-m"] and args[2] in MODULES, f"{where}: args {args}"
+            modules[args[2]] = dep
+            ports = {p["containerPort"] for p in c.get("ports", [])} | {
+                p.get("name") for p in c.get("ports", [])
+            }
+            env = {e["name"]: e.get("value") for e in c.get("env", [])}
+            check_env_names(set(env), where)
+            if MODULES[args[2]] == "http":
+                expected = {"readinessProbe": "/ready", "livenessProbe": "/healthz"}
+                serve_port = int(env.get("FRAUDMESH_HTTP_PORT", 8000))
+                assert env.get("FRAUDMESH_HTTP_HOST") == "0.0.0.0", f"{where}: must bind 0.0.0.0"
+            else:
+                expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+                serve_port = int(env.get("FRAUDMESH_METRICS_PORT", 0))
+                assert serve_port > 0, f"{where}: FRAUDMESH_METRICS_PORT must be set"
+            assert serve_port in ports, f"{where}: serves on {serve_port} but declares ports {ports}"
+            named = {p["name"]: p["containerPort"] for p in c["ports"] if "name" in p}
+            for probe, path in expected.items():
+                get = c.get(probe, {}).get("httpGet")
+                assert get, f"{where}: no httpGet {probe}"
+                assert get["path"] == path, f"{where}: {probe} path {get['path']}, expected {path}"
+                assert named.get(get["port"], get["port"]) == serve_port, f"{where}: {probe} on wrong port"
+
+        svc = [s for s in services if matches(s["spec"].get("selector", {}), labels)]
+        assert svc, f"Deployment {name} has no Service selecting its pods"
+        all_ports = {p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
+        all_names = {p["name"] for c in spec["containers"] for p in c.get("ports", []) if "name" in p}
+        for s in svc:
+            for p in s["spec"]["ports"]:
+                target = p.get("targetPort", p["port"])
+                assert target in all_ports or target in all_names, (
+                    f"Service {s['metadata']['name']} targetPort {target} is not a port of Deployment {name}"
+                )
+    assert sorted(modules) == sorted(MODULES), f"expected one Deployment per module, got {sorted(modules)}"
+
+
+def test_k8s_hpa_pdb_networkpolicy(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind(k8s, "Deployment")}
+    by_module = {d["spec"]["template"]["spec"]["containers"][0]["args"][2]: d for d in deployments.values()}
+
+    hpas = of_kind(k8s, "HorizontalPodAutoscaler")
+    inference = by_module["inference_svc"]["metadata"]["name"]
+    hpa = [h for h in hpas if h["spec"]["scaleTargetRef"]["name"] == inference]
+    assert hpa, f"no HPA targets the inference Deployment {inference!r}"
+    h = hpa[0]
+    assert h["apiVersion"] == "autoscaling/v2"
+    assert h["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+    assert any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in h["spec"]["metrics"])
+    assert h["spec"]["minReplicas"] >= 2
+
+    pdbs = of_kind(k8s, "PodDisruptionBudget")
+    for module in ("gateway", "inference_svc"):
+        labels = by_module[module]["spec"]["template"]["metadata"]["labels"]
+        assert any(matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs), (
+            f"no PDB for {module}"
+        )
+
+    policies = of_kind(k8s, "NetworkPolicy")
+    gw_labels = by_module["gateway"]["spec"]["template"]["metadata"]["labels"]
+    gw = [p for p in policies if matches(p["spec"]["podSelector"].get("matchLabels", {}), gw_labels)]
+    assert gw and any(
+        "from" not in rule and any(port["port"] == 8000 for port in rule["ports"])
+        for rule in gw[0]["spec"]["ingress"]
+    ), "the gateway must accept port 8000 from anywhere"
+    workers = {d["metadata"]["name"] for m, d in by_module.items() if m != "gateway"}
+    covered = set()
+    for p in policies:
+        for expr in p["spec"]["podSelector"].get("matchExpressions", []):
+            if expr["key"] == "app.kubernetes.io/name" and expr["operator"] == "In":
+                covered |= set(expr["values"])
+                for rule in p["spec"]["ingress"]:
+                    assert rule.get("from"), "worker ingress must be restricted to known sources"
+    assert workers <= covered, f"no NetworkPolicy for {workers - covered}"
+
+
+def test_k8s_config_and_secret_hold_only_known_settings(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    for cm in of_kind(k8s, "ConfigMap"):
+        check_env_names(set(cm["data"]), f"ConfigMap {cm['metadata']['name']}")
+        assert not {"FRAUDMESH_API_KEYS", "FRAUDMESH_NEO4J_PASSWORD", "FRAUDMESH_POSTGRES_DSN"} & set(
+            cm["data"]
+        ), "secrets belong in the Secret, not the ConfigMap"
+    secrets = of_kind(k8s, "Secret")
+    assert secrets
+    for s in secrets:
+        check_env_names(
+            set(s.get("stringData", {})) | set(s.get("data", {})), f"Secret {s['metadata']['name']}"
+        )
+    # Every secretKeyRef points at a key that exists.
+    keys = {
+        (s["metadata"]["name"], k) for s in secrets for k in {**s.get("data", {}), **s.get("stringData", {})}
+    }
+    for dep in of_kind(k8s, "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        for c in pod["containers"] + pod.get("initContainers", []):
+            for e in c.get("env", []):
+                ref = e.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert (ref["name"], ref["key"]) in keys, (
+                        f"{dep['metadata']['name']}: missing secret {ref}"
+                    )
+
+
+def test_nats_helm_values_jetstream_cluster() -> None:
+    values = yaml.safe_load((K8S_DIR / "nats-values.yaml").read_text())
+    cfg = values["config"]
+    assert cfg["cluster"]["enabled"] is True
+    assert cfg["cluster"]["replicas"] == 3
+    js = cfg["jetstream"]
+    assert js["enabled"] is True
+    assert js["fileStore"].get("enabled", True) is True
+    assert js["fileStore"]["pvc"]["size"], "JetStream file storage needs a PVC size"

@@ -50,12 +50,15 @@ class AggregatorMetrics:
             registry=r,
         )
         self.duplicates = Counter(
-            "fraudmesh_partial_results_duplicate", "Partial results ignored because already counted.", registry=r
+            "fraudmesh_partial_results_duplicate",
+            "Partial results ignored because already counted.",
+            registry=r,
         )
         self.late = Counter(
-            "fraudmesh_partial_results_late", "Partial results that arrived after their request was answered.",
+            "fraudmesh_partial_results_late",
+            "Partial results that arrived after their request was answered.",
             registry=r,
-        )  # fmt: skip
+        )
         self.dead_lettered = Counter(
             "fraudmesh_partials_dead_lettered", "Partials moved to the dead-letter stream.", registry=r
         )
@@ -151,9 +154,12 @@ class Aggregator(Service):
         if not complete:
             self.log.warning(
                 "answering incomplete",
-                extra=log_fields(missing=len(missing), total=len(txs), unscored_partials=[
-                    i.index for i in infos if not i.scored]),
-            )  # fmt: skip
+                extra=log_fields(
+                    missing=len(missing),
+                    total=len(txs),
+                    unscored_partials=[i.index for i in infos if not i.scored],
+                ),
+            )
         return ScoreReply(
             request_id=rid,
             complete=complete,
@@ -185,9 +191,14 @@ class Aggregator(Service):
             for i, (start, end) in enumerate(bounds):
                 with self.tracer.start_as_current_span(f"partial {i} publish", attributes={"fraudmesh.partial": i}):
                     payload = self.codec.encode(
-                        Partial(request_id=batch_id, index=i, count=count, transactions=txs[start:end],
-                                enqueued_at=enqueued)
-                    )  # fmt: skip
+                        Partial(
+                            request_id=batch_id,
+                            index=i,
+                            count=count,
+                            transactions=txs[start:end],
+                            enqueued_at=enqueued,
+                        )
+                    )
                     headers = self.outgoing_headers(
                         ctx, **{subjects.HDR_MSG_ID: f"{batch_id}:{i}", subjects.HDR_REPLY_TO: self.inbox}
                     )
@@ -260,7 +271,5 @@ class Aggregator(Service):
         if reply_to:
             await self.nc.publish(
                 reply_to,
-                self.codec.encode(
-                    PartialFailed(request_id=partial.request_id, index=partial.index, reason=reason)
-                ),
+                self.codec.encode(PartialFailed(request_id=partial.request_id, index=partial.index, reason=reason)),
             )

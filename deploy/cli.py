@@ -15,11 +15,17 @@ DEFAULT_RUN_DIR = Path("var")
 def _cmd_up(args: argparse.Namespace) -> int:
     from deploy.stack import up
 
-    replicas = {"gateway": args.gateways, "aggregator": args.aggregators, "inference": args.inference,
-                "feature": args.features}  # fmt: skip
+    replicas = {
+        "gateway": args.gateways,
+        "aggregator": args.aggregators,
+        "inference": args.inference,
+        "feature": args.features,
+    }
     state = up(args.run_dir, replicas, http_port=args.http_port)
     print(f"\nfraudmesh is up. gateway {state.gateway_url}  (docs {state.gateway_url}/docs)")
-    print(f"nats {state.nats_url} (monitor {state.nats_monitor})  redis {state.redis_url}  postgres {state.postgres_dsn}")
+    print(
+        f"nats {state.nats_url} (monitor {state.nats_monitor})  redis {state.redis_url}  postgres {state.postgres_dsn}"
+    )
     print(f"logs in {Path(state.run_dir) / 'logs'}; stop with `fraudmesh down`")
     return 0
 
@@ -42,7 +48,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         extra = f" metrics :{s.metrics_port}" if s.metrics_port else f" http :{s.http_port}"
         print(f"{s.name}-{s.index:<3} pid {s.pid:<7} {'up' if alive(s.pid) else 'DOWN':<5}{extra}  log {s.log}")
     for name, info in state.servers.items():
-        print(f"{name:<10} pid {info['pid']!s:<7} {'up' if alive(int(str(info['pid']))) else 'DOWN':<5} port {info['port']}")
+        print(
+            f"{name:<10} pid {info['pid']!s:<7} {'up' if alive(int(str(info['pid']))) else 'DOWN':<5} "
+            f"port {info['port']}"
+        )
     return 0
 
 
@@ -62,7 +71,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_model_init(args: argparse.Namespace) -> int:
     from inference_svc.bootstrap import train_bootstrap
+    from shared.settings import load_settings
 
+    args.model_dir = args.model_dir or Path(load_settings().model_dir)
     meta = train_bootstrap(args.model_dir)
     print(f"bootstrap model {meta.version} written to {args.model_dir / meta.version} and activated")
     print(json.dumps(meta.metrics))
@@ -100,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("model", help="model artifacts").add_subparsers(dest="model_command", required=True)
     s = m.add_parser("init", help="train and activate the bootstrap model (no torch needed)")
-    s.add_argument("--model-dir", type=Path, default=DEFAULT_RUN_DIR / "models")
+    s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or var/models")
     s.set_defaults(func=_cmd_model_init)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)

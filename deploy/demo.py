@@ -29,21 +29,29 @@ def run_demo(gateway_url: str, n: int = 1000, api_key: str = "") -> int:
         return 1
     doc = r.json()
     results = doc["results"]
-    print(f"\nscored {sum(1 for x in results if x)} of {n} transactions in {doc['latency_ms']:.1f} ms "
-          f"(complete={doc['complete']}, request {doc['request_id']})")  # fmt: skip
-    print(f"split into {len(doc['partials'])} partials, scored by {len(doc['inference_workers'])} inference "
-          f"process(es): {', '.join(doc['inference_workers'])}")  # fmt: skip
+    print(
+        f"\nscored {sum(1 for x in results if x)} of {n} transactions in {doc['latency_ms']:.1f} ms "
+        f"(complete={doc['complete']}, request {doc['request_id']})"
+    )
+    print(
+        f"split into {len(doc['partials'])} partials, scored by {len(doc['inference_workers'])} inference "
+        f"process(es): {', '.join(doc['inference_workers'])}"
+    )
     print("\n  partial  size  worker           deliveries  queue ms  compute ms")
     for p in doc["partials"]:
-        print(f"  {p['index']:>7}  {p['size']:>4}  {p.get('worker_id', '-'):<16} {p.get('deliveries', 1):>10}"
-              f"  {p.get('queue_ms', 0):>8.2f}  {p.get('compute_ms', 0):>10.2f}")  # fmt: skip
+        print(
+            f"  {p['index']:>7}  {p['size']:>4}  {p.get('worker_id', '-'):<16} {p.get('deliveries', 1):>10}"
+            f"  {p.get('queue_ms', 0):>8.2f}  {p.get('compute_ms', 0):>10.2f}"
+        )
     levels = Counter(x["risk_level"] for x in results if x)
     print("\nrisk levels: " + ", ".join(f"{k} {levels.get(k, 0)}" for k in ("low", "medium", "high", "critical")))
     print("\nriskiest transactions:")
     for x in sorted((x for x in results if x), key=lambda x: -x["fraud_score"])[:5]:
         reasons = "; ".join(f["description"] for f in x.get("top_risk_factors", []))
-        print(f"  {x['transaction_id']}  score {x['fraud_score']:.3f}  {x['risk_level']:<8} "
-              f"{x['recommended_action']:<7}  {reasons}")  # fmt: skip
+        print(
+            f"  {x['transaction_id']}  score {x['fraud_score']:.3f}  {x['risk_level']:<8} "
+            f"{x['recommended_action']:<7}  {reasons}"
+        )
     print(f"\nAPI docs:   {gateway_url}/docs  (Swagger UI: {gateway_url}/swagger)")
     print(f"metrics:    {gateway_url}/metrics")
     print(f"health:     {gateway_url}/health")

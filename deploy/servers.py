@@ -64,9 +64,7 @@ def _apt_install(packages: list[str]) -> None:
     print(f"installing {' '.join(packages)} with apt-get ...", file=sys.stderr, flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL
-    )
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def nats_server_binary() -> str:
@@ -179,13 +177,19 @@ def start_redis(run_dir: Path, port: int | None = None) -> Server:
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
         redis_server_binary(),
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--dir", str(data),
-        "--save", "",
-        "--appendonly", "no",
-        "--protected-mode", "yes",
-    ]  # fmt: skip
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+    ]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, 15, proc, log)
     return Server("redis", port, log, proc, extra={"url": f"redis://127.0.0.1:{port}/0"})
@@ -223,12 +227,21 @@ def start_postgres(run_dir: Path, port: int | None = None) -> Server:
             os.chown(data, pw.pw_uid, pw.pw_gid)
         res = subprocess.run(
             _as_pg_user(
-                [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--auth=trust", "-E", "UTF8",
-                 "--no-sync"]
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    PG_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ]
             ),
             capture_output=True,
             text=True,
-        )  # fmt: skip
+        )
         if res.returncode != 0:
             raise ServerError(f"initdb failed in {data}:\n{res.stdout}\n{res.stderr}")
     opts = (
@@ -245,15 +258,23 @@ def start_postgres(run_dir: Path, port: int | None = None) -> Server:
     pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
     # create the database once
     psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, "-d", "postgres", "-tAc"]
-    exists = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'"], capture_output=True,
-                            text=True)  # fmt: skip
+    exists = subprocess.run(
+        [*psql, f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'"], capture_output=True, text=True
+    )
     if exists.stdout.strip() != "1":
         subprocess.run([*psql, f"CREATE DATABASE {PG_DB}"], check=True, capture_output=True)
     srv = Server(
-        "postgres", port, log, None, pid=pid,
-        extra={"dsn": f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}", "data": str(data),
-               "bindir": str(bindir)},
-    )  # fmt: skip
+        "postgres",
+        port,
+        log,
+        None,
+        pid=pid,
+        extra={
+            "dsn": f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}",
+            "data": str(data),
+            "bindir": str(bindir),
+        },
+    )
     return srv
 
 

@@ -30,8 +30,12 @@ from deploy.servers import (
     stop_postgres,
 )
 
-SERVICE_MODULES = {"gateway": "gateway", "aggregator": "aggregator", "inference": "inference_svc",
-                   "feature": "feature_svc"}  # fmt: skip
+SERVICE_MODULES = {
+    "gateway": "gateway",
+    "aggregator": "aggregator",
+    "inference": "inference_svc",
+    "feature": "feature_svc",
+}
 START_ORDER = ("aggregator", "inference", "feature", "gateway")
 
 
@@ -121,8 +125,9 @@ def start_service(
         start_new_session=True,
         cwd=str(Path(__file__).resolve().parent.parent),
     )
-    return ServiceProc(name=name, index=index, pid=proc.pid, log=str(log), metrics_port=metrics_port,
-                       http_port=http_port)  # fmt: skip
+    return ServiceProc(
+        name=name, index=index, pid=proc.pid, log=str(log), metrics_port=metrics_port, http_port=http_port
+    )
 
 
 def stop_service(svc: ServiceProc, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
@@ -175,7 +180,9 @@ def up(
     run_dir = run_dir.resolve()
     existing = StackState.load(run_dir)
     if existing and any(alive(s.pid) for s in existing.services):
-        raise ServerError(f"a stack is already running from {run_dir} (see {existing.path}); run `fraudmesh down` first")
+        raise ServerError(
+            f"a stack is already running from {run_dir} (see {existing.path}); run `fraudmesh down` first"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(run_dir, 0o755)
     ports = ports or {}
@@ -187,8 +194,10 @@ def up(
     pg = start_postgres(run_dir / "postgres", _port(ports.get("postgres", 5432)))
     state.nats_url, state.nats_monitor = nats.extra["url"], f"http://127.0.0.1:{nats.extra['monitor']}"
     state.redis_url, state.postgres_dsn = redis.extra["url"], pg.extra["dsn"]
-    state.servers = {s.name: {"port": s.port, "pid": s.proc.pid if s.proc else s.pid, "log": str(s.log), **s.extra}
-                     for s in (nats, redis, pg)}  # fmt: skip
+    state.servers = {
+        s.name: {"port": s.port, "pid": s.proc.pid if s.proc else s.pid, "log": str(s.log), **s.extra}
+        for s in (nats, redis, pg)
+    }
     state.save()
     version = ensure_model(run_dir / "models")
     say(f"model: {version}", flush=True)
@@ -196,9 +205,11 @@ def up(
     state.gateway_url = f"http://127.0.0.1:{gw_port}"
     for name in START_ORDER:
         for i in range(replicas.get(name, 0)):
-            state.services.append(start_service(state, name, i, extra_env, http_port=gw_port if name == "gateway" else 0))
+            state.services.append(
+                start_service(state, name, i, extra_env, http_port=gw_port if name == "gateway" else 0)
+            )
             state.save()
-    say("services: " + ", ".join(f"{n}×{replicas.get(n, 0)}" for n in START_ORDER), flush=True)
+    say("services: " + ", ".join(f"{n} x{replicas.get(n, 0)}" for n in START_ORDER), flush=True)
     if replicas.get("gateway"):
         wait_ready(state.gateway_url, 60.0, state.services)
     return state
@@ -219,8 +230,15 @@ def down(run_dir: Path, echo: bool = True) -> bool:
             Server(name, int(str(info["port"])), Path(str(info["log"])), pid=int(str(info["pid"]))).stop()
     pg = state.servers.get("postgres")
     if pg:
-        stop_postgres(Server("postgres", int(str(pg["port"])), Path(str(pg["log"])), pid=int(str(pg["pid"])),
-                             extra={"data": str(pg["data"]), "bindir": str(pg["bindir"])}))  # fmt: skip
+        stop_postgres(
+            Server(
+                "postgres",
+                int(str(pg["port"])),
+                Path(str(pg["log"])),
+                pid=int(str(pg["pid"])),
+                extra={"data": str(pg["data"]), "bindir": str(pg["bindir"])},
+            )
+        )
     state.services = []
     state.servers = {}
     state.save()

@@ -83,20 +83,31 @@ def on_bridge_error(request: Request[Any, Any, Any], exc: BridgeError) -> Respon
 
 def on_body_error(request: Request[Any, Any, Any], exc: BodyError) -> Response[bytes]:
     return error_response(
-        ErrorReply(code="bad_request", message=f"{exc.message} {len(exc.errors)} problem(s); see `errors`.",
-                   request_id=request_id_of(request), errors=exc.errors)
-    )  # fmt: skip
+        ErrorReply(
+            code="bad_request",
+            message=f"{exc.message} {len(exc.errors)} problem(s); see `errors`.",
+            request_id=request_id_of(request),
+            errors=exc.errors,
+        )
+    )
 
 
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     rid = request_id_of(request)
-    code: ErrorCode = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large",
-                       429: "rate_limited", 503: "unavailable"}.get(exc.status_code, "bad_request")  # fmt: skip
+    code: ErrorCode = {
+        400: "bad_request",
+        401: "unauthorized",
+        404: "not_found",
+        413: "payload_too_large",
+        429: "rate_limited",
+        503: "unavailable",
+    }.get(exc.status_code, "bad_request")
     errors: list[FieldError] = []
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         for item in exc.extra:
             if isinstance(item, dict):
-                where = f"{item.get('source', 'request')}.{item.get('key', '')}".rstrip(".")
+                source = item.get("source", "request")
+                where = f"{getattr(source, 'value', source)}.{item.get('key', '')}".rstrip(".")
                 errors.append(FieldError(path=where, message=str(item.get("message", ""))))
     if exc.status_code >= 500:
         code = "unavailable" if exc.status_code == 503 else "internal"
@@ -113,9 +124,13 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[b
     rid = request_id_of(request)
     log.exception("unhandled error", extra={"fields": {"request_id": rid, "path": request.url.path}})
     return error_response(
-        ErrorReply(code="internal", message=f"Internal error ({type(exc).__name__}); quote request id {rid}.",
-                   request_id=rid, retryable=True)
-    )  # fmt: skip
+        ErrorReply(
+            code="internal",
+            message=f"Internal error ({type(exc).__name__}); quote request id {rid}.",
+            request_id=rid,
+            retryable=True,
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------- auth
@@ -129,33 +144,50 @@ def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHa
 def _deadline_ms(settings: Settings, timeout_ms: int | None) -> float:
     if timeout_ms is not None and not 1 <= timeout_ms <= settings.max_request_timeout_ms:
         raise BodyError(
-            [FieldError(path="query.timeout_ms",
-                        message=f"Must be between 1 and {settings.max_request_timeout_ms} ms, got {timeout_ms}.")],
+            [
+                FieldError(
+                    path="query.timeout_ms",
+                    message=f"Must be between 1 and {settings.max_request_timeout_ms} ms, got {timeout_ms}.",
+                )
+            ],
             "The query is invalid.",
-        )  # fmt: skip
+        )
     return time.time() * 1000.0 + (timeout_ms or settings.request_timeout_ms)
 
 
 async def _score(
     bridge: NatsBridge, txs: list[Transaction], rid: str, deadline: float, partial_size: int | None
 ) -> ScoreReply:
-    answer = await bridge.score(ScoreRequest(transactions=txs, request_id=rid, partial_size=partial_size),
-                                deadline, rid)  # fmt: skip
+    answer = await bridge.score(
+        ScoreRequest(transactions=txs, request_id=rid, partial_size=partial_size), deadline, rid
+    )
     if isinstance(answer, ErrorReply):
         raise BridgeError(answer)
     if not answer.complete and all(r is None for r in answer.results):
-        raise BridgeError(ErrorReply(
-            code="deadline_exceeded", request_id=rid, retryable=True,
-            message=f"No transaction was scored before the deadline: none of the {len(answer.partials)} partial(s) "
-                    f"came back. Are inference workers running? Retry with a larger timeout_ms.",
-            missing_transaction_ids=answer.missing_transaction_ids[:1000],
-        ))  # fmt: skip
+        raise BridgeError(
+            ErrorReply(
+                code="deadline_exceeded",
+                request_id=rid,
+                retryable=True,
+                message=f"No transaction was scored before the deadline: none of the {len(answer.partials)} partial(s) "
+                f"came back. Are inference workers running? Retry with a larger timeout_ms.",
+                missing_transaction_ids=answer.missing_transaction_ids[:1000],
+            )
+        )
     return answer
 
 
-@post("/predict", operation_class=body_operation(PredictRequest), tags=["scoring"], guards=[api_key_guard],
-      summary="Score a batch of up to 10,000 transactions", status_code=200)  # fmt: skip
-async def predict(request: Request[Any, Any, Any], bridge: NatsBridge, timeout_ms: int | None = None) -> PredictResponse:
+@post(
+    "/predict",
+    operation_class=body_operation(PredictRequest),
+    tags=["scoring"],
+    guards=[api_key_guard],
+    summary="Score a batch of up to 10,000 transactions",
+    status_code=200,
+)
+async def predict(
+    request: Request[Any, Any, Any], bridge: NatsBridge, timeout_ms: int | None = None
+) -> Response[PredictResponse]:
     """One result per transaction, in order. Split into partials and scored by inference workers in parallel.
 
     `complete` is false when the deadline (`timeout_ms`, default 5000) passed before every partial was scored:
@@ -168,13 +200,16 @@ async def predict(request: Request[Any, Any, Any], bridge: NatsBridge, timeout_m
     body = decode_body(await request.body(), PredictRequest, _predict_decoder)
     n = len(body.transactions)
     if n > settings.max_batch_size:
-        raise BridgeError(ErrorReply(
-            code="payload_too_large", request_id=rid,
-            message=f"{n} transactions in one request; the limit is {settings.max_batch_size}. Split the batch.",
-        ))  # fmt: skip
+        raise BridgeError(
+            ErrorReply(
+                code="payload_too_large",
+                request_id=rid,
+                message=f"{n} transactions in one request; the limit is {settings.max_batch_size}. Split the batch.",
+            )
+        )
     rid = body.request_id or rid
     reply = await _score(bridge, body.transactions, rid, deadline, body.partial_size)
-    return PredictResponse(
+    out = PredictResponse(
         request_id=reply.request_id,
         complete=reply.complete,
         results=reply.results,
@@ -184,13 +219,20 @@ async def predict(request: Request[Any, Any, Any], bridge: NatsBridge, timeout_m
         inference_workers=sorted({p.worker_id for p in reply.partials if p.worker_id}),
         latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
     )
+    return Response(out, headers={"X-Request-Id": reply.request_id})
 
 
-@post("/score/fraud", operation_class=body_operation(Transaction), tags=["scoring"], guards=[api_key_guard],
-      summary="Score one transaction", status_code=200)  # fmt: skip
+@post(
+    "/score/fraud",
+    operation_class=body_operation(Transaction),
+    tags=["scoring"],
+    guards=[api_key_guard],
+    summary="Score one transaction",
+    status_code=200,
+)
 async def score_fraud(
     request: Request[Any, Any, Any], bridge: NatsBridge, timeout_ms: int | None = None
-) -> FraudScoreResponse:
+) -> Response[FraudScoreResponse]:
     """Seed 001's real-time endpoint: the score, risk level, action, confidence and the reasons."""
     settings: Settings = request.app.state.settings
     started = time.perf_counter()
@@ -205,7 +247,7 @@ async def score_fraud(
         if s.top_risk_factors
         else "No risk factor stands out for this transaction."
     )
-    return FraudScoreResponse(
+    out = FraudScoreResponse(
         request_id=reply.request_id,
         transaction_id=s.transaction_id,
         fraud_score=s.fraud_score,
@@ -219,6 +261,7 @@ async def score_fraud(
         feature_freshness_sec=None,
         latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
     )
+    return Response(out, headers={"X-Request-Id": reply.request_id})
 
 
 # ------------------------------------------------------------------------------------------ health
@@ -230,8 +273,7 @@ async def _service_health(bridge: NatsBridge) -> dict[str, ServiceHealth]:
     out = {}
     for svc, reps in replies.items():
         status = "down" if not reps else ("ok" if all(r.status == "ok" for r in reps) else "degraded")
-        out[svc] = ServiceHealth(status=status, instances=len(reps),
-                                 details={r.instance_id: r.details for r in reps})  # fmt: skip
+        out[svc] = ServiceHealth(status=status, instances=len(reps), details={r.instance_id: r.details for r in reps})
     return out
 
 
@@ -239,11 +281,18 @@ async def _service_health(bridge: NatsBridge) -> dict[str, ServiceHealth]:
 async def health(bridge: NatsBridge) -> Response[HealthResponse]:
     services = await _service_health(bridge)
     required_up = bridge.connected and all(services[s].instances > 0 for s in REQUIRED)
-    status = "ok" if required_up and all(s.status == "ok" for s in services.values()) else (
-        "degraded" if required_up else "down")  # fmt: skip
-    body = HealthResponse(status=status, nats="connected" if bridge.connected else "disconnected",
-                          services=services)  # fmt: skip
+    status = (
+        "ok"
+        if required_up and all(s.status == "ok" for s in services.values())
+        else ("degraded" if required_up else "down")
+    )
+    body = HealthResponse(status=status, nats="connected" if bridge.connected else "disconnected", services=services)
     return Response(body, status_code=200 if required_up else 503)
+
+
+@get("/healthz", tags=["operations"], summary="Liveness: 200 while the process answers (no dependency checks)")
+async def healthz() -> dict[str, str]:
+    return {"status": "alive"}
 
 
 @get("/ready", tags=["operations"], summary="Readiness: 200 when requests can be scored")
@@ -272,17 +321,20 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
     async def provide_bridge() -> NatsBridge:
         return bridge
 
-    prometheus = PrometheusConfig(app_name="fraudmesh-gateway", prefix="fraudmesh_http", group_path=True,
-                                  exclude=["/metrics"])  # fmt: skip
+    prometheus = PrometheusConfig(
+        app_name="fraudmesh-gateway", prefix="fraudmesh_http", group_path=True, exclude=["/metrics"]
+    )
     middleware: list[Any] = [prometheus.middleware]
     if settings.rate_limit_per_second:
         middleware.append(
-            RateLimitConfig(rate_limit=("second", settings.rate_limit_per_second),
-                            exclude=["/health", "/ready", "/metrics", "/docs"]).middleware  # fmt: skip
+            RateLimitConfig(
+                rate_limit=("second", settings.rate_limit_per_second),
+                exclude=["/health", "/healthz", "/ready", "/metrics", "/docs"],
+            ).middleware
         )
     cors = CORSConfig(allow_origins=settings.cors_origins.split(",")) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[predict, score_fraud, health, ready, PrometheusController],
+        route_handlers=[predict, score_fraud, health, healthz, ready, PrometheusController],
         dependencies={"bridge": Provide(provide_bridge)},
         lifespan=[lifespan],
         middleware=middleware,

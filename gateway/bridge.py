@@ -50,26 +50,38 @@ class NatsBridge:
 
     async def score(self, req: ScoreRequest, deadline_ms: float, request_id: str) -> ScoreAnswer:
         if self.nc is None or not self.nc.is_connected:
-            raise BridgeError(ErrorReply(code="unavailable", message="The gateway is not connected to NATS; retry "
-                                         "shortly.", request_id=request_id, retryable=True))  # fmt: skip
-        headers = inject(
-            {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
-        )
+            raise BridgeError(
+                ErrorReply(
+                    code="unavailable",
+                    message="The gateway is not connected to NATS; retry shortly.",
+                    request_id=request_id,
+                    retryable=True,
+                )
+            )
+        headers = inject({subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id})
         timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
         try:
             msg = await self.nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)
         except NoRespondersError:
-            raise BridgeError(ErrorReply(
-                code="unavailable", request_id=request_id, retryable=True,
-                message=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
-                        f"(`fraudmesh up`) or retry.",
-            )) from None  # fmt: skip
+            raise BridgeError(
+                ErrorReply(
+                    code="unavailable",
+                    request_id=request_id,
+                    retryable=True,
+                    message=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
+                    f"(`fraudmesh up`) or retry.",
+                )
+            ) from None
         except (NatsTimeout, TimeoutError):
-            raise BridgeError(ErrorReply(
-                code="deadline_exceeded", request_id=request_id, retryable=True,
-                message="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
-                        "or a smaller batch.",
-            )) from None  # fmt: skip
+            raise BridgeError(
+                ErrorReply(
+                    code="deadline_exceeded",
+                    request_id=request_id,
+                    retryable=True,
+                    message="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
+                    "or a smaller batch.",
+                )
+            ) from None
         return self.codec.decode(msg.data, ScoreAnswer)  # type: ignore[arg-type]
 
     async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:

@@ -19,8 +19,18 @@ from shared.messages import Channel, Transaction
 
 MCCS = ["5411", "5812", "5541", "5311", "5999", "4111", "5912", "7011", *sorted(HIGH_RISK_MCC)]
 COUNTRIES = ["US", "GB", "DE", "FR", "CA", "BR", "IN", "NG", "JP", "MX"]
-CURRENCY_OF = {"US": "USD", "GB": "GBP", "DE": "EUR", "FR": "EUR", "CA": "CAD", "BR": "BRL", "IN": "INR",
-               "NG": "USD", "JP": "JPY", "MX": "MXN"}  # fmt: skip
+CURRENCY_OF = {
+    "US": "USD",
+    "GB": "GBP",
+    "DE": "EUR",
+    "FR": "EUR",
+    "CA": "CAD",
+    "BR": "BRL",
+    "IN": "INR",
+    "NG": "USD",
+    "JP": "JPY",
+    "MX": "MXN",
+}
 CHANNELS: list[Channel] = ["pos", "ecom", "atm", "moto", "p2p"]
 
 
@@ -91,7 +101,7 @@ def train_bootstrap(model_dir: Path, n: int = 40_000, seed: int = 7, activate: b
     # thresholds from validation scores: top 10% review, top 3% high, top 1% decline
     medium, high, critical = (float(np.quantile(p_val, q)) for q in (0.90, 0.97, 0.99))
     onx = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
-    version = f"bootstrap-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
+    version = f"bootstrap-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     meta = ModelMetadata(
         version=version,
         kind="logistic_regression",
@@ -99,7 +109,12 @@ def train_bootstrap(model_dir: Path, n: int = 40_000, seed: int = 7, activate: b
         thresholds=Thresholds(medium=medium, high=high, critical=critical),
         explainer=LinearExplainer(coef=[float(c) for c in clf.coef_[0]], mean=[float(m) for m in x[:split].mean(0)]),
         created_at=dt.datetime.now(dt.UTC).isoformat(),
-        training={"source": "bootstrap synthetic sample", "rows": n, "seed": seed, "fraud_rate": float(y.mean())},
+        training={
+            "source": "bootstrap synthetic sample",
+            "rows": n,
+            "seed": seed,
+            "fraud_rate": float(y.mean()),
+        },
         metrics={
             "val_roc_auc": round(float(roc_auc_score(y[split:], p_val)), 4),
             "val_pr_auc": round(float(average_precision_score(y[split:], p_val)), 4),

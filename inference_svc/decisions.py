@@ -8,7 +8,12 @@ from inference_svc.artifact import Thresholds
 from inference_svc.tx_features import DESCRIPTIONS
 from shared.messages import Action, RiskFactor, RiskLevel
 
-ACTIONS: dict[RiskLevel, Action] = {"low": "approve", "medium": "review", "high": "review", "critical": "decline"}
+ACTIONS: dict[RiskLevel, Action] = {
+    "low": "approve",
+    "medium": "review",
+    "high": "review",
+    "critical": "decline",
+}
 LEVELS: tuple[RiskLevel, ...] = ("low", "medium", "high", "critical")
 
 
@@ -47,8 +52,12 @@ def top_factors(
                 break
             name = names[j]
             factors.append(
-                RiskFactor(code=name, description=DESCRIPTIONS.get(name, name), weight=round(c, 4),
-                           source="transaction")
-            )  # fmt: skip
+                RiskFactor(
+                    code=name,
+                    description=DESCRIPTIONS.get(name, name),
+                    weight=round(c, 4),
+                    source="transaction",
+                )
+            )
         out.append(factors)
     return out

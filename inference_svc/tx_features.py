@@ -50,8 +50,30 @@ HIGH_RISK_MCC = frozenset({"4829", "5816", "5967", "5993", "6051", "6211", "7801
 # currency -> countries where it is the local currency (enough for a cross-border signal)
 CURRENCY_COUNTRIES: dict[str, frozenset[str]] = {
     "USD": frozenset({"US", "EC", "SV", "PA", "PR"}),
-    "EUR": frozenset({"AT", "BE", "CY", "DE", "EE", "ES", "FI", "FR", "GR", "HR", "IE", "IT", "LT", "LU", "LV",
-                      "MT", "NL", "PT", "SI", "SK"}),
+    "EUR": frozenset(
+        {
+            "AT",
+            "BE",
+            "CY",
+            "DE",
+            "EE",
+            "ES",
+            "FI",
+            "FR",
+            "GR",
+            "HR",
+            "IE",
+            "IT",
+            "LT",
+            "LU",
+            "LV",
+            "MT",
+            "NL",
+            "PT",
+            "SI",
+            "SK",
+        }
+    ),
     "GBP": frozenset({"GB"}),
     "CAD": frozenset({"CA"}),
     "AUD": frozenset({"AU"}),
@@ -65,7 +87,7 @@ CURRENCY_COUNTRIES: dict[str, frozenset[str]] = {
     "BRL": frozenset({"BR"}),
     "MXN": frozenset({"MX"}),
     "SGD": frozenset({"SG"}),
-}  # fmt: skip
+}
 
 
 def featurize(transactions: Sequence[Transaction]) -> np.ndarray:

@@ -49,7 +49,9 @@ class InferenceMetrics:
             "fraudmesh_partial_redeliveries", "Partials this worker received on a redelivery.", registry=r
         )
         self.dead_lettered = Counter(
-            "fraudmesh_partials_dead_lettered", "Partials this worker sent to the dead-letter stream.", registry=r
+            "fraudmesh_partials_dead_lettered",
+            "Partials this worker sent to the dead-letter stream.",
+            registry=r,
         )
         self.queue_time = Histogram(
             "fraudmesh_partial_queue_seconds",
@@ -65,9 +67,12 @@ class InferenceMetrics:
             registry=r,
         )
         self.scores = Histogram(
-            "fraudmesh_model_score", "Fraud scores produced, by model version.", ["model_version"],
-            buckets=SCORE_BUCKETS, registry=r,
-        )  # fmt: skip
+            "fraudmesh_model_score",
+            "Fraud scores produced, by model version.",
+            ["model_version"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
 
 
 class InferenceWorker(Service):
@@ -80,6 +85,7 @@ class InferenceWorker(Service):
         self.js: JetStreamContext | None = None
         self._pulling = True
         self._puller: asyncio.Task[None] | None = None
+        self._psub: JetStreamContext.PullSubscription | None = None
 
     def load_scorer(self) -> Scorer:
         try:
@@ -100,9 +106,8 @@ class InferenceWorker(Service):
         self.js = self.nc.jetstream(timeout=5.0)
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
-        psub = await self.js.pull_subscribe_bind(
-            durable=subjects.INFERENCE_CONSUMER, stream=subjects.PARTIALS_STREAM
-        )
+        psub = await self.js.pull_subscribe_bind(durable=subjects.INFERENCE_CONSUMER, stream=subjects.PARTIALS_STREAM)
+        self._psub = psub
         self._puller = asyncio.create_task(self._pull_loop(psub))
 
     async def before_drain(self) -> None:
@@ -110,6 +115,9 @@ class InferenceWorker(Service):
         if self._puller is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._puller, timeout=3.0)
+        if self._psub is not None:
+            with contextlib.suppress(Exception):
+                await self._psub.unsubscribe()
 
     # ---------------------------------------------------------------------------------- pulling
     async def _pull_loop(self, psub: JetStreamContext.PullSubscription) -> None:
@@ -140,9 +148,11 @@ class InferenceWorker(Service):
         deliveries = meta.num_delivered
         token = request_id_var.set(headers.get(subjects.HDR_REQUEST_ID, ""))
         with self.tracer.start_as_current_span(
-            "inference partial", context=extract(headers), kind=SpanKind.CONSUMER,
+            "inference partial",
+            context=extract(headers),
+            kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "nats", "fraudmesh.deliveries": deliveries},
-        ) as span:  # fmt: skip
+        ) as span:
             try:
                 await self._score_partial(msg, headers, deliveries, span)
             except Exception as exc:
@@ -169,7 +179,9 @@ class InferenceWorker(Service):
             t0 = time.perf_counter()
             if self.settings.chaos_inference_delay_ms:
                 await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
-            with self.tracer.start_as_current_span("onnx score", attributes={"fraudmesh.rows": len(partial.transactions)}):
+            with self.tracer.start_as_current_span(
+                "onnx score", attributes={"fraudmesh.rows": len(partial.transactions)}
+            ):
                 scores, probs = await self.scorer.score(partial.transactions)
             compute_s = time.perf_counter() - t0
         finally:
@@ -219,7 +231,10 @@ class InferenceWorker(Service):
             try:
                 partial = self.codec.decode(msg.data, Partial)
                 failed = PartialFailed(
-                    request_id=partial.request_id, index=partial.index, reason=reason, worker_id=self.instance_id
+                    request_id=partial.request_id,
+                    index=partial.index,
+                    reason=reason,
+                    worker_id=self.instance_id,
                 )
                 await self.nc.publish(reply_to, self.codec.encode(failed))
             except Exception:

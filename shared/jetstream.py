@@ -41,6 +41,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             max_age=settings.partials_max_age_s,
             duplicate_window=min(120.0, settings.partials_max_age_s),
             discard=DiscardPolicy.OLD,
+            num_replicas=settings.stream_replicas,
             description="Partial batches waiting for an inference worker (work queue).",
         ),
     )
@@ -52,6 +53,7 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=7 * 24 * 3600.0,
+            num_replicas=settings.stream_replicas,
             description="Partials that exhausted their deliveries, with the reason in a header.",
         ),
     )

@@ -21,9 +21,24 @@ _PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _encoder = msgspec.json.Encoder()
 
 
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _mask(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group(0))
+    return "[REDACTED-PAN]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)
+
+
 def redact(text: str) -> str:
-    """Mask digit runs that could be card numbers (13-19 digits, optionally spaced or dashed)."""
-    return _PAN.sub("[REDACTED-PAN]", text)
+    """Mask digit runs that are card numbers: 13-19 digits (optionally spaced or dashed) passing Luhn."""
+    return _PAN.sub(_mask, text)
 
 
 class JsonFormatter(logging.Formatter):

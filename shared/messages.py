@@ -36,9 +36,7 @@ class Transaction(Struct, kw_only=True, omit_defaults=True):
     card_id: Identifier
     transaction_amount: Amount
     merchant_id: Identifier | None = None
-    mcc_code: Annotated[str, Meta(pattern=r"^[0-9]{4}$", description="ISO 18245 merchant category code")] | None = (
-        None
-    )
+    mcc_code: Annotated[str, Meta(pattern=r"^[0-9]{4}$", description="ISO 18245 merchant category code")] | None = None
     country_code: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")] | None = None
     transaction_id: Identifier | None = None
     timestamp: datetime | None = None
@@ -48,7 +46,7 @@ class Transaction(Struct, kw_only=True, omit_defaults=True):
     channel: Channel | None = None
 
 
-class RiskFactor(Struct, kw_only=True, omit_defaults=True):
+class RiskFactor(Struct, kw_only=True):
     """One reason behind a score, strongest first."""
 
     code: str
@@ -57,7 +55,7 @@ class RiskFactor(Struct, kw_only=True, omit_defaults=True):
     source: Literal["transaction", "features", "graph", "model"] = "transaction"
 
 
-class TransactionScore(Struct, kw_only=True, omit_defaults=True):
+class TransactionScore(Struct, kw_only=True):
     transaction_id: str
     fraud_score: float
     risk_level: RiskLevel
@@ -88,7 +86,7 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorReply(Struct, tag="error", tag_field="type", kw_only=True, omit_defaults=True):
+class ErrorReply(Struct, tag="error", tag_field="type", kw_only=True):
     """The one error shape, on NATS and (as JSON) over HTTP."""
 
     code: ErrorCode
@@ -110,7 +108,7 @@ class ScoreRequest(Struct, tag="score", tag_field="type", kw_only=True, omit_def
     partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
 
 
-class PartialInfo(Struct, kw_only=True, omit_defaults=True):
+class PartialInfo(Struct, kw_only=True):
     """How one partial was scored: by which worker, after how many deliveries, and how long it took."""
 
     index: int
@@ -123,7 +121,7 @@ class PartialInfo(Struct, kw_only=True, omit_defaults=True):
     scored: bool = True
 
 
-class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True, omit_defaults=True):
+class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True):
     """Reply on `fraud.score`: one entry per input transaction, in order; null where it was not scored."""
 
     request_id: str
@@ -150,7 +148,7 @@ class Partial(Struct, tag="partial", tag_field="type", kw_only=True, omit_defaul
     enqueued_at: float = 0.0
 
 
-class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True, omit_defaults=True):
+class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True):
     request_id: str
     index: int
     scores: list[TransactionScore]
@@ -162,7 +160,7 @@ class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True
     timings_ms: dict[str, float] = {}
 
 
-class PartialFailed(Struct, tag="partial_failed", tag_field="type", kw_only=True, omit_defaults=True):
+class PartialFailed(Struct, tag="partial_failed", tag_field="type", kw_only=True):
     """A partial that will not be scored (dead-lettered): the aggregator stops waiting for it."""
 
     request_id: str
@@ -180,7 +178,7 @@ class HealthPing(Struct, tag="health", tag_field="type", kw_only=True):
     pass
 
 
-class HealthReply(Struct, kw_only=True, omit_defaults=True):
+class HealthReply(Struct, kw_only=True):
     service: str
     instance_id: str
     status: Literal["ok", "degraded"]

@@ -38,7 +38,10 @@ class HandlerMetrics:
             "fraudmesh_nats_reconnects", "NATS reconnections of this process.", ["service"], registry=registry
         )
         self.disconnects = Counter(
-            "fraudmesh_nats_disconnects", "NATS disconnections of this process.", ["service"], registry=registry
+            "fraudmesh_nats_disconnects",
+            "NATS disconnections of this process.",
+            ["service"],
+            registry=registry,
         )
 
     def observe(self, handler: str, outcome: str, seconds: float) -> None:
@@ -51,7 +54,7 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

@@ -60,6 +60,9 @@ async def connect_nats(
             attempt += 1
             if 0 <= first_connect_retries < attempt:
                 raise
-            log.warning("nats not reachable yet; retrying", extra=log_fields(url=urls, error=repr(exc), retry_in_s=delay))
+            log.warning(
+                "nats not reachable yet; retrying",
+                extra=log_fields(url=urls, error=repr(exc), retry_in_s=delay),
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -48,7 +48,12 @@ class ServiceError(Exception):
     """An error that becomes an `ErrorReply` for the caller."""
 
     def __init__(
-        self, code: ErrorCode, message: str, *, errors: list[FieldError] | None = None, retryable: bool = False
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        errors: list[FieldError] | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
@@ -58,7 +63,11 @@ class ServiceError(Exception):
 
     def reply(self, request_id: str = "") -> ErrorReply:
         return ErrorReply(
-            code=self.code, message=self.message, request_id=request_id, errors=self.errors, retryable=self.retryable
+            code=self.code,
+            message=self.message,
+            request_id=request_id,
+            errors=self.errors,
+            retryable=self.retryable,
         )
 
 
@@ -192,9 +201,11 @@ class Service:
         parent = extract(headers)
         outcome = "ok"
         with self.tracer.start_as_current_span(
-            f"{ep.name} process", context=parent, kind=SpanKind.CONSUMER,
+            f"{ep.name} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
-        ) as span:  # fmt: skip
+        ) as span:
             reply: msgspec.Struct | None
             try:
                 ctx = Context(
@@ -207,8 +218,11 @@ class Service:
                 try:
                     req = decoder.decode(msg.data)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    raise ServiceError("bad_request", f"Invalid {ep.request_type.__name__}: {exc}",
-                                       errors=[_field_error(exc)]) from None  # fmt: skip
+                    raise ServiceError(
+                        "bad_request",
+                        f"Invalid {ep.request_type.__name__}: {exc}",
+                        errors=[_field_error(exc)],
+                    ) from None
                 reply = await ep.handler(req, ctx)
             except ServiceError as exc:
                 outcome = exc.code
@@ -269,8 +283,9 @@ class Service:
             await self._subscribe(ep)
         await self.nc.flush()
         if self.settings.metrics_port and self._stop_metrics is None:
-            self._stop_metrics = serve_metrics(self.registry, self.settings.metrics_port, lambda: self.ready
-                                               and self.nc.is_connected)  # fmt: skip
+            self._stop_metrics = serve_metrics(
+                self.registry, self.settings.metrics_port, lambda: self.ready and self.nc.is_connected
+            )
         self.ready = True
         self.log.info("started", extra=log_fields(endpoints=[e.subject for e in self._endpoints]))
 
@@ -289,7 +304,7 @@ class Service:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         await self.on_stop()
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await asyncio.wait_for(self.nc.drain(), timeout=5.0)
         if self._stop_metrics:
             self._stop_metrics()
         self.log.info("stopped")

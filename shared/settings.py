@@ -28,9 +28,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     # --- connections -------------------------------------------------------------------------------
     nats_url: Annotated[str, _doc("NATS server URL(s), comma-separated for a cluster.")] = "nats://127.0.0.1:4222"
     redis_url: Annotated[str, _doc("Redis online feature store URL.")] = "redis://127.0.0.1:6379/0"
-    postgres_dsn: Annotated[str, _doc("PostgreSQL ledger DSN.")] = (
-        "postgresql://fraudmesh@127.0.0.1:5432/fraudmesh"
-    )
+    postgres_dsn: Annotated[str, _doc("PostgreSQL ledger DSN.")] = "postgresql://fraudmesh@127.0.0.1:5432/fraudmesh"
     graph_store: Annotated[
         Literal["postgres", "neo4j"], _doc("Graph store implementation: `postgres` (embedded) or `neo4j`.")
     ] = "postgres"
@@ -57,9 +55,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     cors_origins: Annotated[str, _doc("Comma-separated CORS origins; empty disables CORS.")] = ""
 
     # --- request lifecycle -------------------------------------------------------------------------
-    request_timeout_ms: Annotated[
-        Positive, _doc("Default deadline of a scoring request, end to end, in ms.")
-    ] = 5000
+    request_timeout_ms: Annotated[Positive, _doc("Default deadline of a scoring request, end to end, in ms.")] = 5000
     max_request_timeout_ms: Annotated[Positive, _doc("Largest deadline a client may ask for, in ms.")] = 60000
     max_batch_size: Annotated[Positive, _doc("Most transactions in one request; more gets 413.")] = 10000
     partial_size: Annotated[Positive, _doc("Transactions per partial batch on the work queue.")] = 200
@@ -71,9 +67,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     handler_concurrency: Annotated[Positive, _doc("Messages each request-reply handler runs at once.")] = 256
 
     # --- inference ---------------------------------------------------------------------------------
-    model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = (
-        "var/models"
-    )
+    model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = "var/models"
     model_version: Annotated[str, _doc("Model version to load; empty loads the directory's `active` one.")] = ""
     inference_concurrency: Annotated[Positive, _doc("Partials one inference worker scores at once.")] = 4
     onnx_threads: Annotated[Positive, _doc("onnxruntime intra-op threads per inference worker.")] = 1
@@ -81,6 +75,9 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         float, Meta(gt=0), _doc("JetStream ack wait: an unacked partial is redelivered after this.")
     ] = 10.0
     max_deliver: Annotated[Positive, _doc("Deliveries of a partial before it is dead-lettered.")] = 4
+    stream_replicas: Annotated[
+        int, Meta(ge=1, le=5), _doc("Replicas of the JetStream streams (3 on a 3-node cluster; 1 locally).")
+    ] = 1
     partials_max_age_s: Annotated[
         float, Meta(gt=0), _doc("Partials older than this are dropped from the work queue.")
     ] = 300.0

@@ -18,7 +18,7 @@ _provider_installed = False
 
 def setup_tracing(service_name: str, instance_id: str) -> None:
     """Install the SDK tracer provider with an OTLP/HTTP exporter, if an endpoint is configured."""
-    global _provider_installed  # noqa: PLW0603 - one provider per process, by OpenTelemetry's design
+    global _provider_installed
     if _provider_installed or not (
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     ):
@@ -29,7 +29,10 @@ def setup_tracing(service_name: str, instance_id: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create(
-        {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name), "service.instance.id": instance_id}
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME", service_name),
+            "service.instance.id": instance_id,
+        }
     )
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.servers import Server, start_nats, start_postgres, start_redis, stop_postgres
+from tests.stacks import Stack
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,37 @@ def postgres_server(run_dir: Path) -> Iterator[Server]:
 @pytest.fixture(scope="session")
 def postgres_dsn(postgres_server: Server) -> str:
     return postgres_server.extra["dsn"]
+
+
+@pytest.fixture(scope="session")
+def model_dir(run_dir: Path) -> Path:
+    """The bootstrap model, trained once for the whole session (no torch involved)."""
+    from inference_svc.bootstrap import train_bootstrap
+
+    d = run_dir / "models"
+    train_bootstrap(d, n=20_000)
+    return d
+
+
+@pytest.fixture(scope="session")
+def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
+    """The default topology on the session's servers: 1 gateway, 1 aggregator, 2 inference, 1 feature."""
+    s = Stack(run_dir / "stack", nats_url, redis_url, postgres_dsn, model_dir)
+    s.start("aggregator")
+    s.start("inference", 2)
+    s.start("feature")
+    s.start("gateway")
+    try:
+        s.wait_ready()
+        s.wait_health("inference", 2)
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def isolated_nats(tmp_path: Path) -> Iterator[Server]:
+    """A nats-server of the test's own, for topologies that must not share streams with the main stack."""
+    srv = start_nats(tmp_path / "nats")
+    yield srv
+    srv.stop()

@@ -101,9 +101,7 @@ def test_compose_services_and_start_order(compose: dict[str, Any]) -> None:
     for store in ("nats", "redis", "postgres", "neo4j", "jaeger", "prometheus", "grafana"):
         assert store in services, f"docker-compose.yml has no `{store}` service"
     assert "-js" in services["nats"]["command"], "nats must run with JetStream (-js)"
-    assert any(v.split(":")[-1] == "/data" for v in services["nats"].get("volumes", [])), (
-        "nats needs a volume"
-    )
+    assert any(v.split(":")[-1] == "/data" for v in services["nats"].get("volumes", [])), "nats needs a volume"
 
     apps = compose_app_services(compose)
     assert sorted(apps.values()) == sorted(MODULES), f"expected one compose service per module, got {apps}"
@@ -121,9 +119,7 @@ def test_compose_services_and_start_order(compose: dict[str, Any]) -> None:
         for dep, cond in deps.items():
             assert dep in services, f"{name} depends on unknown service {dep}"
             if cond["condition"] == "service_healthy":
-                assert services[dep].get("healthcheck", {}).get("test"), (
-                    f"{name} waits on {dep}'s healthcheck"
-                )
+                assert services[dep].get("healthcheck", {}).get("test"), f"{name} waits on {dep}'s healthcheck"
 
     # The bootstrap model is written before inference starts, into the volume inference reads.
     init = services["model-init"]
@@ -181,9 +177,7 @@ def test_prometheus_scrapes_every_service(compose: dict[str, Any]) -> None:
         else:
             port = int(env.get("FRAUDMESH_METRICS_PORT", 0))
             assert port > 0, f"{name}: FRAUDMESH_METRICS_PORT must be set (0 disables metrics)"
-        assert (name, port) in targets, (
-            f"prometheus does not scrape {name}:{port}; it scrapes {sorted(targets)}"
-        )
+        assert (name, port) in targets, f"prometheus does not scrape {name}:{port}; it scrapes {sorted(targets)}"
 
     mounts = compose["services"]["prometheus"]["volumes"]
     assert any(m.startswith("./deploy/compose/prometheus/prometheus.yml:") for m in mounts)
@@ -214,9 +208,7 @@ def test_grafana_dashboard_uses_known_metrics() -> None:
         for expr in exprs:
             names = {re.sub(r"_(bucket|count|sum)$", "", m) for m in re.findall(r"\bfraudmesh_\w+", expr)}
             assert names, f"panel {title!r}: expr names no fraudmesh metric: {expr}"
-            assert names <= DASHBOARD_METRICS, (
-                f"panel {title!r}: unknown metric(s) {names - DASHBOARD_METRICS}"
-            )
+            assert names <= DASHBOARD_METRICS, f"panel {title!r}: unknown metric(s) {names - DASHBOARD_METRICS}"
             used |= names
     assert used == DASHBOARD_METRICS, f"dashboard misses {DASHBOARD_METRICS - used}"
 
@@ -298,9 +290,7 @@ def test_k8s_deployments_have_probes_resources_and_services(k8s: list[tuple[str,
             args = c["args"]
             assert args[:2] == ["python", "-m"] and args[2] in MODULES, f"{where}: args {args}"
             modules[args[2]] = dep
-            ports = {p["containerPort"] for p in c.get("ports", [])} | {
-                p.get("name") for p in c.get("ports", [])
-            }
+            ports = {p["containerPort"] for p in c.get("ports", [])} | {p.get("name") for p in c.get("ports", [])}
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             check_env_names(set(env), where)
             if MODULES[args[2]] == "http":
@@ -349,16 +339,13 @@ def test_k8s_hpa_pdb_networkpolicy(k8s: list[tuple[str, dict[str, Any]]]) -> Non
     pdbs = of_kind(k8s, "PodDisruptionBudget")
     for module in ("gateway", "inference_svc"):
         labels = by_module[module]["spec"]["template"]["metadata"]["labels"]
-        assert any(matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs), (
-            f"no PDB for {module}"
-        )
+        assert any(matches(p["spec"]["selector"]["matchLabels"], labels) for p in pdbs), f"no PDB for {module}"
 
     policies = of_kind(k8s, "NetworkPolicy")
     gw_labels = by_module["gateway"]["spec"]["template"]["metadata"]["labels"]
     gw = [p for p in policies if matches(p["spec"]["podSelector"].get("matchLabels", {}), gw_labels)]
     assert gw and any(
-        "from" not in rule and any(port["port"] == 8000 for port in rule["ports"])
-        for rule in gw[0]["spec"]["ingress"]
+        "from" not in rule and any(port["port"] == 8000 for port in rule["ports"]) for rule in gw[0]["spec"]["ingress"]
     ), "the gateway must accept port 8000 from anywhere"
     workers = {d["metadata"]["name"] for m, d in by_module.items() if m != "gateway"}
     covered = set()
@@ -374,28 +361,22 @@ def test_k8s_hpa_pdb_networkpolicy(k8s: list[tuple[str, dict[str, Any]]]) -> Non
 def test_k8s_config_and_secret_hold_only_known_settings(k8s: list[tuple[str, dict[str, Any]]]) -> None:
     for cm in of_kind(k8s, "ConfigMap"):
         check_env_names(set(cm["data"]), f"ConfigMap {cm['metadata']['name']}")
-        assert not {"FRAUDMESH_API_KEYS", "FRAUDMESH_NEO4J_PASSWORD", "FRAUDMESH_POSTGRES_DSN"} & set(
-            cm["data"]
-        ), "secrets belong in the Secret, not the ConfigMap"
+        assert not {"FRAUDMESH_API_KEYS", "FRAUDMESH_NEO4J_PASSWORD", "FRAUDMESH_POSTGRES_DSN"} & set(cm["data"]), (
+            "secrets belong in the Secret, not the ConfigMap"
+        )
     secrets = of_kind(k8s, "Secret")
     assert secrets
     for s in secrets:
-        check_env_names(
-            set(s.get("stringData", {})) | set(s.get("data", {})), f"Secret {s['metadata']['name']}"
-        )
+        check_env_names(set(s.get("stringData", {})) | set(s.get("data", {})), f"Secret {s['metadata']['name']}")
     # Every secretKeyRef points at a key that exists.
-    keys = {
-        (s["metadata"]["name"], k) for s in secrets for k in {**s.get("data", {}), **s.get("stringData", {})}
-    }
+    keys = {(s["metadata"]["name"], k) for s in secrets for k in {**s.get("data", {}), **s.get("stringData", {})}}
     for dep in of_kind(k8s, "Deployment"):
         pod = dep["spec"]["template"]["spec"]
         for c in pod["containers"] + pod.get("initContainers", []):
             for e in c.get("env", []):
                 ref = e.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
-                    assert (ref["name"], ref["key"]) in keys, (
-                        f"{dep['metadata']['name']}: missing secret {ref}"
-                    )
+                    assert (ref["name"], ref["key"]) in keys, f"{dep['metadata']['name']}: missing secret {ref}"
 
 
 def test_nats_helm_values_jetstream_cluster() -> None:

@@ -41,9 +41,7 @@ from feature_svc.world import World
 class GraphStore(Protocol):
     """The transaction graph of cards, merchants, devices and IPs."""
 
-    async def neighbours(
-        self, entity_type: str, entity_id: str, as_of: datetime | None = None
-    ) -> list[Neighbour]:
+    async def neighbours(self, entity_type: str, entity_id: str, as_of: datetime | None = None) -> list[Neighbour]:
         """Every node linked to this one, ordered by type then id."""
         ...
 
@@ -120,9 +118,7 @@ class FrontierGraphStore(ABC):
     supply the one-hop expansion and the fraud-label count, so both stores give identical answers."""
 
     @abstractmethod
-    async def _expand(
-        self, frontier: set[Node], via: tuple[LinkType, ...], as_of: datetime | None
-    ) -> set[Node]:
+    async def _expand(self, frontier: set[Node], via: tuple[LinkType, ...], as_of: datetime | None) -> set[Node]:
         """The nodes one hop from `frontier`, following the traversal rule of this module."""
 
     @abstractmethod

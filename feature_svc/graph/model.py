@@ -92,9 +92,7 @@ def check_node_type(entity_type: str) -> NodeType:
 def check_node(entity_type: str, entity_id: str) -> Node:
     check_node_type(entity_type)
     if not isinstance(entity_id, str) or not IDENTIFIER.match(entity_id):
-        raise GraphError(
-            f"malformed {entity_type} id {entity_id!r}: 1-128 characters of A-Z a-z 0-9 _ . : @ -"
-        )
+        raise GraphError(f"malformed {entity_type} id {entity_id!r}: 1-128 characters of A-Z a-z 0-9 _ . : @ -")
     return Node(entity_type, entity_id)  # type: ignore[arg-type]
 
 

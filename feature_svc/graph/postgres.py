@@ -63,9 +63,7 @@ class PostgresGraphStore(FrontierGraphStore):
 
     # ------------------------------------------------------------------------------------- one hop
 
-    async def neighbours(
-        self, entity_type: str, entity_id: str, as_of: datetime | None = None
-    ) -> list[Neighbour]:
+    async def neighbours(self, entity_type: str, entity_id: str, as_of: datetime | None = None) -> list[Neighbour]:
         node = check_node(entity_type, entity_id)
         as_of = check_as_of(as_of)
         if node.type == "card":
@@ -140,9 +138,7 @@ class PostgresGraphStore(FrontierGraphStore):
         )
         return [SharedCard(r["card_id"], int(r["shared"])) for r in rows]
 
-    async def _expand(
-        self, frontier: set[Node], via: tuple[LinkType, ...], as_of: datetime | None
-    ) -> set[Node]:
+    async def _expand(self, frontier: set[Node], via: tuple[LinkType, ...], as_of: datetime | None) -> set[Node]:
         cards = [n.id for n in frontier if n.type == "card"]
         others = [n for n in frontier if n.type != "card"]
         rows = await self._pool.fetch(

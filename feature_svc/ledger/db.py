@@ -36,9 +36,7 @@ def check_schema(schema: str) -> str:
     return schema
 
 
-async def connect(
-    dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10
-) -> asyncpg.Pool:
+async def connect(dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Open a pool to the ledger. With `schema`, the schema is created if missing and every connection
     of the pool uses it (search_path), so unqualified table names resolve there."""
     server_settings: dict[str, str] = {}
@@ -51,9 +49,7 @@ async def connect(
             finally:
                 await conn.close()
             server_settings["search_path"] = schema
-        pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, server_settings=server_settings
-        )
+        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=server_settings)
     except (OSError, asyncpg.PostgresError) as exc:
         raise LedgerError(f"cannot open the ledger at {redact(dsn)}: {exc}") from exc
     assert pool is not None  # create_pool only returns None when used without await

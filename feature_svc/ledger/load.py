@@ -63,9 +63,7 @@ def _source(world: World, table: str) -> pa.Table:
     if table == "labels":
         tx = world.transactions
         fraud = tx.filter(tx["is_fraud"])
-        return fraud.rename_columns(
-            ["transaction_time" if c == "timestamp" else c for c in fraud.column_names]
-        )
+        return fraud.rename_columns(["transaction_time" if c == "timestamp" else c for c in fraud.column_names])
     return world.table(table)
 
 

@@ -132,9 +132,7 @@ def _tables(rng: np.random.Generator, params: WorldParams, pop: Population, txn:
             "currency": _codes(catalog.CURRENCY_CODES, pop.card_country),
             "typical_amount": pa.array(pop.card_typical, type=pa.float64()),
             "home_ip": ip_ids.take(pa.array(pop.card_home_ip)),
-            "usual_device_ids": pa.ListArray.from_arrays(
-                pa.array(offsets), device_ids.take(pa.array(usual[present]))
-            ),
+            "usual_device_ids": pa.ListArray.from_arrays(pa.array(offsets), device_ids.take(pa.array(usual[present]))),
         },
         schema=CARDS_SCHEMA,
     )
@@ -151,9 +149,5 @@ def _tables(rng: np.random.Generator, params: WorldParams, pop: Population, txn:
         {"device_id": device_ids, "device_type": _codes(catalog.DEVICE_TYPES, pop.devices.all_kinds())},
         schema=DEVICES_SCHEMA,
     )
-    ips = pa.table(
-        {"ip_address": ip_ids, "country_code": _codes(catalog.COUNTRY_CODES, ip_country)}, schema=IPS_SCHEMA
-    )
-    return World(
-        params=params, transactions=transactions, cards=cards, merchants=merchants, devices=devices, ips=ips
-    )
+    ips = pa.table({"ip_address": ip_ids, "country_code": _codes(catalog.COUNTRY_CODES, ip_country)}, schema=IPS_SCHEMA)
+    return World(params=params, transactions=transactions, cards=cards, merchants=merchants, devices=devices, ips=ips)

@@ -70,7 +70,7 @@ def legit_transactions(rng: np.random.Generator, pop: Population, n: int, days: 
 
     slot = (rng.random(n) * pop.card_n_devices[card]).astype(np.int64)
     device = pop.card_devices[card, slot]
-    from_home = ~abroad & (rng.random(n) < 0.75)
+    from_home = ~abroad & (rng.random(n) < 0.85)
     ip = np.where(from_home, pop.card_home_ip[card], pop.public_ip_in(rng, country))
 
     return TxnBlock(

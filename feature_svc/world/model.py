@@ -100,18 +100,14 @@ class WorldParams:
         if self.n_merchants is not None and self.n_merchants < 50:
             raise WorldError(f"n_merchants must be at least 50, got {self.n_merchants}")
         if self.days < 8:
-            raise WorldError(
-                f"days must be at least 8 (account takeover needs a week of history): {self.days}"
-            )
+            raise WorldError(f"days must be at least 8 (account takeover needs a week of history): {self.days}")
         if self.start.tzinfo is None:
             raise WorldError("start must be timezone-aware (UTC), so timestamps are unambiguous")
         shares = (self.ring_share, self.card_testing_share, self.ato_share, self.stolen_card_share)
         if any(s < 0 for s in shares) or sum(shares) > 0.5:
             raise WorldError(f"fraud shares must be >= 0 and sum to at most 0.5, got {shares}")
         if not 0 <= self.compromised_merchant_share <= 0.5:
-            raise WorldError(
-                f"compromised_merchant_share must be in [0, 0.5], got {self.compromised_merchant_share}"
-            )
+            raise WorldError(f"compromised_merchant_share must be in [0, 0.5], got {self.compromised_merchant_share}")
         lo, hi = self.label_delay_days
         if not 0 < lo <= hi:
             raise WorldError(f"label_delay_days must be (low, high) with 0 < low <= high, got {(lo, hi)}")

@@ -95,9 +95,7 @@ def _ranges(sorted_codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
-def build_population(
-    rng: np.random.Generator, n_cards: int, n_merchants: int, compromised_share: float
-) -> Population:
+def build_population(rng: np.random.Generator, n_cards: int, n_merchants: int, compromised_share: float) -> Population:
     n_countries = len(catalog.COUNTRIES)
     devices, ips = Registry(), Registry()
 
@@ -145,7 +143,7 @@ def build_population(
     card_n_devices = (card_devices != NO_DEVICE).sum(axis=1)
 
     # public IPs: shared by strangers (coffee shops, carrier NAT), a legitimate source of IP sharing
-    public_country = np.sort(_every_country_then_weighted(rng, max(n_countries, n_cards // 40)))
+    public_country = np.sort(_every_country_then_weighted(rng, max(n_countries, n_cards // 20)))
     public_ips = ips.add(public_country)
     p_lo, p_hi = _ranges(public_country, n_countries)
 

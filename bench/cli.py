@@ -1,0 +1,85 @@
+"""`python -m bench`: benchmark a running fraudmesh stack (or start one with --up) and write the reports."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from bench.report import RESULTS_DIR, write_report
+from bench.runner import BenchConfig, StackUnavailable, run_bench
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--run-dir", type=Path, default=Path("var"), help="where the stack's stack.json is (var)")
+    p.add_argument("--name", default="", help="report name (default: bench-<UTC date and time>)")
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where reports go (bench/results)")
+    p.add_argument("--up", action="store_true", help="start the stack first and stop it afterwards")
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per single-score phase (15)")
+    p.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds before each phase (3)")
+    p.add_argument("--baseline-duration", type=float, default=8.0, help="seconds per baseline phase (8)")
+    p.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
+    p.add_argument("--connections", type=_ints, default=(4, 32), help="wrk connection counts (4,32)")
+    p.add_argument("--nats-concurrency", type=_ints, default=(4, 32), help="NATS in-flight requests (4,32)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-iterations", type=int, default=30)
+    p.add_argument("--batch-warmup", type=int, default=3)
+    p.add_argument("--api-key", default="", help="X-API-Key for the gateway, if it asks for one")
+    p.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated phases, kinds (baseline, single, batch) or transports (http, nats) to skip",
+    )
+    p.add_argument("--no-plot", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from deploy.stack import StackState, down, up
+
+    name = args.name or "bench-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    cfg = BenchConfig(
+        name=name,
+        run_dir=args.run_dir,
+        duration_s=args.duration,
+        warmup_s=args.warmup,
+        baseline_duration_s=args.baseline_duration,
+        threads=args.threads,
+        connections=args.connections,
+        nats_concurrency=args.nats_concurrency,
+        batch_size=args.batch_size,
+        batch_iterations=args.batch_iterations,
+        batch_warmup=args.batch_warmup,
+        api_key=args.api_key,
+        skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
+    )
+    started_here = False
+    try:
+        if args.up:
+            state = up(args.run_dir, {"gateway": 1, "aggregator": 1, "inference": 2, "feature": 2})
+            started_here = True
+        else:
+            state = StackState.load(args.run_dir.resolve())
+            if state is None or not state.gateway_url:
+                print(f"no stack recorded in {args.run_dir}; run `fraudmesh up` or pass --up", file=sys.stderr)
+                return 1
+        result = run_bench(cfg, state)
+    except StackUnavailable as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started_here:
+            down(args.run_dir)
+    json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
+    print(f"\nreports: {json_path}\n         {md_path}")
+    if result.get("slowest_hop"):
+        s = result["slowest_hop"]
+        print(f"slowest hop ({s['phase']}): {s['hop']}, {s['mean_ms']:.2f} ms of the mean request")
+    return 0

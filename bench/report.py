@@ -1,0 +1,269 @@
+"""Write a run's result as `bench/results/<name>.json` and a readable `<name>.md`."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from bench.compare import comparison
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+TRUST = (
+    "**HTTP load: wrk** (C, one epoll event loop per thread, keep-alive connections, a fixed number of "
+    "connections each with one request in flight: a closed loop). Its per-request cost is microseconds, "
+    "so at these rates the gateway, not wrk, is what is measured; its CPU share is in the table. Latency "
+    "is from the request's write to its response (wrk 4, not wrk2: no coordinated-omission correction, so"
+    " tails under overload are understated rather than inflated).\n\n**NATS load: nats-py asyncio client** "
+    "with a fixed number of in-flight requests, timed with `time.perf_counter`. Requests are msgpack-"
+    "encoded before the clock starts and replies are only peeked at (`type`, `complete`). Its own CPU use"
+    " (getrusage) is reported: a client near 1.0 core is saturated, and then the NATS figures are a lower"
+    " bound on the system's capacity.\n\n**Batches**: one request at a time (concurrency 1) with httpx and "
+    "nats-py, after warm-up iterations; the client is idle most of the time, so it cannot be the "
+    "limit.\n\n**Hops**: the services' own Prometheus histograms, scraped before and after each phase and "
+    "diffed. Their p50/p99 are interpolated inside buckets and are only as fine as the bucket bounds; the"
+    " means are exact."
+)
+
+
+def _f(x: Any, nd: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if isinstance(x, int | float):
+        return f"{x:,.{nd}f}"
+    return str(x)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return [*out, ""]
+
+
+def _conc(ph: dict[str, Any]) -> str:
+    p = ph.get("params", {})
+    return str(p.get("connections", p.get("concurrency", 1)))
+
+
+def _single_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for key, ph in phases.items():
+        if ph.get("kind") not in ("single", "baseline"):
+            continue
+        lat = ph.get("latency_ms", {})
+        client = ph.get("client", {})
+        rows.append(
+            [
+                ph.get("label", key),
+                ph.get("transport", ""),
+                _conc(ph),
+                _f(ph.get("requests"), 0),
+                _f(ph.get("rps"), 0),
+                _f(lat.get("p50"), 2),
+                _f(lat.get("p95"), 2),
+                _f(lat.get("p99"), 2),
+                _f(lat.get("p99.9"), 2),
+                _f(lat.get("max"), 1),
+                _f(ph.get("errors", {}).get("total"), 0),
+                f"{client.get('tool', '')} {_f(client.get('cpu_cores'), 2)}",
+            ]
+        )
+    return rows
+
+
+def _batch_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for key, ph in phases.items():
+        if ph.get("kind") != "batch":
+            continue
+        lat = ph.get("latency_ms", {})
+        rows.append(
+            [
+                ph.get("label", key),
+                ph.get("transport", ""),
+                _f(ph.get("batch_size"), 0),
+                _f(lat.get("count"), 0),
+                _f(lat.get("p50"), 1),
+                _f(lat.get("p95"), 1),
+                _f(lat.get("p99"), 1),
+                _f(lat.get("max"), 1),
+                _f(ph.get("tx_per_s"), 0),
+                _f(ph.get("server_latency_ms", {}).get("p50"), 1),
+                _f(ph.get("partials_per_request"), 1),
+                ", ".join(f"{w}: {n}" for w, n in ph.get("partials_by_worker", {}).items()),
+                _f(ph.get("errors", {}).get("total"), 0),
+            ]
+        )
+    return rows
+
+
+def _comparison_lines(rows: list[dict[str, Any]]) -> list[str]:
+    body = []
+    for r in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        body.append(
+            [
+                r["what"],
+                f"{r['seed001']:g} {r['unit']}",
+                f"{_f(r['ours'], 1)} {r['unit']}",
+                f"{_f(r['ratio'], 2)}x",
+                r["target"],
+                met,
+            ]
+        )
+    return _table(["figure", "seed 001", "fraudmesh", "ratio (>1 = better)", "target", "met"], body)
+
+
+def _hop_lines(phases: dict[str, dict[str, Any]]) -> list[str]:
+    out: list[str] = []
+    for key, ph in phases.items():
+        hops = ph.get("hops")
+        if not hops:
+            continue
+        out += [f"### {ph.get('label', key)}", ""]
+        out += _table(
+            ["hop", "count", "mean ms", "p50 ms", "p99 ms", "by instance"],
+            [
+                [
+                    h["hop"],
+                    _f(h["count"], 0),
+                    _f(h["mean_ms"], 2),
+                    _f(h["p50_ms"], 2),
+                    _f(h["p99_ms"], 2),
+                    ", ".join(f"{i}: {int(n)}" for i, n in sorted(h.get("per_instance", {}).items())),
+                ]
+                for h in hops
+            ],
+        )
+        bd = ph.get("breakdown") or {}
+        if bd.get("own_ms"):
+            out += ["Own share of the mean request (nested means subtracted):", ""]
+            out += _table(["part", "mean ms"], [[k, _f(v, 2)] for k, v in bd["own_ms"].items()])
+            if bd.get("slowest"):
+                out += [
+                    f"Slowest hop: **{bd['slowest']['hop']}** ({_f(bd['slowest']['mean_ms'], 2)} ms).",
+                    "",
+                ]
+        if ph.get("requests_per_partial"):
+            out += [f"Requests per partial (aggregator coalescing): {_f(ph['requests_per_partial'], 1)}.", ""]
+        cpu = ph.get("cpu_cores")
+        if cpu:
+            out += [
+                "CPU during the phase (cores; the machine has "
+                f"{ph.get('machine_cores', '?')}): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
+                "",
+            ]
+    return out
+
+
+def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str:
+    phases: dict[str, dict[str, Any]] = result.get("phases", {})
+    m = result.get("machine", {})
+    st = result.get("settings", {})
+    lines = [
+        f"# fraudmesh benchmark: {result.get('name', '')}",
+        "",
+        f"Run {result.get('started_at', '')} → {result.get('finished_at', '')} against "
+        f"{st.get('gateway_url', '?')} and {st.get('nats_url', '?')}.",
+        "",
+    ]
+    if result.get("slowest_hop"):
+        s = result["slowest_hop"]
+        lines += [
+            f"**Slowest hop** (single scores, HTTP, {s.get('phase', '')}): **{s['hop']}**, "
+            f"{_f(s['mean_ms'], 2)} ms of the mean request, measured from the services' histograms.",
+            "",
+        ]
+    lines += ["## Against the bar (seed 001 on this machine, wrk)", ""]
+    lines += _comparison_lines(result.get("comparison") or comparison(phases))
+    lines += ["## Single scores (one transaction per request)", ""]
+    lines += _table(
+        [
+            "scenario",
+            "transport",
+            "conc.",
+            "requests",
+            "req/s",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "max ms",
+            "errors",
+            "client, CPU cores",
+        ],
+        _single_rows(phases),
+    )
+    if plot_name:
+        lines += [f"![latency CDF of single scores]({plot_name})", ""]
+    lines += ["## Batches of 1000 transactions (sequential)", ""]
+    lines += _table(
+        [
+            "scenario",
+            "transport",
+            "size",
+            "n",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "tx/s at p50",
+            "server p50 ms",
+            "partials/req",
+            "partials by worker",
+            "errors",
+        ],
+        _batch_rows(phases),
+    )
+    errors = {k: ph["errors"] for k, ph in phases.items() if ph.get("errors", {}).get("total")}
+    if errors:
+        lines += ["Errors by class: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in errors.items()), ""]
+    lines += ["## Hops (Prometheus histograms, diffed per phase)", "", *_hop_lines(phases)]
+    if result.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    lines += ["## Load tools, and why the figures can be trusted", "", TRUST, ""]
+    lines += ["## Machine", ""]
+    lines += _table(
+        ["", ""],
+        [
+            ["CPU", str(m.get("cpu_model", ""))],
+            ["cores", str(m.get("cores", ""))],
+            ["RAM", f"{m.get('ram_gib', '')} GiB"],
+            ["kernel", str(m.get("kernel", ""))],
+            ["Python", str(m.get("python", ""))],
+        ]
+        + [[p, v] for p, v in m.get("packages", {}).items()],
+    )
+    lines += [
+        "## Settings",
+        "",
+        "```json",
+        json.dumps({k: v for k, v in st.items()}, indent=2),
+        "```",
+        "",
+        "Bench parameters:",
+        "",
+        "```json",
+        json.dumps(result.get("params", {}), indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(result: dict[str, Any], out_dir: Path = RESULTS_DIR, plot: bool = True) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = result.get("name") or "bench"
+    result.setdefault("comparison", comparison(result.get("phases", {})))
+    plot_name = None
+    if plot:
+        from bench.plot import cdf_plot
+
+        png = cdf_plot(result.get("phases", {}), out_dir / f"{name}-cdf.png")
+        plot_name = png.name if png else None
+    json_path, md_path = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    md_path.write_text(render_markdown(result, plot_name))
+    return json_path, md_path

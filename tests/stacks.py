@@ -1,0 +1,87 @@
+"""Helpers to run fraudmesh services as real processes against the suite's real servers."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from deploy.servers import Server, free_port, start_nats
+from deploy.stack import ServiceProc, StackState, alive, start_service, stop_service, wait_ready
+
+
+class Stack:
+    """A set of service processes sharing one nats-server (and the session's Redis and PostgreSQL)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        nats_url: str,
+        redis_url: str,
+        postgres_dsn: str,
+        model_dir: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.state = StackState(run_dir=str(run_dir), nats_url=nats_url, redis_url=redis_url, postgres_dsn=postgres_dsn)
+        self.model_dir = model_dir
+        self.env = {"FRAUDMESH_MODEL_DIR": str(model_dir), **(env or {})}
+        self.procs: list[ServiceProc] = []
+        self.gateway_url = ""
+        self._counts: dict[str, int] = {}
+
+    def start(self, name: str, n: int = 1, env: dict[str, str] | None = None) -> list[ServiceProc]:
+        started = []
+        for _ in range(n):
+            i = self._counts.get(name, 0)
+            self._counts[name] = i + 1
+            port = free_port() if name == "gateway" else 0
+            p = start_service(self.state, name, i, {**self.env, **(env or {})}, http_port=port)
+            if name == "gateway":
+                self.gateway_url = f"http://127.0.0.1:{port}"
+            self.procs.append(p)
+            started.append(p)
+        return started
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_ready(self.gateway_url, timeout, self.procs)
+
+    def wait_listening(self, timeout: float = 15.0) -> None:
+        """Gateway answers HTTP at all (ready or not)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                httpx.get(f"{self.gateway_url}/health", timeout=1.0)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise TimeoutError(f"gateway {self.gateway_url} not listening")
+
+    def wait_health(self, service: str, instances: int, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                doc = httpx.get(f"{self.gateway_url}/health", timeout=2.0).json()
+                if doc["services"][service]["instances"] >= instances:
+                    return
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"{service} did not reach {instances} healthy instance(s)")
+
+    def kill(self, proc: ServiceProc, sig: int = signal.SIGKILL) -> None:
+        stop_service(proc, timeout=5.0, sig=sig)
+
+    def log_of(self, proc: ServiceProc) -> str:
+        return Path(proc.log).read_text(errors="replace")
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if alive(p.pid):
+                stop_service(p, timeout=10.0)
+
+
+def own_nats(run_dir: Path) -> Server:
+    return start_nats(run_dir)

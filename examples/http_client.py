@@ -111,8 +111,7 @@ def print_summary(doc: dict[str, Any], elapsed_ms: float) -> None:
         file=sys.stderr,
     )
     print(
-        "  risk levels: "
-        + ", ".join(f"{k} {levels.get(k, 0)}" for k in ("low", "medium", "high", "critical")),
+        "  risk levels: " + ", ".join(f"{k} {levels.get(k, 0)}" for k in ("low", "medium", "high", "critical")),
         file=sys.stderr,
     )
     if not doc["complete"]:
@@ -132,9 +131,7 @@ def score(args: argparse.Namespace, transactions: list[dict[str, Any]]) -> int:
             r = client.post(url, json=body, params={"timeout_ms": args.timeout_ms}, headers=headers)
             elapsed_ms = (time.perf_counter() - started) * 1000
     except httpx.TimeoutException:
-        return fail(
-            f"no response from {url} within {args.timeout_ms} ms (+2 s). Retry with a larger --timeout-ms."
-        )
+        return fail(f"no response from {url} within {args.timeout_ms} ms (+2 s). Retry with a larger --timeout-ms.")
     except httpx.TransportError as exc:
         return fail(
             f"cannot reach the gateway at {args.url} ({type(exc).__name__}). Is fraudmesh up "
@@ -166,13 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--count", type=int, default=10, help="size of the generated batch (default: %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated batch (default: %(default)s)")
-    p.add_argument(
-        "--timeout-ms", type=int, default=5000, help="request deadline in ms (default: %(default)s)"
-    )
+    p.add_argument("--timeout-ms", type=int, default=5000, help="request deadline in ms (default: %(default)s)")
     p.add_argument("--partial-size", type=int, help="transactions per partial (server default: 200)")
-    p.add_argument(
-        "--api-key", default="", help="sent as X-API-Key; needed when the gateway has FRAUDMESH_API_KEYS"
-    )
+    p.add_argument("--api-key", default="", help="sent as X-API-Key; needed when the gateway has FRAUDMESH_API_KEYS")
     p.add_argument("--json", action="store_true", help="print the whole response body as JSON, nothing else")
     args = p.parse_args(argv)
     if args.timeout_ms < 1:

@@ -128,8 +128,7 @@ def print_summary(reply: dict[str, Any], elapsed_ms: float) -> None:
         file=sys.stderr,
     )
     print(
-        "  risk levels: "
-        + ", ".join(f"{k} {levels.get(k, 0)}" for k in ("low", "medium", "high", "critical")),
+        "  risk levels: " + ", ".join(f"{k} {levels.get(k, 0)}" for k in ("low", "medium", "high", "critical")),
         file=sys.stderr,
     )
     if not reply["complete"]:
@@ -161,9 +160,7 @@ async def score(args: argparse.Namespace, transactions: list[dict[str, Any]]) ->
         headers = {HDR_DEADLINE: str(deadline_ms), HDR_REQUEST_ID: request_id}
         started = time.perf_counter()
         try:
-            msg = await nc.request(
-                SUBJECT, payload, timeout=args.timeout_ms / 1000 + REPLY_GRACE_S, headers=headers
-            )
+            msg = await nc.request(SUBJECT, payload, timeout=args.timeout_ms / 1000 + REPLY_GRACE_S, headers=headers)
         except NoRespondersError:
             return fail(
                 f"no responders on {SUBJECT}: no aggregator is subscribed. Is fraudmesh up "
@@ -207,22 +204,16 @@ async def score(args: argparse.Namespace, transactions: list[dict[str, Any]]) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Score transactions on fraudmesh over NATS (fraud.score).")
-    p.add_argument(
-        "--nats-url", default="nats://127.0.0.1:4222", help="NATS server URL (default: %(default)s)"
-    )
+    p.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="NATS server URL (default: %(default)s)")
     p.add_argument(
         "--file",
         help='JSON file: a list of transactions or {"transactions": [...]}; without it a batch is generated',
     )
     p.add_argument("--count", type=int, default=10, help="size of the generated batch (default: %(default)s)")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated batch (default: %(default)s)")
-    p.add_argument(
-        "--timeout-ms", type=int, default=5000, help="request deadline in ms (default: %(default)s)"
-    )
+    p.add_argument("--timeout-ms", type=int, default=5000, help="request deadline in ms (default: %(default)s)")
     p.add_argument("--partial-size", type=int, help="transactions per partial (server default: 200)")
-    p.add_argument(
-        "--request-id", help="request id (default: a fresh uuid; never reuse one within 2 minutes)"
-    )
+    p.add_argument("--request-id", help="request id (default: a fresh uuid; never reuse one within 2 minutes)")
     p.add_argument("--json", action="store_true", help="print the whole decoded reply as JSON, nothing else")
     args = p.parse_args(argv)
     if args.timeout_ms < 1:

@@ -45,7 +45,9 @@ def test_messages_round_trip_as_msgpack() -> None:
     codec = Codec()
     req = ScoreRequest(
         transactions=[
-            Transaction(card_id="c1", transaction_amount=12.5, timestamp=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
+            Transaction(
+                card_id="c1", transaction_amount=12.5, timestamp=dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+            )
         ],
         request_id="r1",
     )

@@ -146,7 +146,7 @@ def _hop_lines(phases: dict[str, dict[str, Any]]) -> list[str]:
                     f"Slowest hop: **{bd['slowest']['hop']}** ({_f(bd['slowest']['mean_ms'], 2)} ms).",
                     "",
                 ]
-        if ph.get("requests_per_partial"):
+        if ph.get("kind") == "single" and ph.get("requests_per_partial"):
             out += [f"Requests per partial (aggregator coalescing): {_f(ph['requests_per_partial'], 1)}.", ""]
         cpu = ph.get("cpu_cores")
         if cpu:

@@ -87,6 +87,12 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bench.cli import main as bench_main
+
+    return int(bench_main(["--run-dir", str(args.run_dir), *args.bench_args]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fraudmesh", description=__doc__)
     p.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="where the local stack lives (default: var)")
@@ -115,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_model_init)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)
+
+    s = sub.add_parser("bench", help="benchmark the running stack; writes bench/results/<name>.{json,md}")
+    s.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of `python -m bench` (see --help)")
+    s.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -121,24 +121,34 @@ class Aggregator(Service):
         self.m.batch_size.observe(n)
         size = req.partial_size or self.settings.partial_size
         ctx.check_deadline("split")
-        wait_s = max(0.0, ctx.remaining_s() - REPLY_MARGIN_S)
+        timings: dict[str, float] = {}
 
         if n < size and self.settings.coalesce_window_ms > 0:
             try:
-                out = await asyncio.wait_for(self.coalescer.submit(txs, ctx), timeout=wait_s)
+                out = await asyncio.wait_for(
+                    self.coalescer.submit(txs, ctx), timeout=max(0.0, ctx.remaining_s() - REPLY_MARGIN_S)
+                )
                 scores, infos = out.scores, [self._coalesced_info(out.batch, n)]
             except TimeoutError:
                 scores, infos = [None] * n, [PartialInfo(index=0, size=n, scored=False)]
         else:
-            batch = await self._publish_batch(rid, txs, split_bounds(n, size), ctx)
+            # The batch id keys the partials (Nats-Msg-Id `{batch_id}:{index}`) and our pending table. It is the
+            # request id plus a per-attempt suffix: JetStream dedup then drops a partial this aggregator published
+            # twice, but never a client's retry that reuses its request id.
+            batch = await self._publish_batch(f"{rid}.{uuid.uuid4().hex[:8]}", txs, split_bounds(n, size), ctx)
+            published = time.perf_counter()
+            timings["split_publish_ms"] = round((published - started) * 1000.0, 3)
             try:
-                await asyncio.wait_for(batch.done.wait(), timeout=wait_s)
+                await asyncio.wait_for(batch.done.wait(), timeout=max(0.0, ctx.remaining_s() - REPLY_MARGIN_S))
             except TimeoutError:
                 pass
             finally:
                 self._finish(batch)
+            timings["collect_ms"] = round((time.perf_counter() - published) * 1000.0, 3)
             scores, infos = batch.scores(n), batch.infos()
-        return self._reply(rid, txs, scores, infos, started)
+        reply = self._reply(rid, txs, scores, infos, started)
+        reply.timings_ms = timings
+        return reply
 
     def _reply(
         self,
@@ -183,13 +193,11 @@ class Aggregator(Service):
         batch = PendingBatch(batch_id, bounds)
         self.pending[batch_id] = batch
         count = len(bounds)
-        with self.tracer.start_as_current_span(
-            "aggregator split", attributes={"fraudmesh.partials": count, "fraudmesh.transactions": len(txs)}
-        ):
+        with self.span("aggregator split", **{"fraudmesh.partials": count, "fraudmesh.transactions": len(txs)}):
             acks = []
             enqueued = now_ms()
             for i, (start, end) in enumerate(bounds):
-                with self.tracer.start_as_current_span(f"partial {i} publish", attributes={"fraudmesh.partial": i}):
+                with self.span(f"partial {i} publish", **{"fraudmesh.partial": i}):
                     payload = self.codec.encode(
                         Partial(
                             request_id=batch_id,
@@ -218,9 +226,11 @@ class Aggregator(Service):
         return batch
 
     async def _publish_coalesced(self, txs: list[Transaction], ctxs: list[Context]) -> PendingBatch:
-        # one partial for many small requests: it carries the earliest deadline and the first trace
-        first = min(ctxs, key=lambda c: c.deadline_ms)
-        return await self._publish_batch(f"co-{uuid.uuid4().hex}", txs, [(0, len(txs))], first)
+        # One partial for many small requests. It carries the LATEST member deadline, so no member is dropped
+        # while its own deadline still runs (each member times out on its own in `score`), and the trace of
+        # the member that set it.
+        last = max(ctxs, key=lambda c: c.deadline_ms)
+        return await self._publish_batch(f"co-{uuid.uuid4().hex}", txs, [(0, len(txs))], last)
 
     def _finish(self, batch: PendingBatch) -> None:
         if self.pending.pop(batch.batch_id, None) is not None:

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
@@ -134,7 +134,8 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[b
 
 
 # --------------------------------------------------------------------------------------------- auth
-def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+async def api_key_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Installed only when FRAUDMESH_API_KEYS is set (an async guard: a sync one would hop to a thread)."""
     keys: frozenset[str] = connection.app.state.api_keys
     if keys and connection.headers.get("x-api-key") not in keys:
         raise NotAuthorizedException("Missing or unknown API key: send it in the X-API-Key header.")
@@ -181,7 +182,6 @@ async def _score(
     "/predict",
     operation_class=body_operation(PredictRequest),
     tags=["scoring"],
-    guards=[api_key_guard],
     summary="Score a batch of up to 10,000 transactions",
     status_code=200,
 )
@@ -226,7 +226,6 @@ async def predict(
     "/score/fraud",
     operation_class=body_operation(Transaction),
     tags=["scoring"],
-    guards=[api_key_guard],
     summary="Score one transaction",
     status_code=200,
 )
@@ -334,7 +333,15 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         )
     cors = CORSConfig(allow_origins=settings.cors_origins.split(",")) if settings.cors_origins else None
     return Litestar(
-        route_handlers=[predict, score_fraud, health, healthz, ready, PrometheusController],
+        route_handlers=[
+            Router(
+                path="/", route_handlers=[predict, score_fraud], guards=[api_key_guard] if settings.api_keys else []
+            ),
+            health,
+            healthz,
+            ready,
+            PrometheusController,
+        ],
         dependencies={"bridge": Provide(provide_bridge)},
         lifespan=[lifespan],
         middleware=middleware,

@@ -14,7 +14,7 @@ from shared import subjects
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreRequest
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
-from shared.telemetry import inject
+from shared.telemetry import inject, tracing_enabled
 
 REPLY_GRACE_S = 0.25
 """How long past the deadline we still wait for the aggregator's own (incomplete or deadline) reply."""
@@ -58,7 +58,9 @@ class NatsBridge:
                     retryable=True,
                 )
             )
-        headers = inject({subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id})
+        headers = {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
+        if tracing_enabled():
+            inject(headers)
         timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
         try:
             msg = await self.nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)

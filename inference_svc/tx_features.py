@@ -7,6 +7,7 @@ so the two cannot drift apart.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,15 +91,19 @@ CURRENCY_COUNTRIES: dict[str, frozenset[str]] = {
 }
 
 
+def _utc_hour(ts: dt.datetime | None) -> int:
+    if ts is None:
+        return 12  # unknown time: counts as daytime, i.e. adds no risk
+    return ts.astimezone(dt.UTC).hour if ts.tzinfo is not None else ts.hour  # naive = UTC, as documented
+
+
 def featurize(transactions: Sequence[Transaction]) -> np.ndarray:
     """(n, len(FEATURE_NAMES)) float32 matrix, one row per transaction."""
     n = len(transactions)
     amount = np.fromiter((t.transaction_amount for t in transactions), dtype=np.float64, count=n)
     mcc = [t.mcc_code for t in transactions]
     channel = [t.channel for t in transactions]
-    hours = np.fromiter(
-        (t.timestamp.hour if t.timestamp is not None else 12 for t in transactions), dtype=np.int16, count=n
-    )
+    hours = np.fromiter((_utc_hour(t.timestamp) for t in transactions), dtype=np.int16, count=n)
     cross = np.fromiter(
         (
             t.currency is not None

@@ -147,21 +147,27 @@ class InferenceWorker(Service):
         meta = msg.metadata
         deliveries = meta.num_delivered
         token = request_id_var.set(headers.get(subjects.HDR_REQUEST_ID, ""))
-        with self.tracer.start_as_current_span(
-            "inference partial",
-            context=extract(headers),
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "fraudmesh.deliveries": deliveries},
-        ) as span:
+        span_cm = (
+            self.tracer.start_as_current_span(
+                "inference partial",
+                context=extract(headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "fraudmesh.deliveries": deliveries},
+            )
+            if self.tracing
+            else contextlib.nullcontext(None)
+        )
+        with span_cm as span:
             try:
-                await self._score_partial(msg, headers, deliveries, span)
+                await self._score_partial(msg, headers, deliveries)
             except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if span is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
                 await self._failed(msg, headers, deliveries, exc)
         request_id_var.reset(token)
 
-    async def _score_partial(self, msg: Msg, headers: dict[str, str], deliveries: int, span: object) -> None:
+    async def _score_partial(self, msg: Msg, headers: dict[str, str], deliveries: int) -> None:
         assert self.scorer is not None
         if deliveries > 1:
             self.m.redeliveries.inc()
@@ -174,22 +180,21 @@ class InferenceWorker(Service):
         partial = self.codec.decode(msg.data, Partial)
         queue_s = max(0.0, time.time() - partial.enqueued_at / 1000.0) if partial.enqueued_at else 0.0
         self.m.queue_time.observe(queue_s)
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = _Heartbeat(msg, self.settings.ack_wait_s / 3.0)
         try:
             t0 = time.perf_counter()
             if self.settings.chaos_inference_delay_ms:
                 await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
-            with self.tracer.start_as_current_span(
-                "onnx score", attributes={"fraudmesh.rows": len(partial.transactions)}
-            ):
+            with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
                 scores, probs = await self.scorer.score(partial.transactions)
             compute_s = time.perf_counter() - t0
         finally:
             heartbeat.cancel()
         version = self.scorer.model.version
         self.m.compute_time.labels("total").observe(compute_s)
-        for p in probs:
-            self.m.scores.labels(version).observe(float(p))
+        observe = self.m.scores.labels(version).observe
+        for p in probs.tolist():
+            observe(p)
         result = PartialResult(
             request_id=partial.request_id,
             index=partial.index,
@@ -204,13 +209,6 @@ class InferenceWorker(Service):
             await self.nc.publish(reply_to, self.codec.encode(result), headers=self.outgoing_headers())
         await msg.ack()  # only after the result is on the wire: a crash before this means redelivery
         self.m.partials.labels("scored").inc()
-
-    async def _heartbeat(self, msg: Msg) -> None:
-        period = self.settings.ack_wait_s / 3.0
-        while True:
-            await asyncio.sleep(period)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
 
     async def _failed(self, msg: Msg, headers: dict[str, str], deliveries: int, exc: Exception) -> None:
         assert self.js is not None
@@ -243,3 +241,30 @@ class InferenceWorker(Service):
             await msg.term()
         self.m.partials.labels("dead_lettered").inc()
         self.m.dead_lettered.inc()
+
+
+class _Heartbeat:
+    """Sends `in_progress` every `period` seconds while a partial is being scored, so JetStream does not
+    redeliver it under us. A timer, not a task: most partials finish long before the first beat."""
+
+    def __init__(self, msg: Msg, period: float) -> None:
+        self._msg = msg
+        self._period = period
+        self._loop = asyncio.get_running_loop()
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(period, self._beat)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _beat(self) -> None:
+        task = self._loop.create_task(self._send())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._handle = self._loop.call_later(self._period, self._beat)
+
+    async def _send(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._msg.in_progress()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

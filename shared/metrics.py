@@ -44,9 +44,18 @@ class HandlerMetrics:
             registry=registry,
         )
 
+        self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
     def observe(self, handler: str, outcome: str, seconds: float) -> None:
-        self.messages.labels(self.service, handler, outcome).inc()
-        self.duration.labels(self.service, handler).observe(seconds)
+        key = (handler, outcome)
+        pair = self._children.get(key)
+        if pair is None:  # labels() costs a lock and a dict lookup per call; resolve each pair once
+            pair = self._children[key] = (
+                self.messages.labels(self.service, handler, outcome),
+                self.duration.labels(self.service, handler),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
 
 
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):

@@ -38,7 +38,7 @@ from shared.messages import Codec, ErrorCode, ErrorReply, FieldError, HealthPing
 from shared.metrics import HandlerMetrics, serve_metrics
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
-from shared.telemetry import extract, inject, setup_tracing, shutdown_tracing
+from shared.telemetry import extract, inject, pass_through, setup_tracing, shutdown_tracing, tracing_enabled
 
 Req = TypeVar("Req")
 log = logging.getLogger("fraudmesh.service")
@@ -85,15 +85,22 @@ def now_ms() -> float:
     return time.time() * 1000.0
 
 
-def deadline_from_headers(headers: dict[str, str] | None, default_ms: float) -> float:
-    """Absolute deadline (epoch ms) from the header, or now + default when the caller sent none."""
+def deadline_from_headers(headers: dict[str, str] | None, default_ms: float, max_ms: float) -> float:
+    """Absolute deadline (epoch ms) from the header, or now + default when the caller sent none. A deadline
+    further out than `max_ms` is capped; one that is not a number is the caller's error."""
     raw = (headers or {}).get(subjects.HDR_DEADLINE)
-    if raw:
-        try:
-            return float(raw)
-        except ValueError:
-            pass
-    return now_ms() + default_ms
+    now = now_ms()
+    if not raw:
+        return now + default_ms
+    try:
+        deadline = float(raw)
+    except ValueError:
+        raise ServiceError(
+            "bad_request",
+            f"Header {subjects.HDR_DEADLINE}={raw!r} is not a number: send the deadline as Unix epoch milliseconds.",
+            errors=[FieldError(path=f"headers.{subjects.HDR_DEADLINE}", message="expected epoch milliseconds")],
+        ) from None
+    return min(deadline, now + max_ms)
 
 
 @dataclass
@@ -149,6 +156,10 @@ class Service:
         self._stop = asyncio.Event()
         self._stop_metrics: Callable[[], None] | None = None
 
+    @property
+    def tracing(self) -> bool:
+        return tracing_enabled()
+
     # ------------------------------------------------------------------------------ lifecycle hooks
     async def on_start(self) -> None:
         """Connect stores, declare endpoints. Runs after NATS is connected."""
@@ -198,36 +209,42 @@ class Service:
         headers = msg.headers or {}
         rid = headers.get(subjects.HDR_REQUEST_ID, "")
         token = request_id_var.set(rid)
-        parent = extract(headers)
         outcome = "ok"
-        with self.tracer.start_as_current_span(
-            f"{ep.name} process",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
-        ) as span:
+        span_cm = (
+            self.tracer.start_as_current_span(
+                f"{ep.name} process",
+                context=extract(headers),
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
+            )
+            if self.tracing
+            else contextlib.nullcontext(None)
+        )
+        with span_cm as span:
             reply: msgspec.Struct | None
             try:
                 ctx = Context(
                     subject=msg.subject,
                     headers=headers,
                     request_id=rid,
-                    deadline_ms=deadline_from_headers(headers, self.settings.request_timeout_ms),
+                    deadline_ms=deadline_from_headers(
+                        headers, self.settings.request_timeout_ms, self.settings.max_request_timeout_ms
+                    ),
                 )
                 ctx.check_deadline(f"{ep.name}: start")
                 try:
-                    req = decoder.decode(msg.data)
+                    # an empty body is a valid health ping (`nats req fraudmesh.health.inference ""`)
+                    req = HealthPing() if ep.request_type is HealthPing and not msg.data else decoder.decode(msg.data)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise ServiceError(
-                        "bad_request",
-                        f"Invalid {ep.request_type.__name__}: {exc}",
-                        errors=[_field_error(exc)],
+                        "bad_request", f"Invalid {ep.request_type.__name__}: {exc}", errors=[_field_error(exc)]
                     ) from None
                 reply = await ep.handler(req, ctx)
             except ServiceError as exc:
                 outcome = exc.code
                 reply = exc.reply(rid)
-                span.set_status(Status(StatusCode.ERROR, exc.message))
+                if span is not None:
+                    span.set_status(Status(StatusCode.ERROR, exc.message))
             except Exception as exc:
                 outcome = "error"
                 self.log.exception("handler failed", extra=log_fields(handler=ep.name))
@@ -238,13 +255,20 @@ class Service:
                     request_id=rid,
                     retryable=True,
                 )
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                if span is not None:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
             if reply is not None and msg.reply:
                 with contextlib.suppress(Exception):
                     await self.nc.publish(msg.reply, self.codec.encode(reply))
         self.handler_metrics.observe(ep.name, outcome, time.perf_counter() - started)
         request_id_var.reset(token)
+
+    def span(self, name: str, **attributes: object) -> contextlib.AbstractContextManager[Any]:
+        """A child span of the current one, or nothing at all when tracing is off."""
+        if not self.tracing:
+            return contextlib.nullcontext(None)
+        return self.tracer.start_as_current_span(name, attributes=attributes)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------------------ NATS helpers
     def outgoing_headers(self, ctx: Context | None = None, **extra: str) -> dict[str, str]:
@@ -255,7 +279,9 @@ class Service:
             if ctx.request_id:
                 headers[subjects.HDR_REQUEST_ID] = ctx.request_id
         headers.update(extra)
-        return inject(headers)
+        if self.tracing:
+            return inject(headers)
+        return pass_through(ctx.headers if ctx is not None else None, headers)
 
     async def connect(self) -> None:
         self.nc = await connect_nats(

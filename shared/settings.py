@@ -73,7 +73,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     onnx_threads: Annotated[Positive, _doc("onnxruntime intra-op threads per inference worker.")] = 1
     ack_wait_s: Annotated[
         float, Meta(gt=0), _doc("JetStream ack wait: an unacked partial is redelivered after this.")
-    ] = 10.0
+    ] = 3.0
     max_deliver: Annotated[Positive, _doc("Deliveries of a partial before it is dead-lettered.")] = 4
     stream_replicas: Annotated[
         int, Meta(ge=1, le=5), _doc("Replicas of the JetStream streams (3 on a 3-node cluster; 1 locally).")

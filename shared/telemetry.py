@@ -40,6 +40,25 @@ def setup_tracing(service_name: str, instance_id: str) -> None:
     _provider_installed = True
 
 
+def tracing_enabled() -> bool:
+    """True when spans are recorded and exported. When False, services skip span creation (it costs ~10% of a
+    hot handler's CPU for spans nobody sees) and pass the caller's trace headers through unchanged instead."""
+    return _provider_installed
+
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+def pass_through(incoming: Mapping[str, str] | None, outgoing: dict[str, str]) -> dict[str, str]:
+    """Copy the W3C trace headers from an incoming message to an outgoing one (tracing disabled here)."""
+    if incoming:
+        for h in TRACE_HEADERS:
+            v = incoming.get(h)
+            if v is not None:
+                outgoing[h] = v
+    return outgoing
+
+
 def shutdown_tracing() -> None:
     provider = trace.get_tracer_provider()
     shutdown = getattr(provider, "shutdown", None)

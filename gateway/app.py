@@ -37,6 +37,7 @@ from gateway.schemas import (
     PredictResponse,
     ServiceHealth,
 )
+from gateway.telemetry import otel_plugins
 from gateway.validation import BodyError, decode_body
 from shared.messages import ErrorCode, ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction
 from shared.settings import Settings
@@ -157,10 +158,18 @@ def _deadline_ms(settings: Settings, timeout_ms: int | None) -> float:
 
 
 async def _score(
-    bridge: NatsBridge, txs: list[Transaction], rid: str, deadline: float, partial_size: int | None
+    request: Request[Any, Any, Any],
+    bridge: NatsBridge,
+    txs: list[Transaction],
+    rid: str,
+    deadline: float,
+    partial_size: int | None,
 ) -> ScoreReply:
     answer = await bridge.score(
-        ScoreRequest(transactions=txs, request_id=rid, partial_size=partial_size), deadline, rid
+        ScoreRequest(transactions=txs, request_id=rid, partial_size=partial_size),
+        deadline,
+        rid,
+        client_traceparent=request.headers.get("traceparent"),
     )
     if isinstance(answer, ErrorReply):
         raise BridgeError(answer)
@@ -208,7 +217,7 @@ async def predict(
             )
         )
     rid = body.request_id or rid
-    reply = await _score(bridge, body.transactions, rid, deadline, body.partial_size)
+    reply = await _score(request, bridge, body.transactions, rid, deadline, body.partial_size)
     out = PredictResponse(
         request_id=reply.request_id,
         complete=reply.complete,
@@ -238,7 +247,7 @@ async def score_fraud(
     rid = request_id_of(request)
     deadline = _deadline_ms(settings, timeout_ms)
     tx = decode_body(await request.body(), Transaction, _transaction_decoder)
-    reply = await _score(bridge, [tx], rid, deadline, None)
+    reply = await _score(request, bridge, [tx], rid, deadline, None)
     s = reply.results[0]
     assert s is not None  # _score raised otherwise
     explanation = (
@@ -343,6 +352,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
             PrometheusController,
         ],
         dependencies={"bridge": Provide(provide_bridge)},
+        plugins=otel_plugins(settings),
         lifespan=[lifespan],
         middleware=middleware,
         cors_config=cors,

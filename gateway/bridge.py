@@ -9,6 +9,7 @@ import time
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from shared import subjects
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreRequest
@@ -22,6 +23,13 @@ REPLY_GRACE_S = 0.25
 SERVICES = ("aggregator", "inference", "feature")
 
 
+def _counter(registry: CollectorRegistry, name: str, doc: str, service: str) -> Counter:
+    """The labelled child of a counter, created once per registry (apps are built more than once in tests)."""
+    existing = registry._names_to_collectors.get(name + "_total")
+    counter = existing if isinstance(existing, Counter) else Counter(name, doc, ["service"], registry=registry)
+    return counter.labels(service)  # type: ignore[no-any-return]
+
+
 class BridgeError(Exception):
     def __init__(self, reply: ErrorReply) -> None:
         super().__init__(reply.message)
@@ -29,15 +37,18 @@ class BridgeError(Exception):
 
 
 class NatsBridge:
-    def __init__(self, settings: Settings, name: str) -> None:
+    def __init__(self, settings: Settings, name: str, registry: CollectorRegistry = REGISTRY) -> None:
         self.settings = settings
+        self.reconnects = _counter(
+            registry, "fraudmesh_nats_reconnects", "NATS reconnections of this process.", "gateway"
+        )
         self.name = name
         self.codec = Codec()
         self.nc: NATS | None = None
         self._health_cache: tuple[float, dict[str, list[HealthReply]]] | None = None
 
     async def start(self) -> None:
-        self.nc = await connect_nats(self.settings.nats_url, self.name)
+        self.nc = await connect_nats(self.settings.nats_url, self.name, on_reconnect=self.reconnects.inc)
 
     async def stop(self) -> None:
         if self.nc is not None:
@@ -48,7 +59,9 @@ class NatsBridge:
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
-    async def score(self, req: ScoreRequest, deadline_ms: float, request_id: str) -> ScoreAnswer:
+    async def score(
+        self, req: ScoreRequest, deadline_ms: float, request_id: str, client_traceparent: str | None = None
+    ) -> ScoreAnswer:
         if self.nc is None or not self.nc.is_connected:
             raise BridgeError(
                 ErrorReply(
@@ -60,7 +73,9 @@ class NatsBridge:
             )
         headers = {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
         if tracing_enabled():
-            inject(headers)
+            inject(headers)  # the current span is the gateway's server span (Litestar's OpenTelemetry plugin)
+        elif client_traceparent:
+            headers["traceparent"] = client_traceparent  # not recording here: keep the caller's trace whole
         timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
         try:
             msg = await self.nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)

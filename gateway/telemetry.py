@@ -28,11 +28,13 @@ def otlp_endpoint_configured() -> bool:
     return any(os.environ.get(var) for var in ENDPOINT_VARS)
 
 
-def otel_config() -> Any:
-    """Litestar's `OpenTelemetryConfig` for the gateway (imports the plugin lazily: it needs the ASGI package)."""
+def otel_config(tracer_provider: Any = None) -> Any:
+    """Litestar's `OpenTelemetryConfig` for the gateway (imports the plugin lazily: it needs the ASGI package).
+    `tracer_provider` defaults to the global one, which `setup_tracing` installed."""
     from litestar.plugins.opentelemetry import OpenTelemetryConfig
 
     return OpenTelemetryConfig(
+        tracer_provider=tracer_provider,
         # anchored: `exclude` patterns are searched in the path, and "/health" alone would also hide "/healthz"
         exclude=[f"^{path}/?$" for path in UNTRACED_PATHS],
         # one span per request: the per-ASGI-message "http receive" / "http send" spans add nothing here
@@ -40,7 +42,7 @@ def otel_config() -> Any:
     )
 
 
-def otel_plugins(settings: Settings | None = None) -> list[Any]:
+def otel_plugins(settings: Settings | None = None, tracer_provider: Any = None) -> list[Any]:
     """`Litestar(plugins=[*otel_plugins(settings), ...])`: the OpenTelemetry plugin when an OTLP endpoint is
     configured, else nothing. `settings` is accepted for symmetry with the rest of `create_app`; the endpoint comes
     from the standard OpenTelemetry environment variables, which the exporter itself reads."""
@@ -49,4 +51,4 @@ def otel_plugins(settings: Settings | None = None) -> list[Any]:
         return []
     from litestar.plugins.opentelemetry import OpenTelemetryPlugin
 
-    return [OpenTelemetryPlugin(otel_config())]
+    return [OpenTelemetryPlugin(otel_config(tracer_provider))]

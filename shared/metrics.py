@@ -45,6 +45,9 @@ class HandlerMetrics:
         )
 
         self._children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        # expose 0 from the start, so that increase() sees the first reconnect
+        self.reconnects.labels(service)
+        self.disconnects.labels(service)
 
     def observe(self, handler: str, outcome: str, seconds: float) -> None:
         key = (handler, outcome)

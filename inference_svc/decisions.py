@@ -36,28 +36,28 @@ def confidence(scores: np.ndarray, t: Thresholds) -> np.ndarray:
 
 
 def top_factors(
-    contributions: np.ndarray | None, x: np.ndarray, names: list[str], k: int = 3
+    contributions: np.ndarray | None, x: np.ndarray, names: list[str], k: int = 3, min_weight: float = 0.05
 ) -> list[list[RiskFactor]]:
-    """The k features pushing each score up the most (positive contributions only)."""
+    """The k features pushing each score up the most (contributions above `min_weight` only), strongest first.
+
+    Vectorised: numpy picks and sorts the top k per row; Python only builds the few RiskFactor objects.
+    """
     n = x.shape[0]
-    if contributions is None:
+    if contributions is None or n == 0:
         return [[] for _ in range(n)]
-    order = np.argsort(-contributions, axis=1)[:, :k]
+    k = min(k, contributions.shape[1])
+    idx = np.argpartition(-contributions, k - 1, axis=1)[:, :k]
+    vals = np.take_along_axis(contributions, idx, axis=1)
+    order = np.argsort(-vals, axis=1)
+    idx = np.take_along_axis(idx, order, axis=1).tolist()
+    vals = np.round(np.take_along_axis(vals, order, axis=1).astype(np.float64), 4).tolist()
+    descriptions = [DESCRIPTIONS.get(name, name) for name in names]
     out: list[list[RiskFactor]] = []
-    for row in range(n):
+    for row_idx, row_vals in zip(idx, vals, strict=True):
         factors = []
-        for j in order[row]:
-            c = float(contributions[row, j])
-            if c <= 0.05:
+        for j, w in zip(row_idx, row_vals, strict=True):
+            if w <= min_weight:
                 break
-            name = names[j]
-            factors.append(
-                RiskFactor(
-                    code=name,
-                    description=DESCRIPTIONS.get(name, name),
-                    weight=round(c, 4),
-                    source="transaction",
-                )
-            )
+            factors.append(RiskFactor(code=names[j], description=descriptions[j], weight=w, source="transaction"))
         out.append(factors)
     return out

@@ -56,13 +56,15 @@ class Scorer:
         factors = top_factors(self.model.contributions(x), x, meta.feature_names)
         version = self.model.version
         n_features = x.shape[1]
+        rounded = np.round(p.astype(np.float64), 6).tolist()
+        confs = np.round(conf.astype(np.float64), 4).tolist()
         scores = [
             TransactionScore(
                 transaction_id=tx.transaction_id or "",
-                fraud_score=round(float(p[i]), 6),
+                fraud_score=rounded[i],
                 risk_level=levels[i],
                 recommended_action=ACTIONS[levels[i]],
-                confidence=round(float(conf[i]), 4),
+                confidence=confs[i],
                 model_version=version,
                 top_risk_factors=factors[i],
                 features_used=n_features,

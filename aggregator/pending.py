@@ -69,6 +69,9 @@ class PendingBatch:
                         deliveries=res.deliveries,
                         queue_ms=round(res.queue_ms, 3),
                         compute_ms=round(res.compute_ms, 3),
+                        entities=res.entities,
+                        entities_from_cache=res.entities_from_cache,
+                        entities_computed=res.entities_computed,
                     )
                 )
         return infos

@@ -160,6 +160,7 @@ class Aggregator(Service):
     ) -> ScoreReply:
         missing = [tx.transaction_id or "" for tx, s in zip(txs, scores, strict=True) if s is None]
         complete = not missing
+        ages = [s.feature_freshness_sec for s in scores if s is not None and s.feature_freshness_sec is not None]
         self.m.requests.labels("complete" if complete else "incomplete").inc()
         if not complete:
             self.log.warning(
@@ -177,6 +178,8 @@ class Aggregator(Service):
             partials=infos,
             missing_transaction_ids=missing,
             latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            features_computed=sum(s.features_computed for s in scores if s is not None),
+            oldest_feature_age_s=max(ages) if ages else None,
         )
 
     @staticmethod

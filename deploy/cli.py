@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -87,6 +88,30 @@ def _cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_env(args: argparse.Namespace) -> None:
+    """Point store settings at the local stack when the user set none (so `fraudmesh simulate` just works)."""
+    from deploy.stack import StackState
+
+    state = StackState.load(args.run_dir.resolve())
+    if state is not None:
+        for key, value in state.service_env().items():
+            os.environ.setdefault(key, value)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from feature_svc import cli as features_cli
+
+    _stack_env(args)
+    return features_cli.simulate(args)
+
+
+def _cmd_features_export(args: argparse.Namespace) -> int:
+    from feature_svc import cli as features_cli
+
+    _stack_env(args)
+    return features_cli.export(args)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import main as bench_main
 
@@ -121,6 +146,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_model_init)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)
+
+    from feature_svc import cli as features_cli
+
+    s = sub.add_parser("simulate", help="generate the seeded payment world and load it into PostgreSQL and the graph")
+    features_cli.add_simulate_arguments(s)
+    s.set_defaults(func=_cmd_simulate)
+    f = sub.add_parser("features", help="feature store").add_subparsers(dest="features_command", required=True)
+    s = f.add_parser("export", help="write the point-in-time-correct Parquet offline store, partitioned by day")
+    features_cli.add_export_arguments(s)
+    s.set_defaults(func=_cmd_features_export)
 
     s = sub.add_parser("bench", help="benchmark the running stack; writes bench/results/<name>.{json,md}")
     s.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of `python -m bench` (see --help)")

@@ -9,6 +9,7 @@ a status that says what happened: 400 bad input, 401 no or wrong API key, 413 to
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,10 +28,14 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
+from feature_svc.client import FeatureServiceError, get_remote
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.openapi import body_operation
 from gateway.schemas import (
+    FeaturesResponse,
     FraudScoreResponse,
     HealthResponse,
     PredictRequest,
@@ -39,6 +44,7 @@ from gateway.schemas import (
 )
 from gateway.telemetry import otel_plugins
 from gateway.validation import BodyError, decode_body
+from shared import subjects
 from shared.messages import ErrorCode, ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction
 from shared.settings import Settings
 
@@ -93,6 +99,9 @@ def on_body_error(request: Request[Any, Any, Any], exc: BodyError) -> Response[b
     )
 
 
+_MISSING_PARAM = re.compile(r"Missing required (query|header|path|cookie) parameter '([^']+)'")
+
+
 def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     rid = request_id_of(request)
     code: ErrorCode = {
@@ -110,6 +119,12 @@ def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
                 source = item.get("source", "request")
                 where = f"{getattr(source, 'value', source)}.{item.get('key', '')}".rstrip(".")
                 errors.append(FieldError(path=where, message=str(item.get("message", ""))))
+    if not errors and isinstance(exc, ValidationException):
+        m = _MISSING_PARAM.search(str(exc.detail))
+        if m:
+            errors.append(
+                FieldError(path=f"{m.group(1)}.{m.group(2)}", message=f"Missing required parameter `{m.group(2)}`.")
+            )
     if exc.status_code >= 500:
         code = "unavailable" if exc.status_code == 503 else "internal"
     status = exc.status_code if exc.status_code in (405, 406, 415) else None
@@ -226,6 +241,8 @@ async def predict(
         missing_transaction_ids=reply.missing_transaction_ids,
         model_versions=sorted({p.model_version for p in reply.partials if p.model_version}),
         inference_workers=sorted({p.worker_id for p in reply.partials if p.worker_id}),
+        features_computed=reply.features_computed,
+        oldest_feature_age_s=reply.oldest_feature_age_s,
         latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
     )
     return Response(out, headers={"X-Request-Id": reply.request_id})
@@ -266,10 +283,103 @@ async def score_fraud(
         top_risk_factors=s.top_risk_factors,
         features_used=s.features_used,
         model_version=s.model_version,
-        feature_freshness_sec=None,
+        feature_freshness_sec=s.feature_freshness_sec,
+        features_computed=s.features_computed,
         latency_ms=round((time.perf_counter() - started) * 1000.0, 3),
     )
     return Response(out, headers={"X-Request-Id": reply.request_id})
+
+
+# ----------------------------------------------------------------------------------------- features
+ENTITY_TYPES = ("card", "merchant", "device", "ip")
+_ID = re.compile(r"^[A-Za-z0-9_.:@\-]{1,128}$")
+
+
+@get("/features", tags=["features"], summary="The online features of one entity (read through Redis)")
+async def features(
+    request: Request[Any, Any, Any],
+    bridge: NatsBridge,
+    entity_type: str,
+    entity_id: str,
+    names: str | None = None,
+) -> Response[FeaturesResponse]:
+    """`entity_type` is card, merchant, device or ip; `names` is an optional comma-separated list of feature
+    names. Missing or stale features are computed on the way (point in time: now)."""
+    settings: Settings = request.app.state.settings
+    rid = request_id_of(request)
+    errors = []
+    if entity_type not in ENTITY_TYPES:
+        errors.append(
+            FieldError(
+                path="query.entity_type",
+                message=f"Unknown entity type {entity_type!r}; use one of {', '.join(ENTITY_TYPES)}.",
+            )
+        )
+    if not _ID.match(entity_id):
+        errors.append(
+            FieldError(
+                path="query.entity_id",
+                message=f"Malformed id {entity_id!r}: 1-128 characters from letters, digits and _ . : @ -.",
+            )
+        )
+    wanted = [n.strip() for n in names.split(",")] if names else None
+    if wanted is not None and not all(wanted):
+        errors.append(FieldError(path="query.names", message="Empty feature name in the comma-separated list."))
+    if errors:
+        raise BodyError(errors, "The query is invalid.")
+    try:
+        reply = await get_remote(
+            bridge.require_nc(rid),
+            [(entity_type, entity_id)],
+            names=wanted,
+            max_age_s=settings.feature_max_age_s,
+            timeout=settings.request_timeout_ms / 1000.0,
+            headers={subjects.HDR_REQUEST_ID: rid},
+        )
+    except FeatureServiceError as exc:
+        err = exc.reply
+        err.request_id = rid
+        for e in err.errors:
+            if e.path.startswith("$.names"):
+                e.path = "query.names" + e.path.removeprefix("$.names")
+        raise BridgeError(err) from None
+    except NoRespondersError:
+        raise BridgeError(
+            ErrorReply(
+                code="unavailable",
+                request_id=rid,
+                retryable=True,
+                message="No feature service is running (features.get has no responders).",
+            )
+        ) from None
+    except (NatsTimeoutError, TimeoutError):
+        raise BridgeError(
+            ErrorReply(
+                code="deadline_exceeded",
+                request_id=rid,
+                retryable=True,
+                message="The feature service did not answer in time.",
+            )
+        ) from None
+    ent = reply.entities[0]
+    if not ent.known:
+        raise BridgeError(
+            ErrorReply(
+                code="not_found",
+                request_id=rid,
+                message=f"No {entity_type} {entity_id!r} in the ledger: it has never transacted.",
+            )
+        )
+    out = FeaturesResponse(
+        entity_type=ent.type,
+        entity_id=ent.id,
+        values=ent.values,
+        computed_at=ent.computed_at,
+        version=ent.version,
+        source=ent.source,
+        age_s=round(ent.age_s, 3),
+    )
+    return Response(out, headers={"X-Request-Id": rid})
 
 
 # ------------------------------------------------------------------------------------------ health
@@ -344,7 +454,9 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
     return Litestar(
         route_handlers=[
             Router(
-                path="/", route_handlers=[predict, score_fraud], guards=[api_key_guard] if settings.api_keys else []
+                path="/",
+                route_handlers=[predict, score_fraud, features],
+                guards=[api_key_guard] if settings.api_keys else [],
             ),
             health,
             healthz,

@@ -55,6 +55,18 @@ class NatsBridge:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
 
+    def require_nc(self, request_id: str) -> NATS:
+        if self.nc is None or not self.nc.is_connected:
+            raise BridgeError(
+                ErrorReply(
+                    code="unavailable",
+                    message="The gateway is not connected to NATS; retry shortly.",
+                    request_id=request_id,
+                    retryable=True,
+                )
+            )
+        return self.nc
+
     @property
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected

@@ -26,6 +26,21 @@ class PredictResponse(Struct, kw_only=True):
     model_versions: list[str]
     inference_workers: list[str]
     latency_ms: float
+    features_computed: int = 0
+    """Feature values computed on the fly, summed over the transactions."""
+    oldest_feature_age_s: float | None = None
+
+
+class FeaturesResponse(Struct, kw_only=True):
+    entity_type: str
+    entity_id: str
+    values: dict[str, float]
+    computed_at: float
+    """Unix epoch seconds: the point in time the values describe."""
+    version: str
+    """Feature-set version."""
+    source: Literal["cache", "computed"]
+    age_s: float
 
 
 class FraudScoreResponse(Struct, kw_only=True):
@@ -42,6 +57,9 @@ class FraudScoreResponse(Struct, kw_only=True):
     features_used: int
     model_version: str
     feature_freshness_sec: float | None
+    """Age of the oldest entity feature used (0 = computed just now); null when the model uses none."""
+    features_computed: int
+    """Feature values computed on the fly for this score (their entities were missing or stale in Redis)."""
     latency_ms: float
 
 

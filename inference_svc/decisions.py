@@ -6,7 +6,7 @@ import numpy as np
 
 from inference_svc.artifact import Thresholds
 from inference_svc.tx_features import DESCRIPTIONS
-from shared.messages import Action, RiskFactor, RiskLevel
+from shared.messages import Action, FactorSource, RiskFactor, RiskLevel
 
 ACTIONS: dict[RiskLevel, Action] = {
     "low": "approve",
@@ -36,7 +36,12 @@ def confidence(scores: np.ndarray, t: Thresholds) -> np.ndarray:
 
 
 def top_factors(
-    contributions: np.ndarray | None, x: np.ndarray, names: list[str], k: int = 3, min_weight: float = 0.05
+    contributions: np.ndarray | None,
+    x: np.ndarray,
+    names: list[str],
+    k: int = 3,
+    min_weight: float = 0.05,
+    descriptions: dict[str, tuple[str, FactorSource]] | None = None,
 ) -> list[list[RiskFactor]]:
     """The k features pushing each score up the most (contributions above `min_weight` only), strongest first.
 
@@ -51,13 +56,15 @@ def top_factors(
     order = np.argsort(-vals, axis=1)
     idx = np.take_along_axis(idx, order, axis=1).tolist()
     vals = np.round(np.take_along_axis(vals, order, axis=1).astype(np.float64), 4).tolist()
-    descriptions = [DESCRIPTIONS.get(name, name) for name in names]
+    known = descriptions or {}
+    described = [known.get(name) or (DESCRIPTIONS.get(name, name), "transaction") for name in names]
     out: list[list[RiskFactor]] = []
     for row_idx, row_vals in zip(idx, vals, strict=True):
         factors = []
         for j, w in zip(row_idx, row_vals, strict=True):
             if w <= min_weight:
                 break
-            factors.append(RiskFactor(code=names[j], description=descriptions[j], weight=w, source="transaction"))
+            text, source = described[j]
+            factors.append(RiskFactor(code=names[j], description=text, weight=w, source=source))
         out.append(factors)
     return out

@@ -1,63 +1,85 @@
 """Scoring one partial: input tuples from the feature sources, onnxruntime, decisions and reasons.
 
-The seams: a `FeatureSource` builds the model's input matrix for a partial (the transaction's own fields now;
-the Redis online store and graph features join through the same protocol), and the model is whatever
-`OnnxModel` the registry hands over (a new version swaps in without touching this code).
+The input tuple of a transaction is built by name: its own fields (`tx_features`, no I/O) and, when the model
+asks for them (or FRAUDMESH_ENTITY_FEATURES=always), the features of its card, merchant, device and IP from
+the online store (`entity_features`, route 1). The model's metadata lists the names it was trained on, in
+order; the scorer picks those columns, so a new model version with other inputs needs no code change here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
 from inference_svc.decisions import ACTIONS, confidence, risk_levels, top_factors
+from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
-from inference_svc.tx_features import FEATURE_NAMES, featurize
-from shared.messages import Transaction, TransactionScore
-
-
-class FeatureSource(Protocol):
-    names: Sequence[str]
-
-    async def build(self, transactions: Sequence[Transaction]) -> np.ndarray: ...
-
-
-class TransactionFieldSource:
-    """Features from the transaction's own fields; no I/O."""
-
-    names: Sequence[str] = FEATURE_NAMES
-
-    async def build(self, transactions: Sequence[Transaction]) -> np.ndarray:
-        return featurize(transactions)
+from inference_svc.tx_features import DESCRIPTIONS, FEATURE_NAMES, featurize
+from shared.messages import FactorSource, Transaction, TransactionScore
 
 
 class ModelInputMismatch(RuntimeError):
     pass
 
 
+def entity_descriptions() -> dict[str, tuple[str, FactorSource]]:
+    from feature_svc.definitions import FEATURES
+
+    return {name: (f.description, "graph" if f.kind == "graph" else "features") for name, f in FEATURES.items()}
+
+
 class Scorer:
-    def __init__(self, model: OnnxModel, source: FeatureSource) -> None:
-        if list(model.meta.feature_names) != list(source.names):
+    def __init__(
+        self, model: OnnxModel, entities: EntityFeatureSource | None = None, *, always_fetch: bool = False
+    ) -> None:
+        available = list(FEATURE_NAMES) + (entities.names if entities is not None else [])
+        position = {name: i for i, name in enumerate(available)}
+        missing = [n for n in model.meta.feature_names if n not in position]
+        if missing:
+            where = "" if entities is not None else " (entity features are off: FRAUDMESH_ENTITY_FEATURES)"
             raise ModelInputMismatch(
-                f"model {model.version} expects features {model.meta.feature_names}, but the feature source "
-                f"provides {list(source.names)}"
+                f"model {model.version} needs features no source provides{where}: {missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}"
             )
         self.model = model
-        self.source = source
+        self.columns = np.array([position[n] for n in model.meta.feature_names], dtype=np.int64)
+        uses_entities = any(position[n] >= len(FEATURE_NAMES) for n in model.meta.feature_names)
+        self.entities = entities if entities is not None and (uses_entities or always_fetch) else None
+        self.descriptions: dict[str, tuple[str, FactorSource]] = {
+            **(entity_descriptions() if entities is not None else {}),
+            **{name: (text, "transaction") for name, text in DESCRIPTIONS.items()},
+        }
 
-    async def score(self, transactions: Sequence[Transaction]) -> tuple[list[TransactionScore], np.ndarray]:
-        x = await self.source.build(transactions)
+    async def score(
+        self,
+        transactions: Sequence[Transaction],
+        *,
+        timeout_s: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[list[TransactionScore], np.ndarray, EntityStats | None]:
+        x_tx = featurize(transactions)
+        stats: EntityStats | None = None
+        if self.entities is not None:
+            x_ent, stats = await self.entities.build(transactions, timeout_s=timeout_s, headers=headers)
+            full = np.hstack([x_tx, x_ent.astype(np.float32)])
+        else:
+            full = x_tx
+        x = full[:, self.columns]
         p = self.model.predict(x)
         meta = self.model.meta
         levels = risk_levels(p, meta.thresholds)
         conf = confidence(p, meta.thresholds)
-        factors = top_factors(self.model.contributions(x), x, meta.feature_names)
+        factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
         version = self.model.version
         n_features = x.shape[1]
         rounded = np.round(p.astype(np.float64), 6).tolist()
         confs = np.round(conf.astype(np.float64), 4).tolist()
+        if stats is not None:
+            ages: list[float | None] = [None if np.isnan(a) else round(float(a), 3) for a in stats.row_age_s]
+            computed = stats.row_computed.tolist()
+        else:
+            ages, computed = [None] * len(transactions), [0] * len(transactions)
         scores = [
             TransactionScore(
                 transaction_id=tx.transaction_id or "",
@@ -68,7 +90,9 @@ class Scorer:
                 model_version=version,
                 top_risk_factors=factors[i],
                 features_used=n_features,
+                feature_freshness_sec=ages[i],
+                features_computed=computed[i],
             )
             for i, tx in enumerate(transactions)
         ]
-        return scores, p
+        return scores, p, stats

@@ -16,22 +16,26 @@ import contextlib
 import time
 from pathlib import Path
 
+import numpy as np
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 
+from feature_svc.definitions import FEATURE_SET_VERSION
+from feature_svc.online import OnlineStore
 from inference_svc.artifact import ArtifactError
-from inference_svc.model import load_model
-from inference_svc.scorer import ModelInputMismatch, Scorer, TransactionFieldSource
+from inference_svc.entity_features import EntityFeatureSource, EntityStats
+from inference_svc.model import OnnxModel, load_model
+from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
 from shared.jetstream import ensure_inference_consumer, ensure_streams
 from shared.logs import log_fields, request_id_var
 from shared.messages import Partial, PartialFailed, PartialResult
 from shared.service import Service, StartupError, now_ms
 from shared.settings import Settings
-from shared.telemetry import extract
+from shared.telemetry import extract, inject, pass_through
 
 SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
 
@@ -66,6 +70,30 @@ class InferenceMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
             registry=r,
         )
+        self.feature_cache = Counter(
+            "fraudmesh_feature_cache_requests",
+            "Entity feature reads on the scoring path, by result (hit, miss, stale).",
+            ["result"],
+            registry=r,
+        )
+        for result in ("hit", "miss", "stale"):
+            self.feature_cache.labels(result)
+        self.features_computed = Counter(
+            "fraudmesh_features_computed_on_the_fly",
+            "Entities whose features were computed by features.compute while scoring.",
+            registry=r,
+        )
+        self.features_unavailable = Counter(
+            "fraudmesh_features_unavailable",
+            "Entities scored without features (feature service did not answer in time).",
+            registry=r,
+        )
+        self.feature_age = Histogram(
+            "fraudmesh_feature_age_seconds",
+            "Age of the oldest entity feature behind each score.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400),
+            registry=r,
+        )
         self.scores = Histogram(
             "fraudmesh_model_score",
             "Fraud scores produced, by model version.",
@@ -73,6 +101,16 @@ class InferenceMetrics:
             buckets=SCORE_BUCKETS,
             registry=r,
         )
+
+    def record_features(self, stats: EntityStats) -> None:
+        self.feature_cache.labels("hit").inc(stats.cache_hits)
+        self.feature_cache.labels("miss").inc(stats.cache_misses)
+        self.feature_cache.labels("stale").inc(stats.cache_stale)
+        self.features_computed.inc(stats.computed)
+        self.features_unavailable.inc(stats.unavailable)
+        observe = self.feature_age.observe
+        for age in stats.row_age_s[~np.isnan(stats.row_age_s)].tolist():
+            observe(age)
 
 
 class InferenceWorker(Service):
@@ -82,27 +120,56 @@ class InferenceWorker(Service):
         super().__init__(settings)
         self.m = InferenceMetrics(self)
         self.scorer: Scorer | None = None
+        self.online: OnlineStore | None = None
+        self._model: OnnxModel | None = None
         self.js: JetStreamContext | None = None
         self._pulling = True
         self._puller: asyncio.Task[None] | None = None
         self._psub: JetStreamContext.PullSubscription | None = None
 
-    def load_scorer(self) -> Scorer:
+    def load_model(self) -> OnnxModel:
         try:
-            model = load_model(Path(self.settings.model_dir), self.settings.model_version, self.settings.onnx_threads)
-            return Scorer(model, TransactionFieldSource())
-        except (ArtifactError, ModelInputMismatch) as exc:
+            return load_model(Path(self.settings.model_dir), self.settings.model_version, self.settings.onnx_threads)
+        except ArtifactError as exc:
+            raise StartupError(str(exc)) from None
+
+    def build_scorer(self, model: OnnxModel) -> Scorer:
+        source = None
+        if self.settings.entity_features != "off":
+            if self.online is None:
+                self.online = OnlineStore.from_url(
+                    self.settings.redis_url, version=FEATURE_SET_VERSION, ttl_s=self.settings.feature_ttl_s
+                )
+            source = EntityFeatureSource(self.online, self.nc, max_age_s=self.settings.feature_max_age_s)
+        try:
+            return Scorer(model, source, always_fetch=self.settings.entity_features == "always")
+        except ModelInputMismatch as exc:
             raise StartupError(str(exc)) from None
 
     async def start(self) -> None:
-        self.scorer = self.load_scorer()  # fail fast, before connecting anywhere
-        self.log.info("model loaded", extra=log_fields(version=self.scorer.model.version))
+        self._model = self.load_model()  # fail fast, before connecting anywhere
+        self.log.info("model loaded", extra=log_fields(version=self._model.version))
         await super().start()
 
     def health_details(self) -> dict[str, str]:
-        return {"model_version": self.scorer.model.version if self.scorer else ""}
+        details = {"model_version": self._model.version if self._model else ""}
+        if self.scorer is not None:
+            details["entity_features"] = "on" if self.scorer.entities is not None else "off"
+            if self.scorer.entities is not None and self.scorer.entities.last_error:
+                details["feature_service_last_error"] = self.scorer.entities.last_error[:200]
+        return details
+
+    async def on_stop(self) -> None:
+        if self.online is not None:
+            await self.online.close()
 
     async def on_start(self) -> None:
+        assert self._model is not None
+        self.scorer = self.build_scorer(self._model)  # needs the NATS connection (features.compute)
+        self.log.info(
+            "scorer ready",
+            extra=log_fields(model=self._model.version, entity_features=self.scorer.entities is not None),
+        )
         self.js = self.nc.jetstream(timeout=5.0)
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
@@ -185,13 +252,28 @@ class InferenceWorker(Service):
             t0 = time.perf_counter()
             if self.settings.chaos_inference_delay_ms:
                 await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
+            fheaders = {subjects.HDR_DEADLINE: headers.get(subjects.HDR_DEADLINE, "")} if deadline else {}
+            fheaders = inject(fheaders) if self.tracing else pass_through(headers, fheaders)
+            remaining = (deadline - now_ms()) / 1000.0 if deadline else self.settings.request_timeout_ms / 1000.0
             with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
-                scores, probs = await self.scorer.score(partial.transactions)
+                scores, probs, fstats = await self.scorer.score(
+                    partial.transactions, timeout_s=remaining, headers=fheaders
+                )
             compute_s = time.perf_counter() - t0
         finally:
             heartbeat.cancel()
         version = self.scorer.model.version
         self.m.compute_time.labels("total").observe(compute_s)
+        timings = {"total_ms": round(compute_s * 1000.0, 3)}
+        entity_counts = {}
+        if fstats is not None:
+            self.m.record_features(fstats)
+            timings.update(redis_ms=round(fstats.redis_ms, 3), features_compute_ms=round(fstats.compute_ms, 3))
+            entity_counts = {
+                "entities": fstats.entities,
+                "entities_from_cache": fstats.cache_hits,
+                "entities_computed": fstats.computed,
+            }
         observe = self.m.scores.labels(version).observe
         for p in probs.tolist():
             observe(p)
@@ -204,6 +286,8 @@ class InferenceWorker(Service):
             deliveries=deliveries,
             queue_ms=queue_s * 1000.0,
             compute_ms=compute_s * 1000.0,
+            timings_ms=timings,
+            **entity_counts,
         )
         if reply_to:
             await self.nc.publish(reply_to, self.codec.encode(result), headers=self.outgoing_headers())

@@ -46,13 +46,16 @@ class Transaction(Struct, kw_only=True, omit_defaults=True):
     channel: Channel | None = None
 
 
+FactorSource = Literal["transaction", "features", "graph", "model"]
+
+
 class RiskFactor(Struct, kw_only=True):
     """One reason behind a score, strongest first."""
 
     code: str
     description: str
     weight: float = 0.0
-    source: Literal["transaction", "features", "graph", "model"] = "transaction"
+    source: FactorSource = "transaction"
 
 
 class TransactionScore(Struct, kw_only=True):
@@ -64,6 +67,10 @@ class TransactionScore(Struct, kw_only=True):
     model_version: str
     top_risk_factors: list[RiskFactor] = []
     features_used: int = 0
+    feature_freshness_sec: float | None = None
+    """Age of the oldest entity feature this score used (0 when computed just now); null without entity features."""
+    features_computed: int = 0
+    """Feature values of this transaction's entities that were computed on the fly (not read from Redis)."""
 
 
 class FieldError(Struct, kw_only=True):
@@ -119,6 +126,9 @@ class PartialInfo(Struct, kw_only=True):
     queue_ms: float = 0.0
     compute_ms: float = 0.0
     scored: bool = True
+    entities: int = 0
+    entities_from_cache: int = 0
+    entities_computed: int = 0
 
 
 class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True):
@@ -131,6 +141,10 @@ class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True):
     missing_transaction_ids: list[str] = []
     latency_ms: float = 0.0
     timings_ms: dict[str, float] = {}
+    features_computed: int = 0
+    """Feature values computed on the fly for this request (entities missing or stale in Redis)."""
+    oldest_feature_age_s: float | None = None
+    """Age of the oldest entity feature any score of this request used; null without entity features."""
 
 
 ScoreAnswer = ScoreReply | ErrorReply
@@ -158,6 +172,9 @@ class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True
     queue_ms: float = 0.0
     compute_ms: float = 0.0
     timings_ms: dict[str, float] = {}
+    entities: int = 0
+    entities_from_cache: int = 0
+    entities_computed: int = 0
 
 
 class PartialFailed(Struct, tag="partial_failed", tag_field="type", kw_only=True):

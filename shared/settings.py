@@ -87,6 +87,16 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
 
     # --- features ----------------------------------------------------------------------------------
     feature_ttl_s: Annotated[Positive, _doc("TTL of a feature HASH in Redis, in seconds.")] = 86400
+    feature_max_age_s: Annotated[
+        float, Meta(gt=0), _doc("Scoring path: entity features older than this are recomputed (freshness SLA).")
+    ] = 300.0
+    entity_features: Annotated[
+        Literal["auto", "always", "off"],
+        _doc(
+            "Scoring path route 1 (Redis, then features.compute): `auto` when the model uses entity features, "
+            "`always`, or `off`."
+        ),
+    ] = "auto"
 
 
 def _env_name(field: str) -> str:

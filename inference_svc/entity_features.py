@@ -1,0 +1,121 @@
+"""Route 1 of the scoring path: the features of every entity of a partial.
+
+One pipelined Redis round trip reads the packed vectors of every card, merchant, device and IP of the partial
+(each distinct entity once). Entities that are missing or stale (another feature-set version, or older than
+FRAUDMESH_FEATURE_MAX_AGE_S) are computed by the feature workers with one `features.compute` request, which
+also writes them to Redis, so the next partial that meets them reads them.
+
+If the feature service cannot answer in time, the partial is still scored: those entities' features are NaN
+(models must tolerate missing values) and the result says how many were unavailable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from nats.aio.client import Client as NATS
+
+from feature_svc.client import compute_remote
+from feature_svc.online import OnlineStore
+from shared.messages import Transaction
+
+ENTITY_ORDER: tuple[str, ...] = ("card", "merchant", "device", "ip")
+_ID_FIELD = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
+
+
+@dataclass
+class EntityStats:
+    """What building one partial's entity features took."""
+
+    entities: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_stale: int = 0
+    computed: int = 0
+    """Distinct entities computed on the fly by features.compute for this partial."""
+    unavailable: int = 0
+    """Entities whose features could be neither read nor computed (scored with NaN)."""
+    redis_ms: float = 0.0
+    compute_ms: float = 0.0
+    row_age_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Per transaction: age of its oldest entity feature (0 for features computed now; NaN when none)."""
+    row_computed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Per transaction: how many of its feature values were computed on the fly."""
+
+
+class EntityFeatureSource:
+    def __init__(self, store: OnlineStore, nc: NATS, *, max_age_s: float) -> None:
+        self.store = store
+        self.nc = nc
+        self.max_age_s = max_age_s
+        self.widths = {t: len(store.layout[t]) for t in ENTITY_ORDER}
+        self.names: list[str] = [n for t in ENTITY_ORDER for n in store.layout[t]]
+        self.last_error = ""
+
+    async def build(
+        self, transactions: Sequence[Transaction], *, timeout_s: float, headers: dict[str, str] | None = None
+    ) -> tuple[np.ndarray, EntityStats]:
+        n = len(transactions)
+        stats = EntityStats()
+        # each distinct entity once; slots[t][row] = index into `unique`, or -1 when the transaction has none
+        unique: dict[tuple[str, str], int] = {}
+        slots: dict[str, list[int]] = {}
+        for etype in ENTITY_ORDER:
+            attr = _ID_FIELD[etype]
+            col = []
+            for tx in transactions:
+                eid = getattr(tx, attr)
+                col.append(-1 if eid is None else unique.setdefault((etype, eid), len(unique)))
+            slots[etype] = col
+        entities = list(unique)
+        stats.entities = len(entities)
+
+        t0 = time.perf_counter()
+        reads = await self.store.read_vectors(entities, max_age_s=self.max_age_s)
+        stats.redis_ms = (time.perf_counter() - t0) * 1000.0
+        vectors: list[np.ndarray | None] = [r.vector for r in reads]
+        ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
+        computed_flag = np.zeros(len(entities), dtype=bool)
+        stats.cache_hits = sum(1 for r in reads if r.fresh)
+        stats.cache_stale = sum(1 for r in reads if r.present and r.stale)
+        stats.cache_misses = sum(1 for r in reads if not r.present)
+
+        missing = [i for i, r in enumerate(reads) if not r.fresh]
+        if missing:
+            t1 = time.perf_counter()
+            try:
+                reply = await compute_remote(
+                    self.nc, [entities[i] for i in missing], write=True, timeout=max(0.05, timeout_s), headers=headers
+                )
+                layout = self.store.layout
+                for i, ent in zip(missing, reply.entities, strict=True):
+                    vectors[i] = np.array([ent.values.get(name, np.nan) for name in layout[ent.type]], dtype="<f8")
+                    computed_flag[i] = True
+                stats.computed = len(missing)
+            except Exception as exc:  # FeatureServiceError, timeout, no responders: degrade, never fail the partial
+                stats.unavailable = len(missing)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            stats.compute_ms = (time.perf_counter() - t1) * 1000.0
+
+        blocks = []
+        row_age = np.full(n, np.nan)
+        row_computed = np.zeros(n, dtype=np.int64)
+        for etype in ENTITY_ORDER:
+            width = self.widths[etype]
+            table = np.full((len(entities) + 1, width), np.nan)  # last row: "no such entity" -> NaN
+            for i, vec in enumerate(vectors):
+                if vec is not None and entities[i][0] == etype:
+                    table[i] = vec
+            idx = np.array(slots[etype], dtype=np.int64)
+            blocks.append(table[idx])  # -1 picks the NaN row
+            has = idx >= 0
+            ent_age = np.where(has, np.append(ages, np.nan)[idx], np.nan)
+            row_age = np.fmax(row_age, ent_age)
+            row_computed += np.where(has, np.append(computed_flag, False)[idx], False) * width
+        stats.row_age_s = row_age
+        stats.row_computed = row_computed
+        matrix = np.hstack(blocks) if blocks else np.zeros((n, 0))
+        return matrix, stats

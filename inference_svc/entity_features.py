@@ -11,9 +11,11 @@ If the feature service cannot answer in time, the partial is still scored: those
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from nats.aio.client import Client as NATS
@@ -21,6 +23,7 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
 from shared.messages import Transaction
+from shared.telemetry import inject, tracing_enabled
 
 ENTITY_ORDER: tuple[str, ...] = ("card", "merchant", "device", "ip")
 _ID_FIELD = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
@@ -47,13 +50,30 @@ class EntityStats:
 
 
 class EntityFeatureSource:
-    def __init__(self, store: OnlineStore, nc: NATS, *, max_age_s: float) -> None:
+    """Builds the entity block of a partial's input tuples (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: OnlineStore,
+        nc: NATS,
+        *,
+        max_age_s: float,
+        span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
+    ) -> None:
+        self.span = span or (lambda name, **attrs: contextlib.nullcontext())
         self.store = store
         self.nc = nc
         self.max_age_s = max_age_s
         self.widths = {t: len(store.layout[t]) for t in ENTITY_ORDER}
         self.names: list[str] = [n for t in ENTITY_ORDER for n in store.layout[t]]
         self.last_error = ""
+
+    @staticmethod
+    def _trace_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
+        """Inside a recording span, carry *its* context (so the feature service's spans hang under it)."""
+        if not tracing_enabled():
+            return headers
+        return inject(dict(headers or {}))
 
     async def build(
         self, transactions: Sequence[Transaction], *, timeout_s: float, headers: dict[str, str] | None = None
@@ -74,7 +94,8 @@ class EntityFeatureSource:
         stats.entities = len(entities)
 
         t0 = time.perf_counter()
-        reads = await self.store.read_vectors(entities, max_age_s=self.max_age_s)
+        with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
+            reads = await self.store.read_vectors(entities, max_age_s=self.max_age_s)
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
@@ -87,9 +108,14 @@ class EntityFeatureSource:
         if missing:
             t1 = time.perf_counter()
             try:
-                reply = await compute_remote(
-                    self.nc, [entities[i] for i in missing], write=True, timeout=max(0.05, timeout_s), headers=headers
-                )
+                with self.span("features.compute request", **{"fraudmesh.entities": len(missing)}):
+                    reply = await compute_remote(
+                        self.nc,
+                        [entities[i] for i in missing],
+                        write=True,
+                        timeout=max(0.05, timeout_s),
+                        headers=self._trace_headers(headers),
+                    )
                 layout = self.store.layout
                 for i, ent in zip(missing, reply.entities, strict=True):
                     vectors[i] = np.array([ent.values.get(name, np.nan) for name in layout[ent.type]], dtype="<f8")

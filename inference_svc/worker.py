@@ -35,7 +35,7 @@ from shared.logs import log_fields, request_id_var
 from shared.messages import Partial, PartialFailed, PartialResult
 from shared.service import Service, StartupError, now_ms
 from shared.settings import Settings
-from shared.telemetry import extract, inject, pass_through
+from shared.telemetry import extract, pass_through
 
 SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
 
@@ -140,7 +140,9 @@ class InferenceWorker(Service):
                 self.online = OnlineStore.from_url(
                     self.settings.redis_url, version=FEATURE_SET_VERSION, ttl_s=self.settings.feature_ttl_s
                 )
-            source = EntityFeatureSource(self.online, self.nc, max_age_s=self.settings.feature_max_age_s)
+            source = EntityFeatureSource(
+                self.online, self.nc, max_age_s=self.settings.feature_max_age_s, span=self.span
+            )
         try:
             return Scorer(model, source, always_fetch=self.settings.entity_features == "always")
         except ModelInputMismatch as exc:
@@ -253,7 +255,8 @@ class InferenceWorker(Service):
             if self.settings.chaos_inference_delay_ms:
                 await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
             fheaders = {subjects.HDR_DEADLINE: headers.get(subjects.HDR_DEADLINE, "")} if deadline else {}
-            fheaders = inject(fheaders) if self.tracing else pass_through(headers, fheaders)
+            if not self.tracing:
+                pass_through(headers, fheaders)  # when tracing, the feature source injects its own span
             remaining = (deadline - now_ms()) / 1000.0 if deadline else self.settings.request_timeout_ms / 1000.0
             with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
                 scores, probs, fstats = await self.scorer.score(

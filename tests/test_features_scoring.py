@@ -156,3 +156,34 @@ def test_get_features_unknown_entity_is_404(fstack: Stack) -> None:
     )
     assert r.status_code == 404, r.text
     assert r.json()["code"] == "not_found" and "card_nobody" in r.json()["message"]
+
+
+def test_feature_metrics_move_on_the_scoring_path(fstack: Stack, world: World, redis_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    inference = next(p for p in fstack.procs if p.name == "inference")
+
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = httpx.get(f"http://127.0.0.1:{inference.metrics_port}/metrics", timeout=5).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+
+    batch = [tx_of(world, 5300 + i) for i in range(20)]
+    for t in batch:
+        forget(redis_url, t)
+    before = scrape()
+    for _ in range(2):  # first: misses and computation; second: hits
+        assert httpx.post(f"{fstack.gateway_url}/predict", json={"transactions": batch}, timeout=30).status_code == 200
+    after = scrape()
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved("fraudmesh_feature_cache_requests_total", result="miss") > 0
+    assert moved("fraudmesh_feature_cache_requests_total", result="hit") > 0
+    assert moved("fraudmesh_features_computed_on_the_fly_total") > 0
+    assert moved("fraudmesh_feature_age_seconds_count") == 2 * len(batch)

@@ -105,7 +105,14 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
 ) -> None:  # type: ignore[no-untyped-def]
     _clean_otel_env(monkeypatch)
     with OtlpReceiver() as rx:
-        stack = make_stack({"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "200"})
+        # entity features always on: the feature service is on the scoring path (route 1), so it is in the trace
+        stack = make_stack(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "FRAUDMESH_ENTITY_FEATURES": "always",
+            }
+        )
         trace_id, client_span_id, traceparent = _traceparent()
         _predict(stack, traceparent)
 
@@ -115,7 +122,7 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
             names = Counter(s.name for s in spans)
             ids = {s.span_id for s in spans}
             return (
-                {GATEWAY, AGGREGATOR, INFERENCE} <= {s.service for s in spans}
+                {GATEWAY, AGGREGATOR, INFERENCE, FEATURE} <= {s.service for s in spans}
                 and names["inference partial"] >= N_PARTIALS
                 and names["onnx score"] >= N_PARTIALS
                 and sum(1 for s in spans if s.parent_span_id not in ids) <= 1
@@ -130,12 +137,7 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
             "no gateway span in the request's trace: is Litestar's OpenTelemetry plugin wired into create_app "
             f"(plugins=otel_plugins(settings))?\n{_dump(everything)}"
         )
-        assert {AGGREGATOR, INFERENCE} <= services, _dump(everything)
-        # The feature service joins the scoring path with the features work (landing in parallel): once the feature
-        # service handles any request of this test (a CONSUMER span other than a health ping), that request came from
-        # the scoring path and its spans must be in the request's trace like every other hop.
-        if any(s.service == FEATURE and s.kind == "CONSUMER" and s.name != "health process" for s in everything):
-            assert FEATURE in services, _dump(everything)
+        assert {AGGREGATOR, INFERENCE, FEATURE} <= services, _dump(everything)
 
         by_id = {s.span_id: s for s in spans}
         assert len(by_id) == len(spans), "duplicate span ids"
@@ -178,7 +180,18 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
         assert len(onnx) >= N_PARTIALS
         assert all(s.service == INFERENCE and parent(s).name == "inference partial" for s in onnx)
 
-        # the feature hop (when on the path): its spans hang under an inference span, never loose
+        # route 1: the Redis read of each partial, and features.compute -> feature service, under its partial
+        reads = [s for s in spans if s.name == "redis read features"]
+        assert len(reads) >= N_PARTIALS and all(parent(s).name == "onnx score" for s in reads)
+        requests = {s.span_id: s for s in spans if s.name == "features.compute request"}
+        assert requests, "no features.compute call in the trace (new entities must be computed)"
+        computes = [s for s in spans if s.service == FEATURE and s.name == "compute process"]
+        assert computes and all(s.parent_span_id in requests for s in computes), _dump(spans)
+        # inside the feature service: PostgreSQL, graph and Redis calls
+        feature_names = {s.name for s in spans if s.service == FEATURE}
+        assert any("postgres" in n for n in feature_names), feature_names
+        assert any("graph" in n for n in feature_names), feature_names
+        assert any("redis" in n for n in feature_names), feature_names
         for s in spans:
             if s.service == FEATURE and parent(s).service != FEATURE:
                 assert parent(s).service == INFERENCE, str(s)

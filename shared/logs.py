@@ -16,6 +16,8 @@ import msgspec
 from opentelemetry import trace
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+trace_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+"""The caller's trace id (from its traceparent header) when this process records no span of its own."""
 
 _PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _encoder = msgspec.json.Encoder()
@@ -63,6 +65,8 @@ class JsonFormatter(logging.Formatter):
         if ctx.is_valid:
             doc["trace_id"] = format(ctx.trace_id, "032x")
             doc["span_id"] = format(ctx.span_id, "016x")
+        elif tid := trace_id_var.get():
+            doc["trace_id"] = tid
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             for k, v in fields.items():
@@ -81,6 +85,13 @@ def configure_logging(service: str, instance_id: str, level: str = "INFO") -> No
     for noisy in ("nats", "asyncio", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.Formatter.converter = time.gmtime
+
+
+def trace_id_of(traceparent: str | None) -> str:
+    """The trace id of a W3C traceparent (`00-<trace id>-<span id>-<flags>`), or ""."""
+    if traceparent and len(traceparent) >= 55 and traceparent[2] == "-":
+        return traceparent[3:35]
+    return ""
 
 
 def log_fields(**fields: object) -> dict[str, object]:

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CollectorRegistry
 
 from shared import subjects
-from shared.logs import configure_logging, log_fields, request_id_var
+from shared.logs import configure_logging, log_fields, request_id_var, trace_id_of, trace_id_var
 from shared.messages import Codec, ErrorCode, ErrorReply, FieldError, HealthPing, HealthReply
 from shared.metrics import HandlerMetrics, serve_metrics
 from shared.nats_conn import connect_nats
@@ -209,6 +209,7 @@ class Service:
         headers = msg.headers or {}
         rid = headers.get(subjects.HDR_REQUEST_ID, "")
         token = request_id_var.set(rid)
+        trace_token = trace_id_var.set(trace_id_of(headers.get("traceparent")))
         outcome = "ok"
         span_cm = (
             self.tracer.start_as_current_span(
@@ -263,6 +264,7 @@ class Service:
                     await self.nc.publish(msg.reply, self.codec.encode(reply))
         self.handler_metrics.observe(ep.name, outcome, time.perf_counter() - started)
         request_id_var.reset(token)
+        trace_id_var.reset(trace_token)
 
     def span(self, name: str, **attributes: object) -> contextlib.AbstractContextManager[Any]:
         """A child span of the current one, or nothing at all when tracing is off."""

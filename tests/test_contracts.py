@@ -91,3 +91,20 @@ def test_card_numbers_never_reach_a_log_line() -> None:
     record.fields = {"card": "5555555555554444"}
     line = fmt.format(record)
     assert "5555555555554444" not in line and line.count("[REDACTED-PAN]") == 2
+
+
+def test_log_lines_carry_request_and_caller_trace_ids() -> None:
+    import json
+
+    from shared.logs import request_id_var, trace_id_of, trace_id_var
+
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r, t = request_id_var.set("req-1"), trace_id_var.set(trace_id_of(f"00-{tid}-00f067aa0ba902b7-01"))
+    try:
+        line = JsonFormatter("svc", "i1").format(logging.LogRecord("x", logging.INFO, __file__, 1, "event", (), None))
+    finally:
+        request_id_var.reset(r)
+        trace_id_var.reset(t)
+    doc = json.loads(line)
+    assert doc["request_id"] == "req-1" and doc["trace_id"] == tid and doc["event"] == "event"
+    assert trace_id_of("garbage") == ""

@@ -112,6 +112,24 @@ def _cmd_features_export(args: argparse.Namespace) -> int:
     return features_cli.export(args)
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from trainer.cli import train_main
+    except ImportError as exc:
+        print(f"fraudmesh train needs the train extra ({exc}): pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    return int(train_main(args.train_args))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        from trainer.evaluate import evaluate_main
+    except ImportError as exc:
+        print(f"fraudmesh evaluate needs the train extra ({exc}): pip install -e '.[train]'", file=sys.stderr)
+        return 2
+    return int(evaluate_main(args.evaluate_args))
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bench.cli import main as bench_main
 
@@ -157,14 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
     features_cli.add_export_arguments(s)
     s.set_defaults(func=_cmd_features_export)
 
+    s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
+    s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")
+    s.set_defaults(func=_cmd_train)
+    s = sub.add_parser("evaluate", help="write reports/model/ (PR/ROC curves, per-kind metrics)")
+    s.add_argument("evaluate_args", nargs=argparse.REMAINDER, help="options of trainer.evaluate")
+    s.set_defaults(func=_cmd_evaluate)
+
     s = sub.add_parser("bench", help="benchmark the running stack; writes bench/results/<name>.{json,md}")
     s.add_argument("bench_args", nargs=argparse.REMAINDER, help="options of `python -m bench` (see --help)")
     s.set_defaults(func=_cmd_bench)
     return p
 
 
+PASS_THROUGH = {"train": "train_args", "evaluate": "evaluate_args", "bench": "bench_args"}
+"""Subcommands whose options (including -h) belong to another module's parser."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    for i, token in enumerate(argv):
+        if token in PASS_THROUGH:
+            args = parser.parse_args([*argv[:i], token])
+            setattr(args, PASS_THROUGH[token], argv[i + 1 :])
+            break
+    else:
+        args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except ServerError as exc:

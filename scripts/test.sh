@@ -9,7 +9,8 @@ need_python
 ensure_system_packages redis-server:redis-server initdb:postgresql
 # optional: lets tests/test_deploy_manifests.py validate docker-compose.yml (it skips, saying why, without it)
 [ "$(id -u)" = 0 ] && (ensure_system_packages docker-compose:docker-compose || true)
-ensure_venv dev
+# train: torch==2.13.0 (CPU) and torch-geometric, for the ONNX-vs-torch and training tests
+ensure_venv dev,train
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

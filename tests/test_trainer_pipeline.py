@@ -1,0 +1,194 @@
+"""The training side on a tiny world: ONNX agrees with torch, the time split leaks nothing, the CLI writes the
+artifact and the report, and the serving path never imports torch. Needs the `train` extra (skipped without)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torch_geometric")
+
+from feature_svc.world import WorldParams, generate_world, write_world  # noqa: E402
+from inference_svc.artifact import read_metadata  # noqa: E402
+from trainer.train import TrainConfig, predict, run, snapshot_tensors  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+CFG = TrainConfig(epochs=2, patience=2, val_days=5, test_days=5, progress=False, baseline_iter=30)
+
+
+@pytest.fixture(scope="module")
+def world():  # type: ignore[no-untyped-def]
+    return generate_world(TINY, progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(world, tmp_path_factory):  # type: ignore[no-untyped-def]
+    from trainer.export import export
+
+    result = run(world, None, CFG)
+    model_dir = tmp_path_factory.mktemp("models")
+    written = export(result, model_dir, world_params=world.params.to_json())
+    return result, model_dir, written
+
+
+def test_onnx_head_agrees_with_torch_on_the_test_split(trained) -> None:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    result, _model_dir, written = trained
+    test = result.prep.part == 2
+    p_torch, x = predict(result.encoder, result.head, result.prep, test)
+    assert len(p_torch) > 100
+    meta = read_metadata(Path(written["gnn"]) / "metadata.json")
+    assert x.shape[1] == len(meta.feature_names)
+    sess = ort.InferenceSession(str(Path(written["gnn"]) / "model.onnx"), providers=["CPUExecutionProvider"])
+    p_onnx = sess.run([meta.output_name], {meta.input_name: x.numpy()})[0]
+    assert p_onnx.shape == (len(p_torch),)
+    assert np.max(np.abs(p_onnx - p_torch)) < 1e-4
+    # NaN (an entity without features) is handled inside the graph, the same way in both
+    x_nan = x[:5].clone()
+    x_nan[:, 20] = float("nan")
+    with torch.no_grad():
+        ref = result.head(x_nan).numpy()
+    out = sess.run([meta.output_name], {meta.input_name: x_nan.numpy()})[0]
+    assert np.all(np.isfinite(out)) and np.max(np.abs(out - ref)) < 1e-4
+
+
+def test_onnx_encoder_agrees_with_torch(trained) -> None:  # type: ignore[no-untyped-def]
+    from trainer.embed import onnx_embeddings
+
+    result, _model_dir, written = trained
+    snap = result.prep.snapshots[-1]
+    with torch.no_grad():
+        ref = result.encoder(*snapshot_tensors(snap))
+    got = onnx_embeddings(Path(written["gnn"]) / "encoder.onnx", snap)
+    for t, v in got.items():
+        assert v.shape == tuple(ref[t].shape)
+        assert np.max(np.abs(v - ref[t].numpy())) < 1e-4, t
+
+
+def test_time_split_has_no_leakage(trained) -> None:  # type: ignore[no-untyped-def]
+    result, _, _ = trained
+    prep = result.prep
+    split, ledger = prep.split, prep.ledger
+    ts = ledger.ts[prep.tab.rows]
+    train = prep.part == 0
+    assert ts[train].max() < split.train_end <= ts[prep.part == 1].min()
+    assert ts[prep.part == 1].max() < split.val_end <= ts[prep.part == 2].min()
+    # training labels: only chargebacks that arrived before the cut-off
+    lt = ledger.label_time[prep.tab.rows]
+    assert not np.any(prep.y_train & (lt >= split.train_end))
+    assert np.any(prep.y_true[train] & ~prep.y_train[train]), "the tiny world should have late labels to hide"
+    for d in np.unique(prep.day[train]):
+        snap = prep.snapshots[d]
+        rows_ts = ts[train & (prep.day == d)]
+        assert snap.as_of <= rows_ts.min() and snap.as_of <= split.train_end
+        for link in ("device", "ip", "merchant"):
+            # every edge of the snapshot a training row sees was first seen before that row and before the cut
+            first = {
+                (c, o): f
+                for c, o, f in zip(
+                    prep.edges.card[link], prep.edges.other[link], prep.edges.first_seen[link], strict=True
+                )
+            }
+            seen = [first[(c, o)] for c, o in snap.edges[link].T.tolist()]
+            assert not seen or max(seen) < snap.as_of
+        # the node features know only the labels that arrived before the snapshot
+        known_cards = set(ledger.ent["card"][ledger.is_fraud & (ledger.label_time < snap.as_of)].tolist())
+        assert set(np.flatnonzero(snap.x["card"][:, 5] > 0).tolist()) == known_cards
+
+
+def test_artifact_metadata_and_embeddings(trained) -> None:  # type: ignore[no-untyped-def]
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    _result, model_dir, written = trained
+    base = Path(written["gnn"])
+    meta = read_metadata(base / "metadata.json")
+    assert (model_dir / "active").read_text().strip() == meta.version
+    assert meta.kind == "hetero_graphsage"
+    t = meta.thresholds
+    assert 0 <= t.medium < t.high < t.critical <= 1
+    emb = meta.training["embeddings"]
+    dim = emb["dim"]
+    assert meta.feature_names[-4 * dim :] == [
+        f"emb_{k}_{i}" for k in ("card", "merchant", "device", "ip") for i in range(dim)
+    ]
+    table = pq.read_table(base / "embeddings.parquet")
+    defaults = table.filter(pc.equal(table["entity_id"], ""))
+    assert sorted(defaults["entity_type"].to_pylist()) == ["card", "device", "ip", "merchant"]
+    card_default = next(r for r in defaults.to_pylist() if r["entity_type"] == "card")["embedding"]
+    assert np.allclose(card_default, emb["default"]["card"], atol=1e-6)
+    assert meta.training["data_hash"].startswith("sha256:")
+    assert "test.gnn.ring.pr_auc" in meta.metrics
+    if "baseline" in written:
+        b = read_metadata(Path(written["baseline"]) / "metadata.json")
+        assert b.feature_names == meta.feature_names[: len(b.feature_names)]
+
+
+def test_train_and_evaluate_cli(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from trainer.cli import train_main
+
+    write_world(world, tmp_path / "world")
+    rc = train_main(
+        [
+            "--world", str(tmp_path / "world"), "--local-features", "--epochs", "1", "--val-days", "5",
+            "--test-days", "5", "--model-dir", str(tmp_path / "models"), "--report", str(tmp_path / "report"),
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    readme = (tmp_path / "report" / "README.md").read_text()
+    assert "| ring |" in readme and "ms" in readme
+    assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["onnx_partial"]["partial"] == 200
+    assert train_main(["--world", str(tmp_path / "world"), "--offline", str(tmp_path / "nothing")]) == 2
+
+
+def test_serving_path_never_imports_torch(trained) -> None:  # type: ignore[no-untyped-def]
+    """A fresh interpreter imports the worker, loads the GNN artifact with onnxruntime, scores a 200-transaction
+    partial through the Scorer (registry + embedding columns from a stand-in entity source, as Redis would
+    provide them) and reads the embeddings Parquet: torch and torch_geometric are never imported."""
+    _, model_dir, _ = trained
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        import numpy as np
+        import pyarrow.parquet as pq
+        import inference_svc.worker, inference_svc.model, inference_svc.scorer, feature_svc.online, trainer.embed
+        from inference_svc.entity_features import EntityStats
+        from inference_svc.model import load_model
+        from inference_svc.scorer import Scorer
+        from inference_svc.tx_features import FEATURE_NAMES
+        from shared.messages import Transaction
+
+        model_dir = Path({str(model_dir)!r})
+        model = load_model(model_dir)
+        table = pq.read_table(model_dir / model.version / "embeddings.parquet")
+
+        class Entities:
+            names = [n for n in model.meta.feature_names if n not in FEATURE_NAMES]
+            async def build(self, txs, **_):
+                x = np.zeros((len(txs), len(self.names)), dtype=np.float32)
+                return x, EntityStats(row_age_s=np.zeros(len(txs)), row_computed=np.zeros(len(txs), dtype=np.int64))
+
+        txs = [Transaction(card_id=f"card_{{i}}", transaction_amount=10.0 + i) for i in range(200)]
+        scores, p, _ = asyncio.run(Scorer(model, Entities()).score(txs))
+        assert len(scores) == 200 and np.all((p >= 0) & (p <= 1)), p
+        assert table.num_rows > 4
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torch_geometric"))
+        print("TORCH_MODULES", bad)
+        sys.exit(1 if bad else 0)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "TORCH_MODULES []" in proc.stdout

@@ -1,0 +1,119 @@
+"""`fraudmesh train`: simulate (or read) the world, read the registry features from the offline store, train the GNN
+and the baseline on a time split, export both to ONNX with their metadata, and write the evaluation report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_OFFLINE = Path("var/offline")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fraudmesh train", description=__doc__.splitlines()[0])
+    src = ap.add_argument_group("data")
+    src.add_argument("--world", type=Path, help="a world directory (write_world); default: simulate one")
+    src.add_argument("--seed", type=int, default=0, help="world seed when simulating (default 0, the default world)")
+    src.add_argument("--cards", type=int, default=20_000)
+    src.add_argument("--transactions", type=int, default=200_000)
+    src.add_argument("--days", type=int, default=42)
+    src.add_argument(
+        "--offline",
+        type=Path,
+        help=f"the Parquet offline store of that world (`fraudmesh features export`); default {DEFAULT_OFFLINE}",
+    )
+    src.add_argument(
+        "--local-features",
+        action="store_true",
+        help="use the numpy subset of the registry instead of the offline store (prototype/tests, not for serving)",
+    )
+    tr = ap.add_argument_group("training")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--patience", type=int, default=5)
+    tr.add_argument("--train-seed", type=int, default=0)
+    tr.add_argument("--val-days", type=int, default=7)
+    tr.add_argument("--test-days", type=int, default=7)
+    tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--no-progress", action="store_true")
+    out = ap.add_argument_group("output")
+    out.add_argument("--model-dir", type=Path, default=Path(os.environ.get("FRAUDMESH_MODEL_DIR", "var/models")))
+    out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
+    out.add_argument("--report", type=Path, default=Path("reports/model"), help="evaluation report directory")
+    out.add_argument("--no-report", action="store_true")
+    return ap
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        import torch  # noqa: F401
+        import torch_geometric  # noqa: F401
+    except ImportError as exc:
+        print(f"fraudmesh train needs the train extra: pip install -e '.[train]' ({exc})", file=sys.stderr)
+        return 2
+    from feature_svc.world import WorldError, WorldParams, generate_world, read_world
+    from trainer.export import export
+    from trainer.train import TrainConfig, run
+
+    offline = args.offline
+    if not args.local_features:
+        offline = offline or DEFAULT_OFFLINE
+        if not (offline / "_feature_set.json").exists():
+            print(
+                f"no offline store at {offline}: export the registry features of this world first "
+                "(`fraudmesh simulate` + `fraudmesh features export`), pass --offline DIR, or --local-features",
+                file=sys.stderr,
+            )
+            return 2
+    else:
+        offline = None
+    try:
+        if args.world:
+            world = read_world(args.world)
+        else:
+            params = WorldParams(seed=args.seed, n_cards=args.cards, n_transactions=args.transactions, days=args.days)
+            world = generate_world(params, progress=not args.no_progress)
+    except WorldError as exc:
+        print(f"fraudmesh train: {exc}", file=sys.stderr)
+        return 2
+    cfg = TrainConfig(
+        seed=args.train_seed,
+        epochs=args.epochs,
+        patience=args.patience,
+        val_days=args.val_days,
+        test_days=args.test_days,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
+    try:
+        result = run(world, offline, cfg)
+    except ValueError as exc:
+        print(f"fraudmesh train: {exc}", file=sys.stderr)
+        return 2
+    written = export(result, args.model_dir, activate=not args.no_activate, world_params=world.params.to_json())
+    train_s = time.perf_counter() - started
+    _print_summary(result.metrics["test"], written, train_s)
+    if not args.no_report:
+        from trainer.evaluate import write_report
+
+        path = write_report(args.model_dir, written["version"], args.report)
+        print(f"report: {path}")
+    load = os.getloadavg()
+    print(f"train time {train_s:.0f} s (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs)")
+    return 0
+
+
+def _print_summary(test: dict, written: dict, seconds: float) -> None:
+    print(json.dumps(written, indent=1))
+    print(f"{'test PR-AUC':<14}{'GNN':>8}{'baseline':>10}")
+    for kind, g in test["gnn"].items():
+        print(f"{kind:<14}{g['pr_auc']:>8.4f}{test['baseline'][kind]['pr_auc']:>10.4f}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

@@ -1,0 +1,200 @@
+"""Export: the head as the served ONNX model, the encoder as ONNX (for torch-free embedding refreshes), the entity
+embeddings as Parquet beside the model, the baseline as its own ONNX artifact, and the registry metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from feature_svc.definitions import FEATURE_SET_VERSION
+from inference_svc.artifact import ModelMetadata, Thresholds, write_artifact
+from trainer.embed import embeddings_parquet
+from trainer.gnn import NODE_TYPES, EncoderOnnx
+from trainer.snapshot import LINKS, NODE_FEATURES, snapshot
+from trainer.train import TX_NAMES, Result, snapshot_tensors
+
+OPSET = 17
+INPUT, OUTPUT = "input", "probabilities"
+EMBEDDINGS_FILE = "embeddings.parquet"
+ENCODER_FILE = "encoder.onnx"
+
+
+def embedding_names(dim: int) -> list[str]:
+    return [f"emb_{t}_{i}" for t in NODE_TYPES for i in range(dim)]
+
+
+def head_onnx(result: Result) -> bytes:
+    head = result.head.eval()
+    n = head.n_tx + head.n_tab + 4 * head.dim
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            head,
+            (torch.zeros((2, n)),),
+            buf,
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+        )
+    return buf.getvalue()
+
+
+ENCODER_INPUTS = [*(f"x_{t}" for t in NODE_TYPES), *(f"edges_{link}" for link in LINKS)]
+ENCODER_OUTPUTS = [f"emb_{t}" for t in NODE_TYPES]
+
+
+def encoder_onnx(result: Result) -> bytes:
+    snap = result.prep.snapshots[-1]
+    x, e = snapshot_tensors(snap)
+    args = (*(x[t] for t in NODE_TYPES), *(e[link] for link in LINKS))
+    axes = {f"x_{t}": {0: f"n_{t}"} for t in NODE_TYPES}
+    axes.update({f"edges_{link}": {1: f"e_{link}"} for link in LINKS})
+    axes.update({f"emb_{t}": {0: f"n_{t}"} for t in NODE_TYPES})
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            EncoderOnnx(result.encoder.eval()),
+            args,
+            buf,
+            opset_version=OPSET,
+            dynamo=False,
+            input_names=ENCODER_INPUTS,
+            output_names=ENCODER_OUTPUTS,
+            dynamic_axes=axes,
+        )
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def embeddings_table(result: Result, as_of: int | None = None) -> tuple[pa.Table, dict[str, list[float]]]:
+    """Embeddings of every entity seen before `as_of` (default: the end of the data), one row per entity, plus
+    one row per type with entity_id '' holding the default embedding for entities without a row."""
+    prep = result.prep
+    as_of = prep.split.end if as_of is None else as_of
+    snap = snapshot(prep.ledger, prep.edges, as_of)
+    emb = {t: v.numpy() for t, v in result.encoder.eval()(*snapshot_tensors(snap)).items()}
+    defaults = {t: [float(v) for v in emb[t][-1]] for t in NODE_TYPES}
+    return embeddings_parquet(prep.ledger, snap, emb), defaults
+
+
+def baseline_onnx(result: Result) -> bytes | None:
+    try:
+        from skl2onnx import to_onnx
+
+        x = np.zeros((1, len(TX_NAMES) + len(result.prep.tab_names)), dtype=np.float32)
+        clf = result.baseline
+        onx = to_onnx(clf, x, options={id(clf): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3})
+        return onx.SerializeToString()
+    except Exception as exc:  # the baseline artifact is a convenience; the report does not depend on it
+        first = str(exc).splitlines()[0][:160]
+        warnings.warn(f"baseline not exported to ONNX ({type(exc).__name__}: {first}); pickled only", stacklevel=1)
+        return None
+
+
+def _summary(metrics: dict) -> dict:
+    out = {}
+    for part in ("validation", "test"):
+        for model in ("gnn", "baseline"):
+            for kind, m in metrics[part][model].items():
+                out[f"{part}.{model}.{kind}.pr_auc"] = m["pr_auc"]
+    return out
+
+
+def export(result: Result, model_dir: Path, *, activate: bool = True, world_params: dict | None = None) -> dict:
+    """Write `<model_dir>/gnn-<ts>/` (model.onnx = head, encoder.onnx, embeddings.parquet, metadata.json, eval/)
+    and `<model_dir>/hgb-<ts>/` (baseline, not activated). Returns what was written."""
+    prep, cfg = result.prep, result.cfg
+    stamp = dt.datetime.now(dt.UTC)
+    version = f"gnn-{stamp:%Y%m%d-%H%M%S}"
+    table, defaults = embeddings_table(result)
+    dim = cfg.dim
+    training = {
+        "source": prep.tab.source,
+        "world": world_params or {},
+        "data_hash": prep.ledger.data_hash,
+        "feature_set_version": FEATURE_SET_VERSION,
+        "split": prep.split.to_json(),
+        "label_rule": "train labels: label_time < train_end; validation/test: eventual labels",
+        "train_fraud": {
+            "known_at_cutoff": int(prep.y_train[prep.part == 0].sum()),
+            "eventual": int(prep.y_true[prep.part == 0].sum()),
+        },
+        "rows": {
+            "train": int((prep.part == 0).sum()),
+            "validation": int((prep.part == 1).sum()),
+            "test": int((prep.part == 2).sum()),
+        },
+        "config": result.config_json(),
+        "gnn": {"best_epoch": result.gnn_info["best"]["epoch"], "epochs_run": result.gnn_info["epochs_run"]},
+        "seconds": result.seconds,
+        "inputs": {
+            "tx_fields": TX_NAMES,
+            "registry_features": prep.tab_names,
+            "embeddings": {"types": list(NODE_TYPES), "dim": dim},
+        },
+        "embeddings": {
+            "file": EMBEDDINGS_FILE,
+            "as_of": prep.split.to_json()["end"],
+            "dim": dim,
+            "default": defaults,
+            "encoder": ENCODER_FILE,
+            "encoder_inputs": ENCODER_INPUTS,
+            "encoder_outputs": ENCODER_OUTPUTS,
+            "node_features": {t: list(v) for t, v in NODE_FEATURES.items()},
+            "refresh": "daily: python -m trainer.embed (numpy + onnxruntime, no torch)",
+        },
+    }
+    meta = ModelMetadata(
+        version=version,
+        kind="hetero_graphsage",
+        feature_names=[*TX_NAMES, *prep.tab_names, *embedding_names(dim)],
+        thresholds=Thresholds(**result.thresholds),
+        explainer=None,
+        created_at=stamp.isoformat(),
+        training=training,
+        metrics={**_summary(result.metrics), "detail": result.metrics},
+        input_name=INPUT,
+        output_name=OUTPUT,
+    )
+    base = write_artifact(model_dir, meta, head_onnx(result), activate=activate)
+    (base / ENCODER_FILE).write_bytes(encoder_onnx(result))
+    pq.write_table(table, base / EMBEDDINGS_FILE, compression="zstd")
+    eval_dir = base / "eval"
+    eval_dir.mkdir(exist_ok=True)
+    np.savez_compressed(eval_dir / "test_scores.npz", **result.test_scores)
+    (eval_dir / "history.json").write_text(json.dumps(result.gnn_info, indent=1) + "\n")
+    written = {"gnn": str(base), "version": version}
+    # the baseline: always pickled beside the GNN (sklearn, for evaluation and comparison), and as its own ONNX
+    # artifact (not activated) when skl2onnx can convert this scikit-learn version's HistGradientBoosting
+    with (base / "baseline.pkl").open("wb") as fh:
+        pickle.dump({"model": result.baseline, "feature_names": [*TX_NAMES, *prep.tab_names]}, fh)
+    written["baseline_pickle"] = str(base / "baseline.pkl")
+    b = baseline_onnx(result)
+    if b is not None:
+        b_meta = ModelMetadata(
+            version=f"hgb-{stamp:%Y%m%d-%H%M%S}",
+            kind="hist_gradient_boosting",
+            feature_names=[*TX_NAMES, *prep.tab_names],
+            thresholds=Thresholds(**result.baseline_thresholds),
+            created_at=stamp.isoformat(),
+            training={k: training[k] for k in ("source", "world", "data_hash", "feature_set_version", "split")},
+            metrics={k: v for k, v in _summary(result.metrics).items() if ".baseline." in k},
+            input_name=INPUT,
+            output_name=OUTPUT,
+        )
+        written["baseline"] = str(write_artifact(model_dir, b_meta, b, activate=False))
+        written["baseline_version"] = b_meta.version
+    return written

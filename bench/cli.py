@@ -34,8 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated phases, kinds (baseline, single, batch) or transports (http, nats) to skip",
+        help="comma-separated phases, kinds (baseline, single, batch, features) or transports (http, nats, redis) "
+        "to skip",
     )
+    p.add_argument("--features-entities", type=int, default=4000, help="entities per features.compute run (4000)")
+    p.add_argument("--features-concurrency", type=int, default=4, help="features.compute requests in flight (4)")
+    p.add_argument("--features-request-size", type=int, default=200, help="entities per features.compute request")
+    p.add_argument("--features-reads", type=int, default=200, help="timed Redis reads of the partial (200)")
     p.add_argument("--no-plot", action="store_true")
     return p
 
@@ -59,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         batch_warmup=args.batch_warmup,
         api_key=args.api_key,
         skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
+        features_entities=args.features_entities,
+        features_request_size=args.features_request_size,
+        features_concurrency=args.features_concurrency,
+        features_reads=args.features_reads,
     )
     started_here = False
     try:
@@ -82,4 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("slowest_hop"):
         s = result["slowest_hop"]
         print(f"slowest hop ({s['phase']}): {s['hop']}, {s['mean_ms']:.2f} ms of the mean request")
+    if (result.get("features") or {}).get("skipped"):
+        print(f"features phase {result['features']['skipped']}")
     return 0

@@ -17,6 +17,21 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def children(ppid: int) -> dict[int, float]:
+    """CPU seconds of each live child of `ppid` (PostgreSQL's backends are children of its postmaster)."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == ppid:
+            out[int(d.name)] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
 def snapshot(pids: dict[str, int]) -> dict[str, float]:
     out = {}
     for name, pid in pids.items():

@@ -99,6 +99,141 @@ def _batch_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _dist(counts: dict[str, Any]) -> str:
+    return ", ".join(f"{k}: {_f(v, 0)}" for k, v in counts.items())
+
+
+def _feature_lines(result: dict[str, Any]) -> list[str]:
+    """Feature computation throughput (1 and 2 workers) and the Redis read of a partial's entities."""
+    phases: dict[str, dict[str, Any]] = result.get("phases", {})
+    summary = result.get("features") or {}
+    compute = {k: ph for k, ph in phases.items() if ph.get("kind") == "features" and "entities_per_s" in ph}
+    read = next((ph for ph in phases.values() if ph.get("kind") == "features" and "hgetall" in ph), None)
+    if not compute and read is None and not summary:
+        return []
+    out = ["## Features: computation throughput and the Redis read of a partial", ""]
+    if summary.get("skipped"):
+        return [*out, f"**Features phase {summary['skipped']}**", ""]
+    world = summary.get("world") or {}
+    if world:
+        out += [
+            f"World in PostgreSQL: {_f(world.get('transactions'), 0)} transactions, "
+            f"{world.get('first', '?')} to {world.get('last', '?')}.",
+            "",
+        ]
+    if compute:
+        out += ["### features.compute throughput", ""]
+        rows = []
+        for ph in compute.values():
+            lat = ph.get("latency_ms", {})
+            prm = ph.get("params", {})
+            rows.append(
+                [
+                    _f(prm.get("workers"), 0),
+                    f"{_f(prm.get('request_size'), 0)} x {_f(prm.get('concurrency'), 0)}",
+                    _f(ph.get("requests"), 0),
+                    _f(ph.get("entities"), 0),
+                    f"**{_f(ph.get('entities_per_s'), 0)}**",
+                    _f(lat.get("p50"), 0),
+                    _f(lat.get("p95"), 0),
+                    _f(lat.get("p99"), 0),
+                    _f(ph.get("server_compute_ms", {}).get("p50"), 0),
+                    _dist(ph.get("requests_by_worker", {})),
+                    _f(ph.get("errors", {}).get("total"), 0),
+                ]
+            )
+        out += _table(
+            [
+                "feature workers",
+                "entities x in flight",
+                "requests",
+                "entities",
+                "entities/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "worker compute p50 ms",
+                "requests by worker",
+                "errors",
+            ],
+            rows,
+        )
+        if summary.get("scaling_2_over_1"):
+            out += [f"2 workers vs 1: **{_f(summary['scaling_2_over_1'], 2)}x** the entities/s.", ""]
+        mixes = [f"{ph.get('params', {}).get('workers', '?')} worker(s): {_dist(ph.get('entity_types', {}))}"
+                 for ph in compute.values()]  # fmt: skip
+        out += [f"Entity types per run: {'; '.join(mixes)}.", ""]
+        if summary.get("selection"):
+            out += [f"Workload: {summary['selection']}", ""]
+        if summary.get("stack_workers_after"):
+            out += [
+                f"The stack had {summary.get('stack_workers_before', '?')} feature workers; the bench ran its own "
+                f"and left {', '.join(summary['stack_workers_after'])} running (in stack.json).",
+                "",
+            ]
+    if read is not None:
+        lat, hg = read.get("latency_ms", {}), read.get("hgetall", {})
+        hl = hg.get("latency_ms", {})
+        raw = read.get("raw_hmget", {})
+        rl = raw.get("latency_ms", {})
+        out += [f"### Redis read of a {read.get('transactions', '?')}-transaction partial's entities", ""]
+        out += _table(
+            ["read", "entities", "fields/entity", "reply bytes", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+            [
+                [
+                    "`read_vectors`: packed `_vec` + metadata, pipelined HMGET (scoring path)",
+                    _f(read.get("entities"), 0),
+                    _f(read.get("fields_per_entity"), 0),
+                    _f(read.get("reply_bytes"), 0),
+                    _f(read.get("requests"), 0),
+                    f"**{_f(lat.get('p50'), 2)}**",
+                    _f(lat.get("p95"), 2),
+                    _f(lat.get("p99"), 2),
+                    _f(lat.get("max"), 2),
+                ],
+                [
+                    "the same HMGET pipeline in redis-py alone (no decoding)",
+                    _f(read.get("entities"), 0),
+                    _f(read.get("fields_per_entity"), 0),
+                    _f(read.get("reply_bytes"), 0),
+                    _f(raw.get("requests"), 0),
+                    _f(rl.get("p50"), 2),
+                    _f(rl.get("p95"), 2),
+                    _f(rl.get("p99"), 2),
+                    _f(rl.get("max"), 2),
+                ],
+                [
+                    "`read`: every field, pipelined HGETALL (for comparison)",
+                    _f(read.get("entities"), 0),
+                    _f(hg.get("fields_per_entity"), 1),
+                    _f(hg.get("reply_bytes"), 0),
+                    _f(hg.get("requests"), 0),
+                    _f(hl.get("p50"), 2),
+                    _f(hl.get("p95"), 2),
+                    _f(hl.get("p99"), 2),
+                    _f(hl.get("max"), 2),
+                ],
+            ],
+        )
+        extra = [f"Entities by type: {_dist(read.get('entity_types', {}))}"]
+        if read.get("fresh") is not None:
+            extra.append(f"fresh in Redis: {_f(read['fresh'], 0)}")
+        if read.get("vector_bytes"):
+            extra.append(f"packed vectors: {_f(read['vector_bytes'], 0)} bytes")
+        if read.get("ping_ms", {}).get("p50") is not None:
+            extra.append(f"a Redis PING round trip: p50 {_f(read['ping_ms']['p50'], 3)} ms")
+        prep = read.get("prepare") or {}
+        if prep.get("compute_ms"):
+            extra.append(
+                f"put in Redis first by one features.compute ({_f(prep['compute_ms'], 0)} ms, "
+                f"{prep.get('chunks', '?')} chunks on {', '.join(prep.get('workers', []))})"
+            )
+        out += ["; ".join(extra) + ".", ""]
+        if lat.get("p50") and hl.get("p50"):
+            out += [f"HGETALL takes {_f(hl['p50'] / lat['p50'], 1)}x as long as the packed read at p50.", ""]
+    return out
+
+
 def _comparison_lines(rows: list[dict[str, Any]]) -> list[str]:
     body = []
     for r in rows:
@@ -120,23 +255,24 @@ def _hop_lines(phases: dict[str, dict[str, Any]]) -> list[str]:
     out: list[str] = []
     for key, ph in phases.items():
         hops = ph.get("hops")
-        if not hops:
+        if not hops and not (ph.get("kind") == "features" and ph.get("cpu_cores")):
             continue
         out += [f"### {ph.get('label', key)}", ""]
-        out += _table(
-            ["hop", "count", "mean ms", "p50 ms", "p99 ms", "by instance"],
-            [
+        if hops:
+            out += _table(
+                ["hop", "count", "mean ms", "p50 ms", "p99 ms", "by instance"],
                 [
-                    h["hop"],
-                    _f(h["count"], 0),
-                    _f(h["mean_ms"], 2),
-                    _f(h["p50_ms"], 2),
-                    _f(h["p99_ms"], 2),
-                    ", ".join(f"{i}: {int(n)}" for i, n in sorted(h.get("per_instance", {}).items())),
-                ]
-                for h in hops
-            ],
-        )
+                    [
+                        h["hop"],
+                        _f(h["count"], 0),
+                        _f(h["mean_ms"], 2),
+                        _f(h["p50_ms"], 2),
+                        _f(h["p99_ms"], 2),
+                        ", ".join(f"{i}: {int(n)}" for i, n in sorted(h.get("per_instance", {}).items())),
+                    ]
+                    for h in hops
+                ],
+            )
         bd = ph.get("breakdown") or {}
         if bd.get("own_ms"):
             out += ["Own share of the mean request (nested means subtracted):", ""]
@@ -150,9 +286,10 @@ def _hop_lines(phases: dict[str, dict[str, Any]]) -> list[str]:
             out += [f"Requests per partial (aggregator coalescing): {_f(ph['requests_per_partial'], 1)}.", ""]
         cpu = ph.get("cpu_cores")
         if cpu:
+            load = f"; 1-minute load average at the end: {ph['load_avg_1m']:.2f}" if "load_avg_1m" in ph else ""
             out += [
                 "CPU during the phase (cores; the machine has "
-                f"{ph.get('machine_cores', '?')}): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()),
+                f"{ph.get('machine_cores', '?')}): " + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items()) + load,
                 "",
             ]
     return out
@@ -217,6 +354,7 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
         ],
         _batch_rows(phases),
     )
+    lines += _feature_lines(result)
     errors = {k: ph["errors"] for k, ph in phases.items() if ph.get("errors", {}).get("total")}
     if errors:
         lines += ["Errors by class: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in errors.items()), ""]

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from bench import hops, httpbatch, natsload, procs
+from bench import features, hops, httpbatch, natsload, procs
 from bench.machine import machine, stack_settings
 from bench.wrk import WrkParams, run_wrk, write_bodies
 
@@ -37,6 +37,10 @@ class BenchConfig:
     seed: int = 7
     api_key: str = ""
     skip: tuple[str, ...] = field(default_factory=tuple)
+    features_entities: int = 4000
+    features_request_size: int = 200
+    features_concurrency: int = 4
+    features_reads: int = 200
 
 
 class StackUnavailable(RuntimeError):
@@ -90,6 +94,15 @@ class Bench:
         self.endpoints, self.pids = _endpoints(state), _pids(state)
         self.phases: dict[str, dict[str, Any]] = {}
         self.cores = os.cpu_count() or 0
+        self.features: dict[str, Any] | None = None
+        """The features phase's summary (workload, scaling, what was restarted), or why it was skipped."""
+
+    def skipped(self, key: str, kind: str, transport: str) -> bool:
+        return key in self.cfg.skip or kind in self.cfg.skip or transport in self.cfg.skip
+
+    def refresh(self) -> None:
+        """Metrics endpoints and pids again, after services were restarted."""
+        self.endpoints, self.pids = _endpoints(self.state), _pids(self.state)
 
     def phase(
         self,
@@ -102,15 +115,20 @@ class Bench:
         outer_hop: str | None = None,
     ) -> None:
         """Warm up, then run with metric scrapes and CPU snapshots around the measured part only."""
-        if key in self.cfg.skip or kind in self.cfg.skip or transport in self.cfg.skip:
+        if self.skipped(key, kind, transport):
             return
         print(f"[bench] {label} ...", flush=True)
         if warmup is not None:
             warmup()
+        pg = self.pids.get("postgres")
+        backends0 = procs.children(pg) if pg else {}
         before, cpu0, t0 = hops.scrape_all(self.endpoints), procs.snapshot(self.pids), time.monotonic()
         out = run()
         wall = time.monotonic() - t0
         cpu = procs.diff(cpu0, procs.snapshot(self.pids), wall)
+        if pg:  # the postmaster's own figure leaves out the backends, where the queries run
+            used = sum(s - backends0.get(k, 0.0) for k, s in procs.children(pg).items())
+            cpu["postgres backends"] = round(used / wall, 3) if wall > 0 else 0.0
         hop_list = hops.hop_stats(before, hops.scrape_all(self.endpoints))
         out.update(
             label=label,
@@ -119,6 +137,7 @@ class Bench:
             hops=hop_list,
             cpu_cores=cpu,
             machine_cores=self.cores,
+            load_avg_1m=round(os.getloadavg()[0], 2),
         )
         partials = next((h["count"] for h in hop_list if h["hop"] == "partial compute"), 0)
         handled = next((h["count"] for h in hop_list if h["hop"] == "aggregator score"), 0)
@@ -127,7 +146,14 @@ class Bench:
             out["breakdown"] = hops.breakdown(hop_list, out["latency_ms"].get("mean"), outer_hop)
         self.phases[key] = out
         lat = out.get("latency_ms", {})
-        rate = f"{out['rps']:.0f} req/s" if "rps" in out else f"{out.get('tx_per_s', 0):.0f} tx/s"
+        if "rps" in out:
+            rate = f"{out['rps']:.0f} req/s"
+        elif "entities_per_s" in out:
+            rate = f"{out['entities_per_s']:.0f} entities/s"
+        elif "tx_per_s" in out:
+            rate = f"{out['tx_per_s']:.0f} tx/s"
+        else:
+            rate = f"{out.get('entities', 0)} entities"
         print(
             f"[bench]   p50 {lat.get('p50', float('nan')):.2f} ms  p99 {lat.get('p99', float('nan')):.2f} ms"
             f"  {rate}  errors {out.get('errors', {}).get('total', 0)}",
@@ -205,18 +231,106 @@ class Bench:
             lambda: asyncio.run(natsload.batches(self.state.nats_url, batch_msgpack, cfg.batch_iterations)),
             warmup=lambda: asyncio.run(natsload.batches(self.state.nats_url, batch_msgpack, cfg.batch_warmup)),
         )
+        self.run_features()
         return self.phases
 
+    def run_features(self) -> None:
+        """features.compute throughput with 1 and 2 feature workers, then the Redis read of a partial's entities.
 
-def observations(phases: dict[str, dict[str, Any]]) -> list[str]:
+        Last, because it restarts the feature workers (the stack is left with as many as it had)."""
+        cfg = self.cfg
+        p = features.FeatureBenchParams(
+            entities=cfg.features_entities,
+            request_size=cfg.features_request_size,
+            concurrency=cfg.features_concurrency,
+            reads=cfg.features_reads,
+            seed=cfg.seed,
+        )
+        compute_keys = {n: f"features_compute_{n}w" for n in p.workers}
+        run_compute = [n for n, k in compute_keys.items() if not self.skipped(k, "features", "nats")]
+        run_read = not self.skipped("features_redis_read", "features", "redis")
+        if not run_compute and not run_read:
+            return
+        print("[bench] features: sampling entities from the world in PostgreSQL ...", flush=True)
+        world = asyncio.run(features.load_world(self.state.postgres_dsn, p))
+        if world is None:
+            self.features = {"skipped": features.NO_WORLD}
+            print(f"[bench] features: {features.NO_WORLD}", flush=True)
+            return
+        summary: dict[str, Any] = {
+            "world": {"transactions": world.transactions, "first": world.first_ts, "last": world.last_ts},
+            "selection": (
+                "distinct entities of world transactions taken in a seeded hash order; each compute run has its own "
+                "entities (none shared between runs or with the partial), with the same mix of types. "
+                "features.compute recomputes every entity (it does not read Redis), as of now, and writes to Redis."
+            ),
+            "pool_sizes": [len(x) for x in world.pools],
+        }
+        self.features = summary
+        if run_compute:
+            warm = p.warmup_requests * p.request_size
+            workers = features.FeatureWorkers(self.state)
+            summary["stack_workers_before"] = workers.original
+            restore = workers.original or 2
+            try:
+                print(f"[bench] features: stopping the stack's {workers.original} feature workers ...", flush=True)
+                workers.stop_all()
+                for n, pool in zip(p.workers, world.pools, strict=True):
+                    if n not in run_compute:
+                        continue
+                    ids = workers.scale(n)
+                    self.refresh()
+                    self.phase(
+                        compute_keys[n],
+                        f"features.compute, {n} feature worker{'s' if n > 1 else ''}, "
+                        f"{p.request_size} entities x {p.concurrency} in flight",
+                        "features",
+                        "nats",
+                        lambda pool=pool, ids=ids: asyncio.run(
+                            features.compute_run(self.state.nats_url, pool[warm:], ids, p)
+                        ),
+                        warmup=lambda pool=pool: asyncio.run(
+                            features.compute_warmup(self.state.nats_url, pool[:warm], p)
+                        ),
+                    )
+            finally:
+                summary["stack_workers_after"] = workers.scale(restore)
+                summary["started"] = workers.started
+                self.refresh()
+                print(f"[bench] features: stack restored to {restore} feature workers", flush=True)
+            one, two = (self.phases.get(compute_keys[n], {}).get("entities_per_s") for n in (1, 2))
+            if one and two:
+                summary["scaling_2_over_1"] = two / one
+        if run_read:
+            prepared: dict[str, Any] = {}
+            self.phase(
+                "features_redis_read",
+                f"Redis read of a {p.partial_transactions}-transaction partial's {len(world.partial)} entities",
+                "features",
+                "redis",
+                lambda: {
+                    **asyncio.run(features.redis_read(self.state.redis_url, world.partial, p)),
+                    "prepare": prepared,
+                },
+                warmup=lambda: prepared.update(
+                    asyncio.run(features.redis_prepare(self.state.nats_url, world.partial, p))
+                ),
+            )
+
+
+def observations(phases: dict[str, dict[str, Any]], feature_summary: dict[str, Any] | None = None) -> list[str]:
     """Things a reader should not miss, derived from the figures (errors, imbalance, a busy client)."""
     notes = []
+    if feature_summary and feature_summary.get("skipped"):
+        notes.append(f"Features phase {feature_summary['skipped']}")
     for key, ph in phases.items():
         errs = ph.get("errors", {})
         if errs.get("total"):
             notes.append(f"{ph.get('label', key)}: {errs['total']} errors ({json.dumps(errs)}).")
         cpu = ph.get("client", {}).get("cpu_cores")
-        if isinstance(cpu, float) and cpu > 0.8:
+        if ph.get("transport") == "redis":  # the read's own CPU is what is measured, see _feature_notes
+            pass
+        elif isinstance(cpu, float) and cpu > 0.8:
             notes.append(f"{ph.get('label', key)}: the load client used {cpu:.2f} cores; it may have been a limit.")
         for h in ph.get("hops", []):
             per = h.get("per_instance", {})
@@ -231,6 +345,25 @@ def observations(phases: dict[str, dict[str, Any]]) -> list[str]:
                 notes.append(f"{ph.get('label', key)}: only {next(iter(per))} scored partials.")
         if ph.get("redelivered_partials"):
             notes.append(f"{ph.get('label', key)}: {ph['redelivered_partials']} partials were redelivered.")
+        notes += _feature_notes(key, ph)
+    return notes
+
+
+def _feature_notes(key: str, ph: dict[str, Any]) -> list[str]:
+    label = ph.get("label", key)
+    notes = []
+    by_worker = ph.get("requests_by_worker")
+    want = ph.get("params", {}).get("workers")
+    if by_worker is not None and want and len(by_worker) != want:
+        notes.append(f"{label}: requests were answered by {', '.join(by_worker) or 'no worker'}, not {want} workers.")
+    cpu = ph.get("client", {}).get("cpu_cores")
+    if ph.get("transport") == "redis" and isinstance(cpu, float) and cpu > 0.5:
+        notes.append(
+            f"{label}: the reading process was busy {cpu:.2f} of the time it waited for the reads: the read is "
+            "bound by client CPU (redis-py packing 4-field HMGETs and parsing their replies), not by Redis."
+        )
+    if "fresh" in ph and ph["fresh"] < ph.get("entities", 0):
+        notes.append(f"{label}: only {ph['fresh']} of {ph['entities']} entities were fresh in Redis when read.")
     return notes
 
 
@@ -247,7 +380,8 @@ def slowest_hop(phases: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 def run_bench(cfg: BenchConfig, state: Any) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     settings = stack_settings(state)
-    phases = Bench(cfg, state).run()
+    bench = Bench(cfg, state)
+    phases = bench.run()
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "api_key"}
     return {
         "name": cfg.name,
@@ -258,5 +392,6 @@ def run_bench(cfg: BenchConfig, state: Any) -> dict[str, Any]:
         "params": params,
         "phases": phases,
         "slowest_hop": slowest_hop(phases),
-        "notes": observations(phases),
+        "features": bench.features,
+        "notes": observations(phases, bench.features),
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,6 +33,20 @@ KNOWN = "known"
 VEC = "_vec"
 META_FIELDS = (COMPUTED_AT, VERSION, KNOWN)
 VECTOR_FIELDS = (COMPUTED_AT, VERSION, KNOWN, VEC)
+
+
+_PACKED_READ = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  if i <= n then
+    out[i] = redis.call('HMGET', KEYS[i], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
+  else
+    out[i] = redis.call('GET', KEYS[i])
+  end
+end
+return out
+"""
 
 
 class FeatureRecord(msgspec.Struct, kw_only=True):
@@ -102,6 +117,7 @@ class OnlineStore:
         self.ttl_s = ttl_s
         self.prefix = prefix
         self._layout = layout
+        self._script: Any = None
 
     @property
     def layout(self) -> Mapping[str, Sequence[str]]:
@@ -203,9 +219,47 @@ class OnlineStore:
         if not entities:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for etype, eid in entities:
-                pipe.hmget(self.key(etype, eid), VECTOR_FIELDS)
+            self.queue_vectors(pipe, entities)
             raw = await pipe.execute()
+        return self.decode_vectors(entities, raw, max_age_s=max_age_s, now=now)
+
+    async def read_packed(
+        self,
+        entities: Sequence[tuple[str, str]],
+        extra_keys: Sequence[str] = (),
+        *,
+        max_age_s: float | None = None,
+        now: float | None = None,
+    ) -> tuple[list[VectorRead], list[bytes | None]]:
+        """`read_vectors` plus GET of `extra_keys` (e.g. model embeddings) as ONE Redis command: a Lua script
+        (EVALSHA) that runs every HMGET and GET server-side and returns one reply. A pipeline of ~800 commands
+        costs ~15 us of client CPU per command; one reply parses in a fraction of that."""
+        if not entities and not extra_keys:
+            return [], []
+        keys = [self.key(t, i) for t, i in entities]
+        raw = await self._packed_script(keys=[*keys, *extra_keys], args=[len(keys), *VECTOR_FIELDS])
+        reads = self.decode_vectors(entities, raw[: len(keys)], max_age_s=max_age_s, now=now)
+        return reads, list(raw[len(keys) :])
+
+    @property
+    def _packed_script(self) -> Any:
+        if self._script is None:
+            self._script = self.redis.register_script(_PACKED_READ)
+        return self._script
+
+    def queue_vectors(self, pipe: Any, entities: Sequence[tuple[str, str]]) -> None:
+        """Add the vector reads to a caller's pipeline (to share one round trip with other reads)."""
+        for etype, eid in entities:
+            pipe.hmget(self.key(etype, eid), VECTOR_FIELDS)
+
+    def decode_vectors(
+        self,
+        entities: Sequence[tuple[str, str]],
+        raw: Sequence[Sequence[bytes | None]],
+        *,
+        max_age_s: float | None = None,
+        now: float | None = None,
+    ) -> list[VectorRead]:
         now = time.time() if now is None else now
         out: list[VectorRead] = []
         for (etype, _), (computed, version, known, vec) in zip(entities, raw, strict=True):

@@ -23,6 +23,23 @@ class LinearExplainer(msgspec.Struct, kw_only=True, tag="linear"):
     mean: list[float]
 
 
+class EmbeddingSpec(msgspec.Struct, kw_only=True):
+    """Entity embeddings a model takes as inputs (`emb_<type>_<k>` columns), shipped beside it as Parquet.
+
+    Serving loads them into Redis once per model version; an entity without a row (new, or absent from the
+    transaction) gets `default[type]`: what the model saw in training for an entity new to the graph."""
+
+    file: str
+    dim: int
+    types: list[str]
+    as_of: str = ""
+    default: dict[str, list[float]] = {}
+    encoder: str = ""
+
+    def column_names(self) -> list[str]:
+        return [f"emb_{t}_{k}" for t in self.types for k in range(self.dim)]
+
+
 class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str
     kind: str
@@ -34,6 +51,17 @@ class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: dict[str, object] = {}
     input_name: str = "input"
     output_name: str = "probabilities"
+    embeddings: EmbeddingSpec | None = None
+
+    def embedding_spec(self) -> EmbeddingSpec | None:
+        """The embeddings declaration (older artifacts kept it under training["embeddings"])."""
+        if self.embeddings is not None:
+            return self.embeddings
+        raw = self.training.get("embeddings")
+        if isinstance(raw, dict) and "file" in raw and "dim" in raw:
+            types = list(raw.get("types") or raw.get("default", {}).keys() or ("card", "merchant", "device", "ip"))
+            return msgspec.convert({**raw, "types": types}, EmbeddingSpec, strict=False)
+        return None
 
 
 class ArtifactError(RuntimeError):

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
+from inference_svc.embeddings import EmbeddingBlock
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
 
@@ -76,8 +77,15 @@ class EntityFeatureSource:
         return inject(dict(headers or {}))
 
     async def build(
-        self, transactions: Sequence[Transaction], *, timeout_s: float, headers: dict[str, str] | None = None
+        self,
+        transactions: Sequence[Transaction],
+        *,
+        timeout_s: float,
+        headers: dict[str, str] | None = None,
+        embeddings: EmbeddingBlock | None = None,
     ) -> tuple[np.ndarray, EntityStats]:
+        """The (n, len(names) [+ embedding columns]) block: registry features per entity type in ENTITY_ORDER,
+        then, with `embeddings`, each type's embedding (its default where the entity has none or is absent)."""
         n = len(transactions)
         stats = EntityStats()
         # each distinct entity once; slots[t][row] = index into `unique`, or -1 when the transaction has none
@@ -95,7 +103,10 @@ class EntityFeatureSource:
 
         t0 = time.perf_counter()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
-            reads = await self.store.read_vectors(entities, max_age_s=self.max_age_s)
+            # one command: the packed feature vectors, and the model's embeddings when it has any
+            extra = embeddings.keys(entities) if embeddings is not None else []
+            reads, raw_emb = await self.store.read_packed(entities, extra, max_age_s=self.max_age_s)
+        emb_vectors = embeddings.vectors(entities, raw_emb) if embeddings is not None else []
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
@@ -141,6 +152,13 @@ class EntityFeatureSource:
             ent_age = np.where(has, np.append(ages, np.nan)[idx], np.nan)
             row_age = np.fmax(row_age, ent_age)
             row_computed += np.where(has, np.append(computed_flag, False)[idx], False) * width
+        if embeddings is not None:
+            for etype in embeddings.spec.types:
+                table = np.tile(embeddings.defaults[etype], (len(entities) + 1, 1))  # last row: absent entity
+                for i, vec in enumerate(emb_vectors):
+                    if entities[i][0] == etype:
+                        table[i] = vec
+                blocks.append(table[np.array(slots[etype], dtype=np.int64)])
         stats.row_age_s = row_age
         stats.row_computed = row_computed
         matrix = np.hstack(blocks) if blocks else np.zeros((n, 0))

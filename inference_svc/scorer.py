@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from inference_svc.decisions import ACTIONS, confidence, risk_levels, top_factors
+from inference_svc.embeddings import EmbeddingBlock
 from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
+from inference_svc.reasons import OcclusionExplainer
 from inference_svc.tx_features import DESCRIPTIONS, FEATURE_NAMES, featurize
 from shared.messages import FactorSource, Transaction, TransactionScore
 
@@ -33,7 +35,12 @@ class Scorer:
     def __init__(
         self, model: OnnxModel, entities: EntityFeatureSource | None = None, *, always_fetch: bool = False
     ) -> None:
-        available = list(FEATURE_NAMES) + (entities.names if entities is not None else [])
+        spec = model.meta.embedding_spec()
+        self.embeddings = EmbeddingBlock(spec, model.version) if spec is not None else None
+        entity_names = (entities.names if entities is not None else []) + (
+            spec.column_names() if spec is not None and entities is not None else []
+        )
+        available = list(FEATURE_NAMES) + entity_names
         position = {name: i for i, name in enumerate(available)}
         missing = [n for n in model.meta.feature_names if n not in position]
         if missing:
@@ -46,6 +53,16 @@ class Scorer:
         self.columns = np.array([position[n] for n in model.meta.feature_names], dtype=np.int64)
         uses_entities = any(position[n] >= len(FEATURE_NAMES) for n in model.meta.feature_names)
         self.entities = entities if entities is not None and (uses_entities or always_fetch) else None
+        self.occlusion = (
+            None
+            if model.meta.explainer is not None
+            else OcclusionExplainer(
+                model.meta.feature_names,
+                model.predict,
+                DESCRIPTIONS,
+                self.embeddings.defaults if self.embeddings is not None else None,
+            )
+        )
         self.descriptions: dict[str, tuple[str, FactorSource]] = {
             **(entity_descriptions() if entities is not None else {}),
             **{name: (text, "transaction") for name, text in DESCRIPTIONS.items()},
@@ -61,7 +78,9 @@ class Scorer:
         x_tx = featurize(transactions)
         stats: EntityStats | None = None
         if self.entities is not None:
-            x_ent, stats = await self.entities.build(transactions, timeout_s=timeout_s, headers=headers)
+            x_ent, stats = await self.entities.build(
+                transactions, timeout_s=timeout_s, headers=headers, embeddings=self.embeddings
+            )
             full = np.hstack([x_tx, x_ent.astype(np.float32)])
         else:
             full = x_tx
@@ -70,7 +89,10 @@ class Scorer:
         meta = self.model.meta
         levels = risk_levels(p, meta.thresholds)
         conf = confidence(p, meta.thresholds)
-        factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
+        if self.occlusion is not None:
+            factors = self.occlusion.explain(x, p)
+        else:
+            factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
         version = self.model.version
         n_features = x.shape[1]
         rounded = np.round(p.astype(np.float64), 6).tolist()

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import BAR
+from bench.features import NO_WORLD, sample_entities
 from bench.hops import breakdown
 from bench.report import write_report
+from bench.runner import observations
 from bench.stats import histogram_quantile, percentile, summarize
 
 
@@ -117,3 +119,139 @@ def test_breakdown_names_the_slowest_hop() -> None:
     hops = _result()["phases"]["http_single_32"]["hops"]
     bd = breakdown(hops, 4.0, "gateway POST /score/fraud")
     assert bd["slowest"]["hop"].startswith("aggregator")  # 2.0 - 0.5 - 0.3 = 1.2 ms is the largest share
+
+
+def _compute_phase(workers: int, rate: float, by_worker: dict[str, int]) -> dict[str, Any]:
+    return {
+        "label": f"features.compute, {workers} feature worker(s), 200 entities x 4 in flight",
+        "kind": "features",
+        "transport": "nats",
+        "requests": 20,
+        "entities": 4000,
+        "duration_s": 4000 / rate,
+        "entities_per_s": rate,
+        "errors": {"total": 0},
+        "latency_ms": summarize([800.0, 900.0, 1000.0, 1500.0]),
+        "server_compute_ms": summarize([700.0, 800.0]),
+        "requests_by_worker": by_worker,
+        "entity_types": {"card": 1500, "merchant": 700, "device": 1200, "ip": 600},
+        "feature_workers": sorted(by_worker),
+        "client": {"tool": "nats-py asyncio", "cpu_cores": 0.05},
+        "params": {"workers": workers, "concurrency": 4, "request_size": 200, "write": True},
+        "hops": [
+            {"hop": "feature handlers", "count": 20, "mean_ms": 850.0, "p50_ms": 800.0, "p99_ms": 2000.0,
+             "per_instance": {f"feature-{i}": 20 // workers for i in range(workers)}},
+        ],
+        "cpu_cores": {"feature-0": 0.9, "postgres": 0.6},
+    }  # fmt: skip
+
+
+def _features_result() -> dict[str, Any]:
+    res = _result()
+    read = {
+        "label": "Redis read of a 200-transaction partial's 716 entities",
+        "kind": "features",
+        "transport": "redis",
+        "entities": 716,
+        "entity_types": {"card": 200, "merchant": 150, "device": 196, "ip": 170},
+        "transactions": 200,
+        "fresh": 716,
+        "requests": 200,
+        "latency_ms": summarize([1.9, 2.0, 2.1, 2.4, 3.3]),
+        "reply_bytes": 190123,
+        "vector_bytes": 171840,
+        "fields_per_entity": 4,
+        "hgetall": {"requests": 50, "latency_ms": summarize([9.0, 10.0, 11.0]), "reply_bytes": 512000,
+                    "fields_per_entity": 33.5},
+        "raw_hmget": {"requests": 50, "latency_ms": summarize([1.5, 1.6, 1.7])},
+        "ping_ms": summarize([0.08, 0.09, 0.1]),
+        "prepare": {"compute_ms": 1234.0, "workers": ["feature-0", "feature-1"], "chunks": 4},
+        "errors": {"total": 0},
+        "cpu_cores": {"redis": 0.2, "postgres backends": 0.0},
+        "hops": [],
+        "load_avg_1m": 1.25,
+    }  # fmt: skip
+    res["phases"].update(
+        features_compute_1w=_compute_phase(1, 500.0, {"feature-0": 20}),
+        features_compute_2w=_compute_phase(2, 800.0, {"feature-0": 11, "feature-1": 9}),
+        features_redis_read=read,
+    )
+    res["features"] = {
+        "world": {"transactions": 200000, "first": "2026-09-01T00:01:50+00:00", "last": "2026-10-12T23:59:59+00:00"},
+        "selection": "distinct entities, disjoint per run",
+        "stack_workers_before": 2,
+        "stack_workers_after": ["feature-0", "feature-1"],
+        "scaling_2_over_1": 1.6,
+    }
+    return res
+
+
+def test_report_features_section(tmp_path: Path) -> None:
+    json_path, md_path = write_report(_features_result(), tmp_path, plot=False)
+    doc = json.loads(json_path.read_text())
+    assert doc["phases"]["features_compute_2w"]["entities_per_s"] == 800.0
+    assert doc["phases"]["features_compute_2w"]["requests_by_worker"] == {"feature-0": 11, "feature-1": 9}
+    assert doc["phases"]["features_redis_read"]["latency_ms"]["p99"] > 0
+    assert doc["features"]["scaling_2_over_1"] == 1.6
+
+    md = md_path.read_text()
+    assert "## Features: computation throughput and the Redis read of a partial" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 1 | 200 x 4") or ln.startswith("| 2 | 200 x 4")]
+    assert len(rows) == 2
+    assert "**500**" in rows[0] and "feature-0: 20" in rows[0]
+    assert "**800**" in rows[1] and "feature-0: 11, feature-1: 9" in rows[1]
+    assert "2 workers vs 1: **1.60x**" in md
+    assert "200,000 transactions" in md
+    packed = next(ln for ln in md.splitlines() if ln.startswith("| `read_vectors`"))
+    assert "| 716 | 4 | 190,123 | 200 | **2.10** |" in packed
+    hgetall = next(ln for ln in md.splitlines() if ln.startswith("| `read`"))
+    assert "512,000" in hgetall and "| 10.00 |" in hgetall
+    assert "HGETALL takes 4.8x as long" in md
+    raw = next(ln for ln in md.splitlines() if ln.startswith("| the same HMGET pipeline"))
+    assert "| 1.60 |" in raw
+    assert "4 chunks on feature-0, feature-1" in md
+    assert "postgres backends 0.00; 1-minute load average at the end: 1.25" in md
+    assert "feature handlers" in md  # the phases' hops are listed with the others
+    assert "left feature-0, feature-1 running" in md
+
+
+def test_report_features_skipped_without_world(tmp_path: Path) -> None:
+    res = _result()
+    res["features"] = {"skipped": NO_WORLD}
+    res["notes"] = observations(res["phases"], res["features"])
+    json_path, md_path = write_report(res, tmp_path, plot=False)
+    assert json.loads(json_path.read_text())["features"]["skipped"] == NO_WORLD
+    md = md_path.read_text()
+    assert "**Features phase skipped: there are no transactions in PostgreSQL." in md
+    assert "`fraudmesh simulate`" in md
+    assert not any(ln.startswith("| `read_vectors`") for ln in md.splitlines())
+
+
+def test_report_without_features_phase_has_no_section(tmp_path: Path) -> None:
+    _, md_path = write_report(_result(), tmp_path, plot=False)
+    assert "## Features" not in md_path.read_text()
+
+
+def test_feature_notes_flag_a_missing_worker() -> None:
+    phases = {"features_compute_2w": _compute_phase(2, 800.0, {"feature-0": 20})}
+    notes = observations(phases)
+    assert any("answered by feature-0, not 2 workers" in n for n in notes)
+
+
+def test_sample_entities_partial_and_disjoint_runs() -> None:
+    rows = [(f"c{i}", f"m{i % 3}", f"d{i}" if i % 2 else None, f"ip{i % 5}") for i in range(40)]
+    partial, pools = sample_entities(rows, 4, 2)
+    # the partial: each distinct entity of its 4 transactions once, grouped by type as the inference worker does
+    assert partial == [("card", "c0"), ("card", "c1"), ("card", "c2"), ("card", "c3"), ("merchant", "m0"),
+                       ("merchant", "m1"), ("merchant", "m2"), ("device", "d1"), ("device", "d3"),
+                       ("ip", "ip0"), ("ip", "ip1"), ("ip", "ip2"), ("ip", "ip3")]  # fmt: skip
+    a, b = pools
+    assert not set(a) & set(b)
+    assert not (set(a) | set(b)) & set(partial)
+    assert len(a) == len(set(a)) and len(b) == len(set(b))
+    # every remaining entity is used once; per type, the two runs differ by at most one
+    assert len(a) + len(b) == 36 + 18 + 1
+    for etype in ("card", "device", "ip"):
+        na, nb = (sum(1 for t, _ in pool if t == etype) for pool in pools)
+        assert abs(na - nb) <= 1
+    assert {t for t, _ in a[:3]} == {"card", "device", "ip"}  # a request mixes the types

@@ -174,10 +174,11 @@ def test_serving_path_never_imports_torch(trained) -> None:  # type: ignore[no-u
         model = load_model(model_dir)
         table = pq.read_table(model_dir / model.version / "embeddings.parquet")
 
-        class Entities:
-            names = [n for n in model.meta.feature_names if n not in FEATURE_NAMES]
-            async def build(self, txs, **_):
-                x = np.zeros((len(txs), len(self.names)), dtype=np.float32)
+        class Entities:  # like EntityFeatureSource: registry columns, then the model's embedding block
+            names = [n for n in model.meta.feature_names if n not in FEATURE_NAMES and not n.startswith("emb_")]
+            async def build(self, txs, embeddings=None, **_):
+                width = len(self.names) + (len(embeddings.spec.column_names()) if embeddings is not None else 0)
+                x = np.zeros((len(txs), width), dtype=np.float32)
                 return x, EntityStats(row_age_s=np.zeros(len(txs)), row_computed=np.zeros(len(txs), dtype=np.int64))
 
         txs = [Transaction(card_id=f"card_{{i}}", transaction_amount=10.0 + i) for i in range(200)]

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import torch
 
 from feature_svc.definitions import FEATURE_SET_VERSION
-from inference_svc.artifact import ModelMetadata, Thresholds, write_artifact
+from inference_svc.artifact import EmbeddingSpec, ModelMetadata, Thresholds, write_artifact
 from trainer.embed import embeddings_parquet
 from trainer.gnn import NODE_TYPES, EncoderOnnx
 from trainer.snapshot import LINKS, NODE_FEATURES, snapshot
@@ -168,6 +168,14 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
         metrics={**_summary(result.metrics), "detail": result.metrics},
         input_name=INPUT,
         output_name=OUTPUT,
+        embeddings=EmbeddingSpec(
+            file=EMBEDDINGS_FILE,
+            dim=dim,
+            types=list(NODE_TYPES),
+            as_of=prep.split.to_json()["end"],
+            default=defaults,
+            encoder=ENCODER_FILE,
+        ),
     )
     base = write_artifact(model_dir, meta, head_onnx(result), activate=activate)
     (base / ENCODER_FILE).write_bytes(encoder_onnx(result))

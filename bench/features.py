@@ -395,6 +395,9 @@ async def redis_read(redis_url: str, partial: list[Entity], p: FeatureBenchParam
         async def hashes() -> None:
             await store.read(partial)
 
+        async def packed() -> None:
+            await store.read_packed(partial)
+
         async def ping() -> None:
             await store.redis.ping()
 
@@ -403,6 +406,8 @@ async def redis_read(redis_url: str, partial: list[Entity], p: FeatureBenchParam
         vec_ms = await _timed(vectors, p.reads)
         cpu = _cpu_s() - cpu0
         raw_ms = await _timed(raw_hmget, p.hgetall_reads)
+        await _timed(packed, p.read_warmup)
+        packed_ms = await _timed(packed, p.reads)
         await _timed(hashes, max(1, p.read_warmup // 4))
         all_ms = await _timed(hashes, p.hgetall_reads)
         await _timed(ping, 10)
@@ -421,6 +426,7 @@ async def redis_read(redis_url: str, partial: list[Entity], p: FeatureBenchParam
         "vector_bytes": sum(len(fields[3] or b"") for fields in raw_vec),
         "fields_per_entity": len(VECTOR_FIELDS),
         "raw_hmget": {"requests": len(raw_ms), "latency_ms": summarize(raw_ms)},
+        "packed_script": {"requests": len(packed_ms), "latency_ms": summarize(packed_ms)},
         "hgetall": {
             "requests": len(all_ms),
             "latency_ms": summarize(all_ms),

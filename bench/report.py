@@ -176,12 +176,31 @@ def _feature_lines(result: dict[str, Any]) -> list[str]:
         hl = hg.get("latency_ms", {})
         raw = read.get("raw_hmget", {})
         rl = raw.get("latency_ms", {})
+        pk = read.get("packed_script", {})
+        pl = pk.get("latency_ms", {})
         out += [f"### Redis read of a {read.get('transactions', '?')}-transaction partial's entities", ""]
         out += _table(
             ["read", "entities", "fields/entity", "reply bytes", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
             [
+                *(
+                    [
+                        [
+                            "`read_packed`: the same fields, one Lua script, one reply (scoring path)",
+                            _f(read.get("entities"), 0),
+                            _f(read.get("fields_per_entity"), 0),
+                            _f(read.get("reply_bytes"), 0),
+                            _f(pk.get("requests"), 0),
+                            f"**{_f(pl.get('p50'), 2)}**",
+                            _f(pl.get("p95"), 2),
+                            _f(pl.get("p99"), 2),
+                            _f(pl.get("max"), 2),
+                        ]
+                    ]
+                    if pk
+                    else []
+                ),
                 [
-                    "`read_vectors`: packed `_vec` + metadata, pipelined HMGET (scoring path)",
+                    "`read_vectors`: packed `_vec` + metadata, pipelined HMGET",
                     _f(read.get("entities"), 0),
                     _f(read.get("fields_per_entity"), 0),
                     _f(read.get("reply_bytes"), 0),

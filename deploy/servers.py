@@ -126,14 +126,15 @@ class Server:
             if self.proc is not None:
                 if self.proc.poll() is not None:
                     return
-            elif not _alive(pid):
+            elif not alive(pid):
                 return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists (a zombie child of ours is reaped and counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

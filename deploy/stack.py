@@ -22,6 +22,7 @@ import httpx
 from deploy.servers import (
     Server,
     ServerError,
+    alive,
     free_port,
     port_is_free,
     start_nats,
@@ -87,18 +88,6 @@ class StackState:
 
 def _port(preferred: int) -> int:
     return preferred if preferred and port_is_free(preferred) else free_port()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return True
 
 
 def start_service(

@@ -6,9 +6,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from deploy.servers import ServerError
+
+if TYPE_CHECKING:
+    from inference_svc.registry import Registry
 
 DEFAULT_RUN_DIR = Path("var")
 
@@ -79,6 +84,214 @@ def _cmd_model_init(args: argparse.Namespace) -> int:
     print(f"bootstrap model {meta.version} written to {args.model_dir / meta.version} and activated")
     print(json.dumps(meta.metrics))
     return 0
+
+
+def _model_target(args: argparse.Namespace) -> tuple[str, Path, int]:
+    """NATS URL, model dir and stream replicas: the options, else FRAUDMESH_* settings, else the local stack's
+    (var/stack.json)."""
+    from shared.settings import load_settings
+
+    _stack_env(args)
+    settings = load_settings()
+    return args.nats_url or settings.nats_url, args.model_dir or Path(settings.model_dir), settings.stream_replicas
+
+
+def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) -> int:
+    """Connect to NATS (once, no endless retries: a CLI says what is wrong), open the registry, run `body`."""
+    import asyncio
+
+    import nats
+
+    from inference_svc.registry import Registry, RegistryError
+
+    url, model_dir, replicas = _model_target(args)
+
+    async def go() -> int:
+        async def quiet(_exc: Exception) -> None:
+            pass
+
+        try:
+            nc = await nats.connect(
+                url.split(","), connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet
+            )
+        except Exception as exc:
+            print(
+                f"fraudmesh: cannot reach NATS at {url} ({type(exc).__name__}); start the stack (`fraudmesh up`) "
+                f"or set FRAUDMESH_NATS_URL",
+                file=sys.stderr,
+            )
+            return 2
+        try:
+            return await body(nc, Registry(nc.jetstream(timeout=10.0), model_dir, replicas), url)
+        except RegistryError as exc:
+            print(f"fraudmesh: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def _print_worker_replies(replies: list[object], expected: int) -> int:
+    """One line per worker; returns how many reported an error."""
+    from shared.messages import ErrorReply
+    from shared.model_messages import ModelWorkerState
+
+    errors = 0
+    for r in sorted(replies, key=lambda r: getattr(r, "instance_id", "")):
+        if isinstance(r, ModelWorkerState):
+            cand = f", candidate {r.candidate} at {r.candidate_share:g}" if r.candidate else ""
+            pinned = " (pinned)" if r.pinned else ""
+            line = f"  {r.instance_id}: active {r.active}{cand}{pinned}, swaps {r.swaps}"
+            if r.error:
+                errors += 1
+                line += f"\n    ERROR: {r.error}"
+            print(line)
+        elif isinstance(r, ErrorReply):
+            errors += 1
+            print(f"  error reply: {r.code}: {r.message}")
+        else:
+            errors += 1
+            print(f"  {r}")
+    if not replies and expected:
+        print(
+            f"  none of the {expected} running inference workers answered on fraud.model.control in time (an older "
+            f"release without the registry?); workers load the registry's state when they start"
+        )
+    elif not replies:
+        print("  no inference worker is running; workers load the registry's state when they start")
+    elif len(replies) < expected:
+        print(f"  only {len(replies)} of {expected} workers answered in time; the others follow the KV when they can")
+    return errors
+
+
+async def _validate_version(registry: Registry, version: str) -> str:
+    """Make sure `version` can be served: a loadable local copy (then published, so other hosts can fetch it),
+    or a published one. Returns how it was found; raises RegistryError with the reason otherwise."""
+    from inference_svc.artifact import ArtifactError
+    from inference_svc.model import load_model
+    from inference_svc.registry import RegistryError, VersionNotFound, check_version, is_local, local_versions
+
+    check_version(version)
+    if is_local(registry.model_dir, version):
+        try:
+            model = load_model(registry.model_dir, version)
+        except ArtifactError as exc:
+            raise RegistryError(f"model version {version!r} cannot be loaded: {exc}") from None
+        if model.version != version:
+            raise RegistryError(f"{registry.model_dir / version}/metadata.json names version {model.version!r}")
+        manifest = await registry.publish(version)
+        return f"published from {registry.model_dir} ({len(manifest.files)} files)"
+    if await registry.manifest(version) is not None:
+        return "found in the object store"
+    known = sorted({*local_versions(registry.model_dir), *(m.version for m in await registry.published_versions())})
+    raise VersionNotFound(
+        f"model version {version!r} not found: it is neither in {registry.model_dir} nor published in the object "
+        f"store. Known versions: {', '.join(known) or 'none'} (`fraudmesh model list`). Nothing was changed."
+    )
+
+
+def _cmd_model_list(args: argparse.Namespace) -> int:
+    async def body(nc: Any, registry: Registry, url: str) -> int:
+        from inference_svc.registry import broadcast, count_workers, local_active
+        from shared.model_messages import ModelStatus
+
+        state = await registry.read_state()
+        local = local_active(registry.model_dir)
+        print(f"model dir {registry.model_dir}, registry on {url}")
+        print(f"{'version':<34} {'kind':<24} {'created':<26} {'local':<6} {'store':<6} state")
+        for v in await registry.list_versions():
+            marks = []
+            if v.version == state.active:
+                marks.append("ACTIVE")
+            if v.version == state.candidate:
+                marks.append(f"CANDIDATE {state.candidate_share:g}")
+            if v.version == local and not state.active:
+                marks.append("active (local file; no registry entry)")
+            print(
+                f"{v.version:<34} {v.kind[:24]:<24} {v.created_at[:25]:<26} {'yes' if v.local else '-':<6} "
+                f"{'yes' if v.published else '-':<6} {' '.join(marks)}"
+            )
+        print("workers:")
+        expected = await count_workers(nc)
+        replies = await broadcast(nc, ModelStatus(), expect=expected, timeout_s=args.timeout)
+        _print_worker_replies(replies, expected)
+        return 0
+
+    return _model_cmd(args, body)
+
+
+def _cmd_model_publish(args: argparse.Namespace) -> int:
+    async def body(_nc: Any, registry: Registry, _url: str) -> int:
+        manifest = await registry.publish(args.version)
+        size = sum(f.size for f in manifest.files)
+        print(f"published {manifest.version}: {len(manifest.files)} files, {size / 1e6:.2f} MB")
+        return 0
+
+    return _model_cmd(args, body)
+
+
+def _cmd_model_activate(args: argparse.Namespace) -> int:
+    async def body(nc: Any, registry: Registry, _url: str) -> int:
+        from inference_svc.registry import KEY_ACTIVE, broadcast, count_workers
+        from shared.model_messages import ActivateModel, ModelWorkerState
+
+        how = await _validate_version(registry, args.version)
+        before = await registry.read_state()
+        await registry.set_active(args.version)
+        if before.candidate == args.version:
+            await registry.clear_candidate()
+            print(f"{args.version} was the A/B candidate: promoted, the candidate is cleared")
+        print(f"{args.version} ({how}) is the registry's active version; telling the workers ...")
+        expected = await count_workers(nc)
+        replies = await broadcast(nc, ActivateModel(version=args.version), expect=expected, timeout_s=args.timeout)
+        errors = _print_worker_replies(replies, expected)
+        if replies and errors == len(replies) and all(isinstance(r, ModelWorkerState) for r in replies):
+            kv = await registry.state_kv()  # no worker could serve it: put the registry back as it was
+            if before.active:
+                await kv.put(KEY_ACTIVE, before.active.encode())
+            else:
+                await kv.delete(KEY_ACTIVE)
+            print(
+                f"no worker could serve {args.version}: the registry's active version is back to "
+                f"{before.active or '(none: the local active file)'}",
+                file=sys.stderr,
+            )
+        return 1 if errors else 0
+
+    return _model_cmd(args, body)
+
+
+def _cmd_model_candidate(args: argparse.Namespace) -> int:
+    async def body(nc: Any, registry: Registry, _url: str) -> int:
+        from inference_svc.registry import broadcast, count_workers
+        from shared.model_messages import ClearCandidate, SetCandidate
+
+        request: ClearCandidate | SetCandidate
+        if args.clear:
+            await registry.clear_candidate()
+            request = ClearCandidate()
+            print("A/B candidate cleared; telling the workers ...")
+        else:
+            if not args.version:
+                print("fraudmesh: name the candidate version, or pass --clear", file=sys.stderr)
+                return 2
+            if not 0.0 < args.share <= 1.0:
+                print(f"fraudmesh: --share must be in (0, 1], not {args.share} (use --clear to stop)", file=sys.stderr)
+                return 2
+            state = await registry.read_state()
+            if state.active == args.version:
+                print(f"fraudmesh: {args.version} is already the active version", file=sys.stderr)
+                return 1
+            how = await _validate_version(registry, args.version)
+            await registry.set_candidate(args.version, args.share)
+            request = SetCandidate(version=args.version, share=args.share)
+            print(f"{args.version} ({how}) gets {args.share:g} of the partials; telling the workers ...")
+        expected = await count_workers(nc)
+        replies = await broadcast(nc, request, expect=expected, timeout_s=args.timeout)
+        return 1 if _print_worker_replies(replies, expected) else 0
+
+    return _model_cmd(args, body)
 
 
 def _cmd_settings(args: argparse.Namespace) -> int:
@@ -158,10 +371,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", default="")
     s.set_defaults(func=_cmd_demo)
 
-    m = sub.add_parser("model", help="model artifacts").add_subparsers(dest="model_command", required=True)
+    m = sub.add_parser("model", help="model artifacts and the model registry").add_subparsers(
+        dest="model_command", required=True
+    )
     s = m.add_parser("init", help="train and activate the bootstrap model (no torch needed)")
     s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or var/models")
     s.set_defaults(func=_cmd_model_init)
+
+    def registry_options(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or the stack's")
+        s.add_argument("--nats-url", default="", help="default: FRAUDMESH_NATS_URL or the local stack's")
+        s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the workers' answers")
+
+    s = m.add_parser("list", help="versions (local and in the object store), the registry state, each worker's")
+    registry_options(s)
+    s.set_defaults(func=_cmd_model_list)
+    s = m.add_parser("publish", help="upload a local version to the NATS object store")
+    s.add_argument("version")
+    registry_options(s)
+    s.set_defaults(func=_cmd_model_publish)
+    s = m.add_parser("activate", help="make a version active on every worker (publishing it first if needed)")
+    s.add_argument("version")
+    registry_options(s)
+    s.set_defaults(func=_cmd_model_activate)
+    s = m.add_parser("candidate", help="A/B: send a share of the partials to a candidate version, or --clear")
+    s.add_argument("version", nargs="?", default="")
+    s.add_argument("--share", type=float, default=0.1, help="fraction of partials for the candidate (default 0.1)")
+    s.add_argument("--clear", action="store_true", help="stop the A/B split")
+    registry_options(s)
+    s.set_defaults(func=_cmd_model_candidate)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)
 

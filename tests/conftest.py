@@ -80,6 +80,7 @@ def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model
     try:
         s.wait_ready()
         s.wait_health("inference", 2)
+        s.wait_health("feature", 1)  # it migrates the ledger before it answers
         yield s
     finally:
         s.stop()

@@ -183,6 +183,7 @@ def test_one_millisecond_deadline_gets_504_not_a_hang(stack: Stack) -> None:
 def test_health_reports_every_service(stack: Stack) -> None:
     # /health gathers replies for 0.3 s; on a loaded 2-core machine a reply can miss one window
     stack.wait_health("inference", 2)
+    stack.wait_health("feature", 1)
     doc = httpx.get(f"{stack.gateway_url}/health", timeout=5).json()
     assert doc["nats"] == "connected"
     assert doc["services"]["aggregator"]["instances"] == 1

@@ -1,0 +1,77 @@
+"""The model control API on `fraud.model.control` (msgpack on NATS), for operators and the `fraudmesh model` CLI.
+
+Every inference worker subscribes to the subject WITHOUT a queue group, so a request reaches all of them, and each
+answers with its own `ModelWorkerState` (or an `ErrorReply` when the request does not decode). A caller gathers the
+replies for a moment, as with `fraudmesh.health.<service>`.
+
+The control message is the fast path. The source of truth is the NATS KV bucket `fraudmesh_model_state`
+(`inference_svc/registry.py`): the CLI writes the KV first and then publishes the message, and workers also
+watch the KV, so a worker that missed the message (or starts later) still converges.
+
+Schema rules as in shared/messages.py: new fields get defaults, a field's type never changes and is never
+renamed or reused, unknown fields are ignored, and every top-level Struct carries a `type` tag.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from msgspec import Meta, Struct
+
+from shared.messages import ErrorReply
+
+ModelVersion = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$",
+        description="A model version: the name of its directory in the model dir and its prefix in the object store.",
+    ),
+]
+Share = Annotated[float, Meta(ge=0.0, le=1.0, description="Fraction of partials routed to the candidate.")]
+
+
+class ActivateModel(Struct, tag="activate_model", tag_field="type", kw_only=True):
+    """Switch every worker to `version` (fetched from the object store where a worker does not have it). Partials
+    in flight finish on the version they started with."""
+
+    version: ModelVersion
+
+
+class SetCandidate(Struct, tag="set_candidate", tag_field="type", kw_only=True):
+    """A/B: route `share` of the partials (chosen by a hash of request id and partial index) to `version`."""
+
+    version: ModelVersion
+    share: Share
+
+
+class ClearCandidate(Struct, tag="clear_candidate", tag_field="type", kw_only=True):
+    """Stop the A/B split: every partial goes to the active version."""
+
+
+class ModelStatus(Struct, tag="model_status", tag_field="type", kw_only=True):
+    """Change nothing; every worker answers with its state."""
+
+
+ModelControl = Union[ActivateModel, SetCandidate, ClearCandidate, ModelStatus]  # noqa: UP007
+"""Body of a request on `fraud.model.control`. (`typing.Union`, not `|`: the service base names the request type
+in its error replies, and only this form has a `__name__`.)"""
+
+
+class ModelWorkerState(Struct, tag="model_state", tag_field="type", kw_only=True):
+    """One worker's answer: what it serves after handling the request. `error` is empty when the request was
+    applied; otherwise it says what failed, and the worker kept serving what it served before."""
+
+    instance_id: str
+    active: str
+    candidate: str = ""
+    candidate_share: float = 0.0
+    pinned: bool = False
+    """The worker runs FRAUDMESH_MODEL_VERSION and ignores activations (A/B candidates still apply)."""
+    swaps: int = 0
+    """Times this worker switched its active version since it started."""
+    error: str = ""
+
+
+ModelControlReply = ModelWorkerState | ErrorReply

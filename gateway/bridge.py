@@ -46,6 +46,7 @@ class NatsBridge:
         self.codec = Codec()
         self.nc: NATS | None = None
         self._health_cache: tuple[float, dict[str, list[HealthReply]]] | None = None
+        self._health_task: asyncio.Future[dict[str, list[HealthReply]]] | None = None
 
     async def start(self) -> None:
         self.nc = await connect_nats(self.settings.nats_url, self.name, on_reconnect=self.reconnects.inc)
@@ -114,10 +115,16 @@ class NatsBridge:
         return self.codec.decode(msg.data, ScoreAnswer)  # type: ignore[arg-type]
 
     async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:
-        """Every instance of every service answers its health subject; gather for `window_s`."""
+        """Every instance of every service answers its health subject; gather for `window_s`. The result is
+        cached for `cache_s`, and concurrent callers share one gather (no stampede when the cache expires)."""
         now = time.monotonic()
         if self._health_cache and now - self._health_cache[0] < cache_s:
             return self._health_cache[1]
+        if self._health_task is None or self._health_task.done():
+            self._health_task = asyncio.ensure_future(self._gather_health(window_s))
+        return await asyncio.shield(self._health_task)
+
+    async def _gather_health(self, window_s: float) -> dict[str, list[HealthReply]]:
         out: dict[str, list[HealthReply]] = {s: [] for s in SERVICES}
         if self.nc is None or not self.nc.is_connected:
             return out

@@ -115,13 +115,18 @@ class NatsBridge:
         return self.codec.decode(msg.data, ScoreAnswer)  # type: ignore[arg-type]
 
     async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:
-        """Every instance of every service answers its health subject; gather for `window_s`. The result is
-        cached for `cache_s`, and concurrent callers share one gather (no stampede when the cache expires)."""
-        now = time.monotonic()
-        if self._health_cache and now - self._health_cache[0] < cache_s:
-            return self._health_cache[1]
-        if self._health_task is None or self._health_task.done():
+        """Every instance of every service answers its health subject; gather for `window_s`.
+
+        Stale-while-revalidate: a result older than `cache_s` is still returned at once while one background
+        gather refreshes it, so probes never wait out the gather window; only the very first call waits."""
+        if self._health_task is None or (
+            self._health_task.done()
+            and self._health_cache is not None
+            and time.monotonic() - self._health_cache[0] >= cache_s
+        ):
             self._health_task = asyncio.ensure_future(self._gather_health(window_s))
+        if self._health_cache is not None:
+            return self._health_cache[1]
         return await asyncio.shield(self._health_task)
 
     async def _gather_health(self, window_s: float) -> dict[str, list[HealthReply]]:

@@ -331,6 +331,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"fraudmesh train needs the train extra ({exc}): pip install -e '.[train]'", file=sys.stderr)
         return 2
+    _stack_env(args)  # publish into the local stack's registry when one runs
     return int(train_main(args.train_args))
 
 

@@ -133,7 +133,12 @@ def test_artifact_metadata_and_embeddings(trained) -> None:  # type: ignore[no-u
         assert b.feature_names == meta.feature_names[: len(b.feature_names)]
 
 
-def test_train_and_evaluate_cli(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import nats
+
+    from inference_svc.registry import Registry
     from trainer.cli import train_main
 
     write_world(world, tmp_path / "world")
@@ -141,15 +146,27 @@ def test_train_and_evaluate_cli(world, tmp_path: Path) -> None:  # type: ignore[
         [
             "--world", str(tmp_path / "world"), "--local-features", "--epochs", "1", "--val-days", "5",
             "--test-days", "5", "--model-dir", str(tmp_path / "models"), "--report", str(tmp_path / "report"),
-            "--no-progress",
+            "--no-progress", "--nats-url", nats_url,
         ]
     )  # fmt: skip
     assert rc == 0
+    # the registry entry: in the local model dir and in the NATS Object Store
+    version = (tmp_path / "models" / "active").read_text().strip()
+    assert (tmp_path / "models" / version / "model.onnx").exists()
+
+    async def published() -> list[str]:
+        nc = await nats.connect(nats_url)
+        try:
+            return [m.version for m in await Registry(nc.jetstream(), tmp_path / "models").published_versions()]
+        finally:
+            await nc.close()
+
+    assert version in asyncio.run(published())
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| ring |" in readme and "ms" in readme
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["onnx_partial"]["partial"] == 200
-    assert train_main(["--world", str(tmp_path / "world"), "--offline", str(tmp_path / "nothing")]) == 2
+    assert train_main(["--world", str(tmp_path / "world"), "--offline", str(tmp_path / "nothing"), "--no-publish"]) == 2
 
 
 def test_serving_path_never_imports_torch(trained) -> None:  # type: ignore[no-untyped-def]

@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
     out.add_argument("--report", type=Path, default=Path("reports/model"), help="evaluation report directory")
     out.add_argument("--no-report", action="store_true")
+    out.add_argument("--nats-url", default="", help="registry to publish to (default: FRAUDMESH_NATS_URL)")
+    out.add_argument("--no-publish", action="store_true", help="write the local registry entry only")
     return ap
 
 
@@ -103,6 +105,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
         path = write_report(args.model_dir, written["version"], args.report)
         print(f"report: {path}")
+    if not args.no_publish:
+        print(_publish(args.model_dir, written["version"], args.nats_url))
     load = os.getloadavg()
     print(f"train time {train_s:.0f} s (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs)")
     return 0
@@ -117,3 +121,39 @@ def _print_summary(test: dict, written: dict, seconds: float) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(train_main())
+
+
+def _publish(model_dir: Path, version: str, nats_url: str = "") -> str:
+    """Put the new version in the registry's NATS Object Store too, when a NATS system is reachable (the local
+    directory entry is written either way). Activation stays an explicit step: `fraudmesh model activate`."""
+    import asyncio
+
+    import nats
+
+    from inference_svc.registry import Registry
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    url = nats_url or settings.nats_url
+
+    async def go() -> str:
+        async def quiet(_exc: Exception) -> None:
+            pass
+
+        try:
+            nc = await nats.connect(url.split(","), connect_timeout=2, max_reconnect_attempts=0, error_cb=quiet)
+        except Exception as exc:
+            return (
+                f"registry: {version} is in {model_dir}; not published to the NATS Object Store ({url} "
+                f"not reachable: {type(exc).__name__}). Publish later: fraudmesh model publish {version}"
+            )
+        try:
+            manifest = await Registry(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas).publish(version)
+            return (
+                f"registry: {version} published to the NATS Object Store ({len(manifest.files)} files) and kept in "
+                f"{model_dir}; serve it with: fraudmesh model activate {version}"
+            )
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())

@@ -19,9 +19,9 @@ import pytest
 from feature_svc.compute import compute_features
 from feature_svc.definitions import FEATURES, feature_names
 from feature_svc.graph import CardLabel, PostgresGraphStore, edges_for_transaction
-from feature_svc.ledger import connect, load_world, migrate
 from feature_svc.offline import export_offline, features_for_rows, read_offline
 from feature_svc.world import World, WorldParams, generate_world
+from tests.worlds import load_world_into
 
 SCHEMA = "test_features_pit"
 
@@ -33,13 +33,7 @@ def world() -> World:
 
 @pytest.fixture(scope="module")
 async def pool(postgres_dsn: str, world: World) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    await conn.close()
-    pool = await connect(postgres_dsn, schema=SCHEMA, max_size=16)
-    await migrate(pool)
-    await load_world(pool, world, progress=False)
-    await PostgresGraphStore(pool).load_world(world, progress=False)
+    pool = await load_world_into(postgres_dsn, world, schema=SCHEMA, max_size=16)
     yield pool
     await pool.close()
 

@@ -12,11 +12,9 @@ import pytest
 import redis
 
 from deploy.servers import Server
-from feature_svc.graph import open_graph_store
-from feature_svc.ledger import connect, load_world, migrate
 from feature_svc.world import World, WorldParams, generate_world
-from shared.settings import load_settings
 from tests.stacks import Stack
+from tests.worlds import load_world_into
 
 
 @pytest.fixture(scope="module")
@@ -25,14 +23,7 @@ def world(postgres_dsn: str) -> World:
     w = generate_world(WorldParams(n_cards=400, n_transactions=6000, seed=23), progress=False)
 
     async def load() -> None:
-        pool = await connect(postgres_dsn)
-        try:
-            await migrate(pool)
-            await load_world(pool, w, progress=False)
-            graph = await open_graph_store(load_settings({}, postgres_dsn=postgres_dsn), pool=pool)
-            await graph.load_world(w, progress=False)
-        finally:
-            await pool.close()
+        await (await load_world_into(postgres_dsn, w)).close()
 
     asyncio.run(load())
     return w

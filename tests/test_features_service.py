@@ -20,7 +20,6 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import FeatureServiceError, compute_remote, get_remote
 from feature_svc.definitions import FEATURE_SET_VERSION, feature_names
 from feature_svc.graph import PostgresGraphStore
-from feature_svc.ledger import connect, load_world, migrate
 from feature_svc.offline import export_offline, read_offline
 from feature_svc.online import FeatureRecord, OnlineStore
 from feature_svc.service import FeatureService
@@ -28,6 +27,7 @@ from feature_svc.world import World, WorldParams, generate_world
 from shared import subjects
 from shared.messages import Codec, HealthPing, HealthReply
 from shared.settings import load_settings
+from tests.worlds import load_world_into
 
 SCHEMA = "test_features_svc"
 PREFIX = "fmtest:feat"
@@ -41,13 +41,7 @@ def world() -> World:
 
 @pytest.fixture(scope="module")
 async def pool(postgres_dsn: str, world: World) -> AsyncIterator[asyncpg.Pool]:
-    conn = await asyncpg.connect(postgres_dsn)
-    await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-    await conn.close()
-    pool = await connect(postgres_dsn, schema=SCHEMA, max_size=8)
-    await migrate(pool)
-    await load_world(pool, world, progress=False)
-    await PostgresGraphStore(pool).load_world(world, progress=False)
+    pool = await load_world_into(postgres_dsn, world, schema=SCHEMA, max_size=8)
     yield pool
     await pool.close()
 

@@ -16,11 +16,9 @@ pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
 from deploy.servers import start_nats
-from feature_svc.graph import open_graph_store
-from feature_svc.ledger import connect, load_world, migrate
 from feature_svc.world import World, WorldParams, generate_world
-from shared.settings import load_settings
 from tests.stacks import Stack
+from tests.worlds import load_world_into
 
 TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
 
@@ -30,14 +28,7 @@ def world(postgres_dsn: str) -> World:
     w = generate_world(TINY, progress=False)
 
     async def load() -> None:
-        pool = await connect(postgres_dsn)
-        try:
-            await migrate(pool)
-            await load_world(pool, w, progress=False)
-            graph = await open_graph_store(load_settings({}, postgres_dsn=postgres_dsn), pool=pool)
-            await graph.load_world(w, progress=False)
-        finally:
-            await pool.close()
+        await (await load_world_into(postgres_dsn, w)).close()
 
     asyncio.run(load())
     return w

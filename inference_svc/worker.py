@@ -27,17 +27,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 from opentelemetry.trace import SpanKind, Status, StatusCode
-from prometheus_client import Counter, Gauge, Histogram
 
 from feature_svc.definitions import FEATURE_SET_VERSION
 from feature_svc.online import OnlineStore
 from inference_svc.artifact import ArtifactError, active_version
-from inference_svc.entity_features import EntityFeatureSource, EntityStats
+from inference_svc.entity_features import EntityFeatureSource
+from inference_svc.heartbeat import Heartbeat
+from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel, load_model
 from inference_svc.registry import (
     STATE_KEYS,
@@ -69,7 +69,6 @@ try:  # the embeddings work adds this; a model without embeddings never needs it
 except ImportError:  # pragma: no cover - until inference_svc/embeddings.py exists
     ensure_embeddings_loaded = None  # type: ignore[assignment]
 
-SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
 KV_POLL_S = 15.0
 """Besides the KV watch, the worker re-reads the KV this often (a lost watch must not strand a worker)."""
 
@@ -101,102 +100,6 @@ def embedding_spec(meta: Any) -> Any:
     if callable(fn):
         return fn()
     return getattr(meta, "embeddings", None)
-
-
-class InferenceMetrics:
-    def __init__(self, service: Service) -> None:
-        r = service.registry
-        self.partials = Counter(
-            "fraudmesh_inference_partials",
-            "Partials handled by this worker, by outcome (scored, expired, retried, dead_lettered).",
-            ["outcome"],
-            registry=r,
-        )
-        self.redeliveries = Counter(
-            "fraudmesh_partial_redeliveries", "Partials this worker received on a redelivery.", registry=r
-        )
-        self.dead_lettered = Counter(
-            "fraudmesh_partials_dead_lettered",
-            "Partials this worker sent to the dead-letter stream.",
-            registry=r,
-        )
-        self.queue_time = Histogram(
-            "fraudmesh_partial_queue_seconds",
-            "Time a partial waited in the work queue before a worker took it.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=r,
-        )
-        self.compute_time = Histogram(
-            "fraudmesh_partial_compute_seconds",
-            "Time to score a partial (features, ONNX, decisions), by stage.",
-            ["stage"],
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
-            registry=r,
-        )
-        self.feature_cache = Counter(
-            "fraudmesh_feature_cache_requests",
-            "Entity feature reads on the scoring path, by result (hit, miss, stale).",
-            ["result"],
-            registry=r,
-        )
-        for result in ("hit", "miss", "stale"):
-            self.feature_cache.labels(result)
-        self.features_computed = Counter(
-            "fraudmesh_features_computed_on_the_fly",
-            "Entities whose features were computed by features.compute while scoring.",
-            registry=r,
-        )
-        self.features_unavailable = Counter(
-            "fraudmesh_features_unavailable",
-            "Entities scored without features (feature service did not answer in time).",
-            registry=r,
-        )
-        self.feature_age = Histogram(
-            "fraudmesh_feature_age_seconds",
-            "Age of the oldest entity feature behind each score.",
-            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400),
-            registry=r,
-        )
-        self.scores = Histogram(
-            "fraudmesh_model_score",
-            "Fraud scores produced, by model version.",
-            ["model_version"],
-            buckets=SCORE_BUCKETS,
-            registry=r,
-        )
-        self.active_info = Gauge(
-            "fraudmesh_model_active_info", "The model version this worker serves (value 1).", ["version"], registry=r
-        )
-        self.candidate_share = Gauge(
-            "fraudmesh_model_candidate_share",
-            "A/B: share of partials this worker routes to the candidate version.",
-            ["version"],
-            registry=r,
-        )
-        self.swaps = Counter(
-            "fraudmesh_model_swaps", "Times this worker switched its active model version.", registry=r
-        )
-        self.swap_failures = Counter(
-            "fraudmesh_model_swap_failures",
-            "Model versions this worker was told to serve but could not load.",
-            registry=r,
-        )
-        self.model_partials = Counter(
-            "fraudmesh_model_partials",
-            "Partials scored, by model version and A/B arm (active, candidate).",
-            ["model_version", "arm"],
-            registry=r,
-        )
-
-    def record_features(self, stats: EntityStats) -> None:
-        self.feature_cache.labels("hit").inc(stats.cache_hits)
-        self.feature_cache.labels("miss").inc(stats.cache_misses)
-        self.feature_cache.labels("stale").inc(stats.cache_stale)
-        self.features_computed.inc(stats.computed)
-        self.features_unavailable.inc(stats.unavailable)
-        observe = self.feature_age.observe
-        for age in stats.row_age_s[~np.isnan(stats.row_age_s)].tolist():
-            observe(age)
 
 
 class InferenceWorker(Service):
@@ -591,7 +494,7 @@ class InferenceWorker(Service):
         scorer = routing.pick(partial.request_id, partial.index)
         queue_s = max(0.0, time.time() - partial.enqueued_at / 1000.0) if partial.enqueued_at else 0.0
         self.m.queue_time.observe(queue_s)
-        heartbeat = _Heartbeat(msg, self.settings.ack_wait_s / 3.0)
+        heartbeat = Heartbeat(msg, self.settings.ack_wait_s / 3.0)
         try:
             t0 = time.perf_counter()
             if self.settings.chaos_inference_delay_ms:
@@ -669,30 +572,3 @@ class InferenceWorker(Service):
             await msg.term()
         self.m.partials.labels("dead_lettered").inc()
         self.m.dead_lettered.inc()
-
-
-class _Heartbeat:
-    """Sends `in_progress` every `period` seconds while a partial is being scored, so JetStream does not
-    redeliver it under us. A timer, not a task: most partials finish long before the first beat."""
-
-    def __init__(self, msg: Msg, period: float) -> None:
-        self._msg = msg
-        self._period = period
-        self._loop = asyncio.get_running_loop()
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(period, self._beat)
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def _beat(self) -> None:
-        task = self._loop.create_task(self._send())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        self._handle = self._loop.call_later(self._period, self._beat)
-
-    async def _send(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._msg.in_progress()
-
-    def cancel(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
@@ -42,6 +43,12 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schema", default=None, help="PostgreSQL schema (default: the DSN's search_path)")
     p.add_argument("--out", type=Path, default=None, help="also write the world as Parquet to this directory")
     p.add_argument("--no-load", action="store_true", help="generate (and --out) only; do not load the stores")
+    p.add_argument(
+        "--ends-now",
+        action="store_true",
+        help="shift the world to end at the current hour (for live demos: velocity features as of now are then "
+        "meaningful); the default start (2026-09-01) keeps worlds reproducible",
+    )
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +63,13 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 def simulate(args: argparse.Namespace) -> int:
     """Generate the world, print its summary (count per kind of fraud), write it (--out), load ledger + graph."""
     try:
-        params = WorldParams(n_cards=args.cards, n_transactions=args.transactions, days=args.days, seed=args.seed)
+        start = WorldParams().start
+        if getattr(args, "ends_now", False):
+            now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+            start = now - timedelta(days=args.days)
+        params = WorldParams(
+            n_cards=args.cards, n_transactions=args.transactions, days=args.days, seed=args.seed, start=start
+        )
         world = generate_world(params)
     except WorldError as exc:
         print(f"fraudmesh simulate: {exc}", file=sys.stderr)

@@ -75,15 +75,7 @@ class NatsBridge:
     async def score(
         self, req: ScoreRequest, deadline_ms: float, request_id: str, client_traceparent: str | None = None
     ) -> ScoreAnswer:
-        if self.nc is None or not self.nc.is_connected:
-            raise BridgeError(
-                ErrorReply(
-                    code="unavailable",
-                    message="The gateway is not connected to NATS; retry shortly.",
-                    request_id=request_id,
-                    retryable=True,
-                )
-            )
+        nc = self.require_nc(request_id)
         headers = {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
         if tracing_enabled():
             inject(headers)  # the current span is the gateway's server span (Litestar's OpenTelemetry plugin)
@@ -91,7 +83,7 @@ class NatsBridge:
             headers["traceparent"] = client_traceparent  # not recording here: keep the caller's trace whole
         timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
         try:
-            msg = await self.nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)
+            msg = await nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)
         except NoRespondersError:
             raise BridgeError(
                 ErrorReply(

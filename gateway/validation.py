@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared.messages import FieldError, Transaction
+from shared.messages import FieldError, Transaction, field_error_of
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -53,7 +53,7 @@ def _collect(body: bytes, type_: type[Any], first: Exception) -> list[FieldError
         errors.extend(_struct_errors(rest, type_, "$"))
     else:
         errors.extend(_transaction_errors(doc, "$"))
-    return errors[:MAX_ERRORS] or [_as_field_error(first)]
+    return errors[:MAX_ERRORS] or [field_error_of(first)]
 
 
 def _check_transactions(doc: dict[str, Any]) -> list[FieldError]:
@@ -89,7 +89,7 @@ def _transaction_errors(tx: Any, path: str) -> list[FieldError]:
         try:
             msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as exc:
-            errors.append(FieldError(path=fpath, message=_message(exc)))
+            errors.append(FieldError(path=fpath, message=field_error_of(exc).message))
     return errors
 
 
@@ -97,26 +97,13 @@ def _struct_errors(doc: dict[str, Any], type_: type[Any], path: str) -> list[Fie
     try:
         msgspec.convert(doc, type_, strict=True)
     except msgspec.ValidationError as exc:
-        e = _as_field_error(exc)
+        e = field_error_of(exc)
         return [FieldError(path=e.path.replace("$", path, 1), message=e.message)]
     return []
 
 
 def _constant(name: str) -> float:
     return float(name)  # NaN, Infinity, -Infinity: kept so that we can name the field
-
-
-def _message(exc: Exception) -> str:
-    text = str(exc)
-    return text.split(" - at `")[0] if " - at `" in text else text
-
-
-def _as_field_error(exc: Exception) -> FieldError:
-    text = str(exc)
-    if " - at `" in text:
-        message, _, path = text.rpartition(" - at `")
-        return FieldError(path=path.rstrip("`"), message=message)
-    return FieldError(path="$", message=text)
 
 
 def _kind(value: Any) -> str:

@@ -80,6 +80,15 @@ class FieldError(Struct, kw_only=True):
     message: str
 
 
+def field_error_of(exc: Exception) -> FieldError:
+    """The FieldError of a msgspec error ("<message> - at `$.path`"); path `$` when it names none."""
+    text = str(exc)
+    if " - at `" in text:
+        message, _, path = text.rpartition(" - at `")
+        return FieldError(path=path.rstrip("`"), message=message)
+    return FieldError(path="$", message=text)
+
+
 ErrorCode = Literal[
     "bad_request",
     "payload_too_large",

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from shared import subjects
 from shared.logs import configure_logging, log_fields, request_id_var, trace_id_of, trace_id_var
-from shared.messages import Codec, ErrorCode, ErrorReply, FieldError, HealthPing, HealthReply
+from shared.messages import Codec, ErrorCode, ErrorReply, FieldError, HealthPing, HealthReply, field_error_of
 from shared.metrics import HandlerMetrics, serve_metrics
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
@@ -238,7 +238,7 @@ class Service:
                     req = HealthPing() if ep.request_type is HealthPing and not msg.data else decoder.decode(msg.data)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     raise ServiceError(
-                        "bad_request", f"Invalid {ep.request_type.__name__}: {exc}", errors=[_field_error(exc)]
+                        "bad_request", f"Invalid {ep.request_type.__name__}: {exc}", errors=[field_error_of(exc)]
                     ) from None
                 reply = await ep.handler(req, ctx)
             except ServiceError as exc:
@@ -350,14 +350,6 @@ class Service:
         await self.start()
         await self._stop.wait()
         await self.stop()
-
-
-def _field_error(exc: Exception) -> FieldError:
-    text = str(exc)
-    if " - at `" in text:
-        message, _, path = text.rpartition(" - at `")
-        return FieldError(path=path.rstrip("`"), message=message)
-    return FieldError(path="$", message=text)
 
 
 def run_service(factory: Callable[[Settings], Service]) -> None:

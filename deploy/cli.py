@@ -14,6 +14,7 @@ from deploy.servers import ServerError
 
 if TYPE_CHECKING:
     from inference_svc.registry import Registry
+    from shared.settings import Settings
 
 DEFAULT_RUN_DIR = Path("var")
 
@@ -27,12 +28,47 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "inference": args.inference,
         "feature": args.features,
     }
+    from shared.nats_conn import redact
+
     state = up(args.run_dir, replicas, http_port=args.http_port)
     print(f"\nfraudmesh is up. gateway {state.gateway_url}  (docs {state.gateway_url}/docs)")
     print(
-        f"nats {state.nats_url} (monitor {state.nats_monitor})  redis {state.redis_url}  postgres {state.postgres_dsn}"
+        f"nats {redact(state.nats_url)} (monitor {state.nats_monitor})  redis {state.redis_url}  "
+        f"postgres {state.postgres_dsn}"
     )
+    if state.env:
+        print(f"settings passed to every service: {', '.join(sorted(state.env))}")
+    print("NATS credentials for another system: `fraudmesh nats-user public`")
     print(f"logs in {Path(state.run_dir) / 'logs'}; stop with `fraudmesh down`")
+    return 0
+
+
+def _cmd_restart(args: argparse.Namespace) -> int:
+    from deploy.stack import restart
+
+    print(restart(args.run_dir, args.name))
+    return 0
+
+
+def _cmd_nats_user(args: argparse.Namespace) -> int:
+    """Print the NATS URL and credentials of one user of the local stack, as FRAUDMESH_* settings."""
+    from deploy import nats_auth
+    from deploy.stack import StackState
+
+    state = StackState.load(args.run_dir.resolve())
+    if state is None or not state.nats_url:
+        print("no stack recorded; start one with `fraudmesh up`", file=sys.stderr)
+        return 1
+    if args.user not in nats_auth.USERS:
+        print(f"fraudmesh: no NATS user {args.user!r}; the users are {', '.join(nats_auth.USERS)}", file=sys.stderr)
+        return 2
+    user, secret = nats_auth.credentials_of(state.nats_url)
+    if user != nats_auth.ADMIN:
+        print("this stack's NATS runs without users", file=sys.stderr)
+        return 1
+    print(f"FRAUDMESH_NATS_URL={nats_auth.strip_credentials(state.nats_url)}")
+    print(f"FRAUDMESH_NATS_USER={args.user}")
+    print(f"FRAUDMESH_NATS_PASSWORD={nats_auth.password(secret, args.user)}")
     return 0
 
 
@@ -44,7 +80,8 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from deploy.stack import StackState, alive
+    from deploy.servers import alive
+    from deploy.stack import StackState
 
     state = StackState.load(args.run_dir.resolve())
     if state is None:
@@ -86,14 +123,14 @@ def _cmd_model_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_target(args: argparse.Namespace) -> tuple[str, Path, int]:
-    """NATS URL, model dir and stream replicas: the options, else FRAUDMESH_* settings, else the local stack's
-    (var/stack.json)."""
+def _model_target(args: argparse.Namespace) -> tuple[str, Path, Settings]:
+    """NATS URL, model dir and settings: the options, else FRAUDMESH_* settings, else the local stack's
+    (var/stack.json: its NATS admin)."""
     from shared.settings import load_settings
 
     _stack_env(args)
     settings = load_settings()
-    return args.nats_url or settings.nats_url, args.model_dir or Path(settings.model_dir), settings.stream_replicas
+    return args.nats_url or settings.nats_url, args.model_dir or Path(settings.model_dir), settings
 
 
 def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) -> int:
@@ -103,8 +140,9 @@ def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) ->
     import nats
 
     from inference_svc.registry import Registry, RegistryError
+    from shared.nats_conn import NatsAuthError, auth_options, redact
 
-    url, model_dir, replicas = _model_target(args)
+    url, model_dir, settings = _model_target(args)
 
     async def go() -> int:
         async def quiet(_exc: Exception) -> None:
@@ -112,17 +150,26 @@ def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) ->
 
         try:
             nc = await nats.connect(
-                url.split(","), connect_timeout=3, max_reconnect_attempts=1, reconnect_time_wait=0.2, error_cb=quiet
+                url.split(","),
+                connect_timeout=3,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,
+                error_cb=quiet,
+                **auth_options(settings),
             )
         except Exception as exc:
+            if "authorization violation" in str(exc).lower():
+                print(f"fraudmesh: {NatsAuthError.__doc__} NATS at {redact(url)}: {exc}", file=sys.stderr)
+                return 2
             print(
-                f"fraudmesh: cannot reach NATS at {url} ({type(exc).__name__}); start the stack (`fraudmesh up`) "
-                f"or set FRAUDMESH_NATS_URL",
+                f"fraudmesh: cannot reach NATS at {redact(url)} ({type(exc).__name__}); start the stack "
+                f"(`fraudmesh up`) or set FRAUDMESH_NATS_URL",
                 file=sys.stderr,
             )
             return 2
         try:
-            return await body(nc, Registry(nc.jetstream(timeout=10.0), model_dir, replicas), url)
+            registry = Registry(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas)
+            return await body(nc, registry, redact(url))
         except RegistryError as exc:
             print(f"fraudmesh: {exc}", file=sys.stderr)
             return 1
@@ -364,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_up)
 
     sub.add_parser("down", help="stop everything `up` started").set_defaults(func=_cmd_down)
+    s = sub.add_parser("restart", help="restart one server or service instance, keeping its ports and data")
+    s.add_argument("name", help="nats, redis, postgres, or an instance such as inference-0 (see `fraudmesh status`)")
+    s.set_defaults(func=_cmd_restart)
+    s = sub.add_parser("nats-user", help="print the NATS URL and credentials of a user of the local stack")
+    s.add_argument("user", nargs="?", default="public", help="public (default), admin, gateway, aggregator, ...")
+    s.set_defaults(func=_cmd_nats_user)
     sub.add_parser("status", help="what is running").set_defaults(func=_cmd_status)
 
     s = sub.add_parser("demo", help="score a sample batch through the gateway and print the result")

@@ -147,7 +147,20 @@ def alive(pid: int) -> bool:
     return True
 
 
-def start_nats(run_dir: Path, port: int | None = None, monitor_port: int | None = None) -> Server:
+def start_nats(
+    run_dir: Path,
+    port: int | None = None,
+    monitor_port: int | None = None,
+    *,
+    auth: bool = True,
+    tls: tuple[Path, Path] | None = None,
+) -> Server:
+    """nats-server with JetStream. With `auth` (the default) only the users of deploy/nats_auth.py may connect,
+    each with its permissions; their passwords derive from a secret kept in `run_dir` (0600), so a restart
+    keeps them. `extra["url"]` then carries the admin's credentials (the operator's URL: tests and the CLI
+    use it), `extra["plain_url"]` none. `tls=(cert, key)` makes the server require TLS."""
+    from deploy import nats_auth
+
     port = port or free_port()
     monitor_port = monitor_port or free_port()
     store = run_dir / "nats"
@@ -156,7 +169,7 @@ def start_nats(run_dir: Path, port: int | None = None, monitor_port: int | None 
     log.parent.mkdir(parents=True, exist_ok=True)
     conf = run_dir / "nats-server.conf"
     # max_payload: a 10,000-transaction request or reply is a few MB of msgpack (default limit is 1 MB)
-    conf.write_text(
+    text = (
         f"listen: 127.0.0.1:{port}\n"
         f"http: 127.0.0.1:{monitor_port}\n"
         f"server_name: fraudmesh-{port}\n"
@@ -164,10 +177,39 @@ def start_nats(run_dir: Path, port: int | None = None, monitor_port: int | None 
         "max_pending: 256MB\n"
         f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}}\n'
     )
+    if tls is not None:
+        text += f'tls {{\n  cert_file: "{tls[0]}"\n  key_file: "{tls[1]}"\n}}\n'
+    secret = ""
+    if auth:
+        secret = read_or_create_secret(run_dir / "nats-secret")
+        text += nats_auth.server_config(secret)
+    write_private(conf, text)
     cmd = [nats_server_binary(), "-c", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, 15, proc, log)
-    return Server("nats", port, log, proc, extra={"url": f"nats://127.0.0.1:{port}", "monitor": str(monitor_port)})
+    scheme = "tls" if tls is not None else "nats"
+    plain = f"{scheme}://127.0.0.1:{port}"
+    url = nats_auth.with_credentials(plain, nats_auth.ADMIN, secret) if auth else plain
+    extra = {"url": url, "plain_url": plain, "monitor": str(monitor_port), "secret": secret}
+    return Server("nats", port, log, proc, extra=extra)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds passwords)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def read_or_create_secret(path: Path) -> str:
+    from deploy import nats_auth
+
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    secret = nats_auth.new_secret()
+    write_private(path, secret + "\n")
+    return secret
 
 
 def start_redis(run_dir: Path, port: int | None = None) -> Server:
@@ -184,10 +226,14 @@ def start_redis(run_dir: Path, port: int | None = None) -> Server:
         str(port),
         "--dir",
         str(data),
-        "--save",
-        "",
+        # persistence: the online features survive a restart (append-only file, fsync every second, and a
+        # snapshot on shutdown)
         "--appendonly",
-        "no",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "3600 1",
         "--protected-mode",
         "yes",
     ]

@@ -1,8 +1,11 @@
 """The local stack: real servers plus N replicas of each service, in a project-local run directory.
 
-`fraudmesh up` starts nats-server (JetStream), redis-server and PostgreSQL on loopback ports, makes sure a
-model exists, starts the services as detached processes with their logs in files, waits until the gateway
-says it is ready, and writes `stack.json` (ports, pids, logs) so that `fraudmesh down` can stop it all.
+`fraudmesh up` starts nats-server (JetStream, users with per-service permissions: deploy/nats_auth.py),
+redis-server (persistent) and PostgreSQL on loopback ports, makes sure a model exists, starts the services as
+detached processes with their logs in files, waits until the gateway says it is ready, and writes `stack.json`
+(ports, pids, logs; 0600, it holds the NATS admin URL) so that `fraudmesh down` and `fraudmesh restart NAME`
+can act on it. The caller's FRAUDMESH_* settings reach every service; the stack sets only what it must (store
+URLs, NATS credentials, ports, instance ids).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import httpx
 
+from deploy import nats_auth
 from deploy.servers import (
     Server,
     ServerError,
@@ -29,6 +33,7 @@ from deploy.servers import (
     start_postgres,
     start_redis,
     stop_postgres,
+    write_private,
 )
 
 SERVICE_MODULES = {
@@ -48,25 +53,34 @@ class ServiceProc:
     log: str
     metrics_port: int = 0
     http_port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    """Settings given to this instance only (kept so that a restart starts it the same way)."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.index}"
 
 
 @dataclass
 class StackState:
     run_dir: str
     nats_url: str = ""
+    """The operator's URL: with the NATS admin's credentials when the server runs with auth."""
     nats_monitor: str = ""
     redis_url: str = ""
     postgres_dsn: str = ""
     gateway_url: str = ""
     servers: dict[str, dict[str, object]] = field(default_factory=dict)
     services: list[ServiceProc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    """The caller's FRAUDMESH_* settings, passed to every service."""
 
     @property
     def path(self) -> Path:
         return Path(self.run_dir) / "stack.json"
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(asdict(self), indent=2))
+        write_private(self.path, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> StackState | None:
@@ -77,13 +91,21 @@ class StackState:
         raw["services"] = [ServiceProc(**s) for s in raw.get("services", [])]
         return cls(**raw)
 
-    def service_env(self) -> dict[str, str]:
-        return {
+    def service_env(self, service: str = "") -> dict[str, str]:
+        """What the stack must set: store URLs and the model dir; for `service`, its own NATS user (derived
+        from the admin's credentials in `nats_url`); without one, the admin's URL (for the CLI)."""
+        env = {
             "FRAUDMESH_NATS_URL": self.nats_url,
             "FRAUDMESH_REDIS_URL": self.redis_url,
             "FRAUDMESH_POSTGRES_DSN": self.postgres_dsn,
             "FRAUDMESH_MODEL_DIR": str(Path(self.run_dir) / "models"),
         }
+        user, secret = nats_auth.credentials_of(self.nats_url)
+        if service and user == nats_auth.ADMIN:
+            env["FRAUDMESH_NATS_URL"] = nats_auth.strip_credentials(self.nats_url)
+            env["FRAUDMESH_NATS_USER"] = service
+            env["FRAUDMESH_NATS_PASSWORD"] = nats_auth.password(secret, service)
+        return env
 
 
 def _port(preferred: int) -> int:
@@ -91,14 +113,23 @@ def _port(preferred: int) -> int:
 
 
 def start_service(
-    state: StackState, name: str, index: int, extra_env: dict[str, str] | None = None, http_port: int = 0
+    state: StackState,
+    name: str,
+    index: int,
+    extra_env: dict[str, str] | None = None,
+    http_port: int = 0,
+    metrics_port: int | None = None,
 ) -> ServiceProc:
+    """Start one instance. Its settings, lowest priority first: the stack's pass-through FRAUDMESH_* (the
+    caller's, `state.env`; never this process's own environment), what the stack must set, `extra_env`."""
     logs = Path(state.run_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}-{index}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDMESH_")}
-    env.update(state.service_env())
-    metrics_port = 0 if name == "gateway" else free_port()
+    env.update(state.env)
+    env.update(state.service_env(name))
+    if metrics_port is None:
+        metrics_port = 0 if name == "gateway" else free_port()
     env["FRAUDMESH_INSTANCE_ID"] = f"{name}-{index}"
     if metrics_port:
         env["FRAUDMESH_METRICS_PORT"] = str(metrics_port)
@@ -115,7 +146,13 @@ def start_service(
         cwd=str(Path(__file__).resolve().parent.parent),
     )
     return ServiceProc(
-        name=name, index=index, pid=proc.pid, log=str(log), metrics_port=metrics_port, http_port=http_port
+        name=name,
+        index=index,
+        pid=proc.pid,
+        log=str(log),
+        metrics_port=metrics_port,
+        http_port=http_port,
+        env=dict(extra_env or {}),
     )
 
 
@@ -158,6 +195,19 @@ def wait_ready(url: str, timeout: float, procs: list[ServiceProc]) -> None:
     raise ServerError(f"the gateway at {url} was not ready within {timeout:.0f}s: {last}")
 
 
+def caller_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's FRAUDMESH_* settings, checked now (a typo fails here, with the variable's name, rather than
+    in every service's log)."""
+    from shared.settings import PREFIX, SettingsError, load_settings
+
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k.startswith(PREFIX)}
+    try:
+        load_settings(env)
+    except SettingsError as exc:
+        raise ServerError(str(exc)) from None
+    return env
+
+
 def up(
     run_dir: Path,
     replicas: dict[str, int],
@@ -165,7 +215,9 @@ def up(
     ports: dict[str, int] | None = None,
     extra_env: dict[str, str] | None = None,
     echo: bool = True,
+    env: dict[str, str] | None = None,
 ) -> StackState:
+    """Start the stack. `env`: settings for every service (default: the caller's FRAUDMESH_* variables)."""
     run_dir = run_dir.resolve()
     existing = StackState.load(run_dir)
     if existing and any(alive(s.pid) for s in existing.services):
@@ -176,17 +228,15 @@ def up(
     os.chmod(run_dir, 0o755)
     ports = ports or {}
     say = print if echo else (lambda *a, **k: None)
-    state = StackState(run_dir=str(run_dir))
+    state = StackState(run_dir=str(run_dir), env=caller_settings(env))
     say("starting nats-server (JetStream), redis-server and PostgreSQL ...", flush=True)
     nats = start_nats(run_dir / "nats", _port(ports.get("nats", 4222)), _port(ports.get("nats_monitor", 8222)))
     redis = start_redis(run_dir / "redis", _port(ports.get("redis", 6379)))
     pg = start_postgres(run_dir / "postgres", _port(ports.get("postgres", 5432)))
     state.nats_url, state.nats_monitor = nats.extra["url"], f"http://127.0.0.1:{nats.extra['monitor']}"
     state.redis_url, state.postgres_dsn = redis.extra["url"], pg.extra["dsn"]
-    state.servers = {
-        s.name: {"port": s.port, "pid": s.proc.pid if s.proc else s.pid, "log": str(s.log), **s.extra}
-        for s in (nats, redis, pg)
-    }
+    for srv in (nats, redis, pg):
+        _record(state, srv)
     state.save()
     version = ensure_model(run_dir / "models")
     say(f"model: {version}", flush=True)
@@ -204,6 +254,27 @@ def up(
     return state
 
 
+def _record(state: StackState, srv: Server) -> None:
+    extra = {k: v for k, v in srv.extra.items() if k != "secret"}  # the secret is in its own 0600 file
+    pid = srv.proc.pid if srv.proc else srv.pid
+    state.servers[srv.name] = {"port": srv.port, "pid": pid, "log": str(srv.log), **extra}
+
+
+def _server(state: StackState, name: str) -> Server | None:
+    info = state.servers.get(name)
+    if not info:
+        return None
+    keep = {k: str(v) for k, v in info.items() if k not in ("port", "pid", "log")}
+    return Server(name, int(str(info["port"])), Path(str(info["log"])), pid=int(str(info["pid"])), extra=keep)
+
+
+def _stop_server(srv: Server) -> None:
+    if srv.name == "postgres":
+        stop_postgres(srv)
+    else:
+        srv.stop()
+
+
 def down(run_dir: Path, echo: bool = True) -> bool:
     state = StackState.load(run_dir.resolve())
     if state is None:
@@ -213,24 +284,74 @@ def down(run_dir: Path, echo: bool = True) -> bool:
     # services first (gateway first, so no new work arrives), then the servers they depend on
     for svc in sorted(state.services, key=lambda s: s.name != "gateway"):
         stop_service(svc)
-    for name in ("nats", "redis"):
-        info = state.servers.get(name)
-        if info:
-            Server(name, int(str(info["port"])), Path(str(info["log"])), pid=int(str(info["pid"]))).stop()
-    pg = state.servers.get("postgres")
-    if pg:
-        stop_postgres(
-            Server(
-                "postgres",
-                int(str(pg["port"])),
-                Path(str(pg["log"])),
-                pid=int(str(pg["pid"])),
-                extra={"data": str(pg["data"]), "bindir": str(pg["bindir"])},
-            )
-        )
+    for name in ("nats", "redis", "postgres"):
+        srv = _server(state, name)
+        if srv is not None:
+            _stop_server(srv)
     state.services = []
     state.servers = {}
     state.save()
     if echo:
         print("stopped")
     return True
+
+
+SERVERS = ("nats", "redis", "postgres")
+
+
+def restart(run_dir: Path, name: str, timeout: float = 60.0) -> str:
+    """Restart one server (nats, redis, postgres) or one service instance (e.g. `inference-0`) of the local
+    stack, on the same ports, with the same data and settings. Returns what was done, in words."""
+    state = StackState.load(run_dir.resolve())
+    if state is None or not (state.servers or state.services):
+        raise ServerError(f"no stack running from {run_dir}; start one with `fraudmesh up`")
+    if name in SERVERS:
+        return _restart_server(state, name, timeout)
+    svc = next((s for s in state.services if s.label == name), None)
+    if svc is None:
+        known = [*SERVERS, *(s.label for s in state.services)]
+        raise ServerError(f"nothing called {name!r} in this stack; choose one of: {', '.join(known)}")
+    stop_service(svc)
+    new = start_service(state, svc.name, svc.index, svc.env, http_port=svc.http_port, metrics_port=svc.metrics_port)
+    state.services[state.services.index(svc)] = new
+    state.save()
+    if svc.name == "gateway":
+        wait_ready(state.gateway_url, timeout, [new])
+    elif new.metrics_port:
+        wait_service_ready(new, timeout)
+    return f"{name} restarted (pid {new.pid}, log {new.log})"
+
+
+def _restart_server(state: StackState, name: str, timeout: float) -> str:
+    old = _server(state, name)
+    if old is None:
+        raise ServerError(f"{name} is not part of this stack")
+    _stop_server(old)
+    root = Path(state.run_dir) / name
+    if name == "nats":
+        new = start_nats(root, old.port, int(old.extra.get("monitor") or 0) or None)
+    elif name == "redis":
+        new = start_redis(root, old.port)
+    else:
+        new = start_postgres(root, old.port)
+    _record(state, new)
+    state.save()
+    if any(s.name == "gateway" for s in state.services):
+        wait_ready(state.gateway_url, timeout, [s for s in state.services if s.name == "gateway"])
+    return f"{name} restarted on port {new.port} (pid {state.servers[name]['pid']})"
+
+
+def wait_service_ready(proc: ServiceProc, timeout: float) -> None:
+    """Until the instance's own /readyz (metrics port) says it is connected and subscribed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not alive(proc.pid):
+            tail = Path(proc.log).read_text(errors="replace")[-2000:]
+            raise ServerError(f"{proc.label} exited during start; last lines of {proc.log}:\n{tail}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{proc.metrics_port}/readyz", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise ServerError(f"{proc.label} was not ready within {timeout:.0f}s; see {proc.log}")

@@ -29,6 +29,19 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     nats_url: Annotated[str, _doc("NATS server URL(s), comma-separated for a cluster.")] = "nats://127.0.0.1:4222"
     redis_url: Annotated[str, _doc("Redis online feature store URL.")] = "redis://127.0.0.1:6379/0"
     postgres_dsn: Annotated[str, _doc("PostgreSQL ledger DSN.")] = "postgresql://fraudmesh@127.0.0.1:5432/fraudmesh"
+    nats_user: Annotated[
+        str,
+        _doc(
+            "NATS user (each service has its own, with least-privilege permissions: docs/nats-api.md); empty "
+            "connects without credentials or with those in the URL."
+        ),
+    ] = ""
+    nats_password: Annotated[str, _doc("Password of the NATS user (a secret; never logged).")] = ""
+    nats_tls_ca: Annotated[
+        str, _doc("CA certificate file (PEM) to verify the NATS server; empty uses the system's CAs.")
+    ] = ""
+    nats_tls_cert: Annotated[str, _doc("Client certificate file (PEM) for NATS TLS (mutual TLS); optional.")] = ""
+    nats_tls_key: Annotated[str, _doc("Private key file (PEM) of the client certificate.")] = ""
     graph_store: Annotated[
         Literal["postgres", "neo4j"], _doc("Graph store implementation: `postgres` (embedded) or `neo4j`.")
     ] = "postgres"

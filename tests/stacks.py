@@ -1,4 +1,8 @@
-"""Helpers to run fraudmesh services as real processes against the suite's real servers."""
+"""Helpers to run fraudmesh services as real processes against the suite's real servers.
+
+The suite's nats-server runs with auth (deploy/nats_auth.py): the URL a test holds carries the admin's
+credentials, and each service is started as its own user (deploy/stack.py `StackState.service_env`). When a
+stack stops, a service refused by NATS (a permission missing from deploy/nats_auth.py) fails the test."""
 
 from __future__ import annotations
 
@@ -81,6 +85,24 @@ class Stack:
         for p in self.procs:
             if alive(p.pid):
                 stop_service(p, timeout=10.0)
+        refused = [f"{p.label}: {line.strip()[:300]}" for p in self.procs for line in nats_refusals(p)]
+        if refused:
+            raise AssertionError(
+                "NATS refused a service a permission it needs; add it to deploy/nats_auth.py `permissions`:\n"
+                + "\n".join(refused[:20])
+            )
+
+
+def nats_refusals(proc: ServiceProc) -> list[str]:
+    """Log lines where NATS refused the service (permissions or authorization violations)."""
+    path = Path(proc.log)
+    if not path.exists():
+        return []
+    return [
+        line
+        for line in path.read_text(errors="replace").splitlines()
+        if "permissions violation" in line.lower() or "authorization violation" in line.lower()
+    ]
 
 
 def own_nats(run_dir: Path) -> Server:

@@ -270,7 +270,7 @@ def main(argv: list[str]) -> int:
     if argv == ["helm"]:
         import yaml
 
-        print(yaml.safe_dump({"accounts": helm_accounts()}, sort_keys=False, width=120), end="")
+        print(yaml.safe_dump({"accounts": helm_accounts()}, sort_keys=False, width=120), end="")  # under merge:
         return 0
     print("usage: python -m deploy.nats_auth compose|helm", file=sys.stderr)
     return 2

@@ -66,9 +66,10 @@ def _cmd_nats_user(args: argparse.Namespace) -> int:
     if user != nats_auth.ADMIN:
         print("this stack's NATS runs without users", file=sys.stderr)
         return 1
-    print(f"FRAUDMESH_NATS_URL={nats_auth.strip_credentials(state.nats_url)}")
-    print(f"FRAUDMESH_NATS_USER={args.user}")
-    print(f"FRAUDMESH_NATS_PASSWORD={nats_auth.password(secret, args.user)}")
+    # `eval "$(fraudmesh nats-user public)"` sets them in a shell
+    print(f"export FRAUDMESH_NATS_URL={nats_auth.strip_credentials(state.nats_url)}")
+    print(f"export FRAUDMESH_NATS_USER={args.user}")
+    print(f"export FRAUDMESH_NATS_PASSWORD={nats_auth.password(secret, args.user)}")
     return 0
 
 

@@ -85,6 +85,7 @@ def _read_bucket(stream: str) -> list[str]:
     Writing (`$KV.<bucket>.>`, `$O.<bucket>.>`) is the admin's."""
     return [
         *_declare(stream),
+        f"{API}.STREAM.NAMES",  # nats.py finds the bucket's stream by subject (names only, no message)
         f"{API}.DIRECT.GET.{stream}",
         f"{API}.DIRECT.GET.{stream}.>",
         f"{API}.STREAM.MSG.GET.{stream}",

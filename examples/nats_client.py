@@ -11,6 +11,10 @@ The wire API is described in docs/nats-api.md.
     python examples/nats_client.py --file batch.json     # a JSON list, or {"transactions": [...]}
     python examples/nats_client.py --file batch.json --json > reply.json
 
+NATS requires credentials: the `public` user may request `fraud.score` and publish the ingest subjects, nothing
+else. Against the local stack, `eval "$(fraudmesh nats-user public)"` sets FRAUDMESH_NATS_URL, _USER and
+_PASSWORD, which this script reads (or pass --nats-url, --user, --password).
+
 Without --json, stdout gets one JSON line per transaction (transaction_id, fraud_score, risk_level) and
 stderr a summary. With --json, stdout gets the whole decoded reply as one JSON document and nothing else.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import random
 import sys
 import time
@@ -142,9 +147,20 @@ async def score(args: argparse.Namespace, transactions: list[dict[str, Any]]) ->
 
     try:
         nc = await nats.connect(
-            args.nats_url, name="fraudmesh-example", connect_timeout=2, allow_reconnect=False, error_cb=quiet
+            args.nats_url,
+            name="fraudmesh-example",
+            connect_timeout=2,
+            allow_reconnect=False,
+            error_cb=quiet,
+            user=args.user or None,
+            password=args.password or None,
         )
     except (NoServersError, OSError, NatsError, TimeoutError) as exc:
+        if "authorization violation" in str(exc).lower():
+            return fail(
+                f"NATS at {args.nats_url} refused user {args.user or '(none)'!r}: wrong or missing credentials. "
+                f'Against the local stack: eval "$(fraudmesh nats-user public)"'
+            )
         return fail(
             f"cannot connect to NATS at {args.nats_url} ({type(exc).__name__}). Is fraudmesh up "
             f"(`fraudmesh up`, `fraudmesh status`)?"
@@ -204,7 +220,16 @@ async def score(args: argparse.Namespace, transactions: list[dict[str, Any]]) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Score transactions on fraudmesh over NATS (fraud.score).")
-    p.add_argument("--nats-url", default="nats://127.0.0.1:4222", help="NATS server URL (default: %(default)s)")
+    env = os.environ
+    p.add_argument(
+        "--nats-url",
+        default=env.get("FRAUDMESH_NATS_URL", "nats://127.0.0.1:4222"),
+        help="NATS server URL (default: FRAUDMESH_NATS_URL or nats://127.0.0.1:4222)",
+    )
+    p.add_argument("--user", default=env.get("FRAUDMESH_NATS_USER", ""), help="NATS user (FRAUDMESH_NATS_USER)")
+    p.add_argument(
+        "--password", default=env.get("FRAUDMESH_NATS_PASSWORD", ""), help="NATS password (FRAUDMESH_NATS_PASSWORD)"
+    )
     p.add_argument(
         "--file",
         help='JSON file: a list of transactions or {"transactions": [...]}; without it a batch is generated',

@@ -78,18 +78,20 @@ async def connect_nats(
     settings: Settings | None = None,
 ) -> NATS:
     """Connect with reconnect-forever. The first connect is retried too (start order must not matter);
-    `first_connect_retries=-1` retries forever, which services want and tests may not. Credentials and TLS
-    come from `settings` (read from the environment when not given)."""
+    `first_connect_retries=-1` retries forever, which services want and tests may not. Refused credentials
+    end it at once (NatsAuthError: a setting to fix, not an outage to wait out). Credentials and TLS come from
+    `settings` (read from the environment when not given)."""
     settings = settings if settings is not None else load_settings()
     opts = auth_options(settings)
     opts["reconnect_time_wait"] = 0.5  # seconds (nats.py annotates it as int)
-
-    refused = asyncio.Event()
+    first = _FirstConnect(first_connect_retries)
 
     async def on_error(exc: Exception) -> None:
-        if _is_auth_error(exc):
-            refused.set()
-        log.warning("nats error", extra=log_fields(error=repr(exc)))
+        if first.active:
+            first.failed(exc)
+            log.warning("nats not reachable yet; retrying", extra=log_fields(url=redact(urls), error=repr(exc)))
+        else:
+            log.warning("nats error", extra=log_fields(error=repr(exc)))
 
     async def disconnected() -> None:
         log.warning("nats disconnected")
@@ -101,53 +103,57 @@ async def connect_nats(
         if on_reconnect:
             on_reconnect()
 
-    delay, attempt = 0.2, 0
-    while True:
-        nc = NATS()
-        refused.clear()
-        connecting = asyncio.ensure_future(
-            nc.connect(
-                servers=urls.split(","),
-                name=name,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                ping_interval=5,
-                max_outstanding_pings=3,
-                connect_timeout=2,
-                error_cb=on_error,
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                pending_size=64 * 1024 * 1024,
-                **opts,
-            )
+    nc = NATS()
+    # nats.py retries a first connect for ever itself (it reconnects for ever): watch its errors to stop it
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=urls.split(","),
+            name=name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            ping_interval=5,
+            max_outstanding_pings=3,
+            connect_timeout=2,
+            error_cb=on_error,
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            pending_size=64 * 1024 * 1024,
+            **opts,
         )
-        # nats.py retries a refused first connect for ever (it reconnects for ever): refused credentials are a
-        # setting to fix, not an outage to wait out, so say so and stop
-        watch = asyncio.ensure_future(refused.wait())
-        await asyncio.wait({connecting, watch}, return_when=asyncio.FIRST_COMPLETED)
-        watch.cancel()
-        if not connecting.done():
-            connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await connecting
-            with contextlib.suppress(Exception):
-                await nc.close()
-            raise _auth_error(urls, settings)
-        try:
-            connecting.result()
-            return nc
-        except Exception as exc:
-            if _is_auth_error(exc):
-                raise _auth_error(urls, settings) from None
-            attempt += 1
-            if 0 <= first_connect_retries < attempt:
-                raise
-            log.warning(
-                "nats not reachable yet; retrying",
-                extra=log_fields(url=redact(urls), error=repr(exc), retry_in_s=delay),
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    )
+    give_up = asyncio.ensure_future(first.give_up.wait())
+    await asyncio.wait({connecting, give_up}, return_when=asyncio.FIRST_COMPLETED)
+    give_up.cancel()
+    first.active = False
+    if connecting.done() and connecting.exception() is None:
+        return nc
+    connecting.cancel()
+    with contextlib.suppress(BaseException):
+        await connecting
+    with contextlib.suppress(Exception):
+        await nc.close()
+    if first.refused:
+        raise _auth_error(urls, settings)
+    raise first.last or ConnectionError(f"cannot connect to NATS at {redact(urls)}")
+
+
+class _FirstConnect:
+    """The errors of a first connect: when to stop retrying it."""
+
+    def __init__(self, retries: int) -> None:
+        self.retries = retries
+        self.active = True
+        self.failures = 0
+        self.refused = False
+        self.last: Exception | None = None
+        self.give_up = asyncio.Event()
+
+    def failed(self, exc: Exception) -> None:
+        self.failures += 1
+        self.last = exc
+        self.refused = _is_auth_error(exc)
+        if self.refused or 0 <= self.retries < self.failures:
+            self.give_up.set()
 
 
 def _is_auth_error(exc: BaseException) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import stat
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from nats.errors import Error as NatsError
 
 from deploy import nats_auth
 from deploy.demo import sample_batch
-from deploy.servers import Server
+from deploy.servers import Server, start_nats
 from shared import subjects
 from shared.messages import Codec, ScoreReply, ScoreRequest, Transaction
 from shared.nats_conn import SERVICE_INBOX_USERS, NatsAuthError, connect_nats, inbox_prefix
@@ -86,7 +88,7 @@ async def as_user(nats_server: Server) -> AsyncIterator[Callable[[str], Awaitabl
 async def test_an_anonymous_client_or_a_wrong_password_cannot_connect(nats_server: Server) -> None:
     for kwargs in ({}, {"user": "gateway", "password": "guessed"}, {"user": "nobody", "password": "x"}):
         with pytest.raises(NatsError, match="Authorization Violation"):
-            await nats.connect(nats_server.extra["plain_url"], allow_reconnect=False, **kwargs)  # type: ignore[arg-type]
+            await nats.connect(nats_server.extra["plain_url"], allow_reconnect=False, **kwargs)
     # a service's connect_nats says what is wrong instead of retrying forever
     settings = load_settings({}, nats_user="gateway", nats_password="guessed")
     with pytest.raises(NatsAuthError, match=r"refused user 'gateway'.*FRAUDMESH_NATS_PASSWORD"):
@@ -232,3 +234,72 @@ def test_kubernetes_runs_nats_with_the_same_users_and_permissions() -> None:
         assert env["FRAUDMESH_NATS_USER"]["value"] == user, name
         ref = env["FRAUDMESH_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "fraudmesh-nats", "key": user}, name
+
+
+# ------------------------------------------------------------------------------------------------- TLS
+
+
+def _certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 it signed, made with openssl."""
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fraudmesh test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.pem",
+    )
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make certificates")
+async def test_tls_with_the_configured_ca_and_only_with_it(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path / "pki")
+    srv = start_nats(tmp_path / "nats", tls=(cert, key))
+    try:
+        url, secret = srv.extra["plain_url"], srv.extra["secret"]
+        assert url.startswith("tls://")
+        creds = {"nats_user": "public", "nats_password": nats_auth.password(secret, "public")}
+        nc = await connect_nats(url, "tls-test", settings=load_settings({}, nats_tls_ca=str(ca), **creds))
+        try:
+            assert nc.is_connected
+            await nc.publish(subjects.SCORE, b"")  # allowed for public; a TLS session carries it
+            await nc.flush()
+        finally:
+            await nc.close()
+        # without the CA the server's certificate is not trusted: the connect fails, it does not fall back
+        with pytest.raises(Exception, match=r"(?i)certificate"):
+            await connect_nats(url, "tls-test", settings=load_settings({}, **creds), first_connect_retries=0)
+    finally:
+        srv.stop()

@@ -9,6 +9,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +38,11 @@ def _env(**settings: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[StackState]:
+def local_stack(model_dir: Path) -> Iterator[StackState]:
     """`FRAUDMESH_API_KEYS=... fraudmesh up` with 1 gateway, 1 aggregator, 2 inference, 1 feature worker."""
-    run = tmp_path_factory.mktemp("local-stack") / "var"
+    root = Path(tempfile.mkdtemp(prefix="fraudmesh-up-"))
+    os.chmod(root, 0o755)  # PostgreSQL runs as its own user when the suite runs as root
+    run = root / "var"
     shutil.copytree(model_dir, run / "models")  # the session's model: `up` then trains nothing
     cmd = [sys.executable, "-m", "deploy.cli", "--run-dir", str(run), "up", "--features", "1"]
     cmd += ["--http-port", str(free_port())]
@@ -57,6 +60,7 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> It
         yield state
     finally:
         cli(["--run-dir", str(run), "down"])
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _score(state: StackState, n: int = 20, key: str | None = KEY) -> httpx.Response:

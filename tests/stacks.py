@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from deploy.servers import Server, free_port, start_nats
-from deploy.stack import ServiceProc, StackState, alive, start_service, stop_service, wait_ready
+from deploy.servers import Server, alive, free_port, start_nats
+from deploy.stack import ServiceProc, StackState, start_service, stop_service, wait_ready
 
 
 class Stack:

@@ -31,7 +31,7 @@ from tests.stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-COMPOSE_NATS_CONF = ROOT / "deploy" / "compose" / "nats" / "nats-server.conf"
+COMPOSE_NATS_DIR = ROOT / "deploy" / "compose" / "nats"
 K8S_DIR = ROOT / "deploy" / "k8s"
 STACK_SERVICES = {"gateway": "gateway", "aggregator": "aggregator", "inference": "inference", "feature": "feature"}
 
@@ -163,6 +163,18 @@ def test_no_service_hit_a_permission_it_lacks(stack: Stack) -> None:
         assert "authorization violation" not in log, proc.label
 
 
+def test_the_names_in_the_table_are_the_codes() -> None:
+    """deploy/nats_auth.py names a few streams and subjects itself; where shared/subjects.py has them, they agree."""
+    for name in ("TXNS_STREAM", "TXNS_SUBJECT", "LABELS_STREAM", "LABELS_SUBJECT", "INGEST_DLQ_STREAM"):
+        assert getattr(subjects, name, getattr(nats_auth, name)) == getattr(nats_auth, name), name
+    assert getattr(subjects, "INGEST_DLQ_SUBJECT", nats_auth.INGEST_DLQ_SUBJECT) == nats_auth.INGEST_DLQ_SUBJECT
+    from inference_svc import registry
+
+    state = getattr(subjects, "MODEL_STATE_BUCKET", None) or registry.STATE_BUCKET
+    models = getattr(subjects, "MODEL_ARTIFACTS_BUCKET", None) or registry.MODELS_BUCKET
+    assert (f"KV_{state}", f"OBJ_{models}") == (nats_auth.MODEL_STATE_STREAM, nats_auth.MODELS_STREAM)
+
+
 def test_every_service_user_reads_only_its_own_inboxes() -> None:
     assert {nats_auth.ADMIN, *nats_auth.SERVICE_USERS} == SERVICE_INBOX_USERS
     assert set(nats_auth.SERVICE_USERS) == set(STACK_SERVICES)
@@ -187,14 +199,15 @@ def test_local_credentials_are_private(nats_server: Server, run_dir: Path) -> No
 
 
 def test_compose_runs_nats_with_the_same_users_and_permissions() -> None:
-    assert COMPOSE_NATS_CONF.read_text() == nats_auth.compose_config(), (
-        "deploy/compose/nats/nats-server.conf is stale: `python -m deploy.nats_auth compose > "
-        "deploy/compose/nats/nats-server.conf`"
+    assert (COMPOSE_NATS_DIR / "accounts.conf").read_text() == nats_auth.compose_config(), (
+        "deploy/compose/nats/accounts.conf is stale: `python -m deploy.nats_auth compose > "
+        "deploy/compose/nats/accounts.conf`"
     )
+    assert 'include "accounts.conf"' in (COMPOSE_NATS_DIR / "nats-server.conf").read_text()
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
     services = compose["services"]
     nats_svc = services["nats"]
-    assert any(str(v).endswith(":/etc/nats/nats-server.conf:ro") for v in nats_svc["volumes"])
+    assert "./deploy/compose/nats/accounts.conf:/etc/nats/accounts.conf:ro" in nats_svc["volumes"]
     assert "/etc/nats/nats-server.conf" in nats_svc["command"]
     nats_env = nats_svc["environment"]
     for user in nats_auth.USERS:
@@ -223,8 +236,10 @@ def test_kubernetes_runs_nats_with_the_same_users_and_permissions() -> None:
         "deploy/k8s/nats-values.yaml config.merge.accounts is stale: `python -m deploy.nats_auth helm`"
     )
     nats_env = values["container"]["env"]
-    docs = yaml.safe_load_all((K8S_DIR / "secret.yaml").read_text())
-    secret = next(d for d in docs if d["metadata"]["name"] == "fraudmesh-nats")
+    (secret,) = yaml.safe_load_all((K8S_DIR / "nats-secret.example.yaml").read_text())
+    assert secret["metadata"]["name"] == "fraudmesh-nats"
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    assert "nats-secret.example.yaml" not in kustomization["resources"]  # a template: never applied
     for user in nats_auth.USERS:
         ref = nats_env[nats_auth.env_var(user)]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": "fraudmesh-nats", "key": user}, user

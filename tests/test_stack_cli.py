@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,6 +135,27 @@ def test_restart_one_inference_instance_and_scoring_works(local_stack: StackStat
         if "inference-0" in workers:
             break
     assert "inference-0" in workers, f"the restarted worker scored nothing; workers seen: {workers}"
+
+
+def test_restart_nats_keeps_users_and_streams_and_scoring_works(local_stack: StackState) -> None:
+    assert cli(["--run-dir", local_stack.run_dir, "restart", "nats"]) == 0
+    state = StackState.load(Path(local_stack.run_dir))
+    assert state is not None and state.nats_url == local_stack.nats_url  # same port, same credentials
+    # the services reconnect on their own, with their own users; the first answers may still be 503
+    end = time.monotonic() + 30
+    while (resp := _score(state)).status_code != 200:
+        assert time.monotonic() < end, resp.text
+        time.sleep(0.2)
+    assert resp.json()["complete"] is True
+
+    async def streams() -> set[str]:
+        nc = await nats.connect(state.nats_url)
+        try:
+            return {info.config.name or "" for info in await nc.jetstream().streams_info()}
+        finally:
+            await nc.close()
+
+    assert {subjects.PARTIALS_STREAM, subjects.DLQ_STREAM} <= asyncio.run(streams())
 
 
 def test_restart_names_what_it_can_restart(local_stack: StackState, capsys: pytest.CaptureFixture[str]) -> None:

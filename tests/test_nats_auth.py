@@ -200,8 +200,7 @@ def test_local_credentials_are_private(nats_server: Server, run_dir: Path) -> No
 
 def test_compose_runs_nats_with_the_same_users_and_permissions() -> None:
     assert (COMPOSE_NATS_DIR / "accounts.conf").read_text() == nats_auth.compose_config(), (
-        "deploy/compose/nats/accounts.conf is stale: `python -m deploy.nats_auth compose > "
-        "deploy/compose/nats/accounts.conf`"
+        "deploy/compose/nats/accounts.conf is stale: `python -m deploy.nats_auth write`"
     )
     assert 'include "accounts.conf"' in (COMPOSE_NATS_DIR / "nats-server.conf").read_text()
     compose = yaml.safe_load(COMPOSE_FILE.read_text())
@@ -233,7 +232,7 @@ def _deployment_env(path: Path) -> dict[str, Any]:
 def test_kubernetes_runs_nats_with_the_same_users_and_permissions() -> None:
     values = yaml.safe_load((K8S_DIR / "nats-values.yaml").read_text())
     assert values["config"]["merge"]["accounts"] == nats_auth.helm_accounts(), (
-        "deploy/k8s/nats-values.yaml config.merge.accounts is stale: `python -m deploy.nats_auth helm`"
+        "deploy/k8s/nats-values.yaml config.merge.accounts is stale: `python -m deploy.nats_auth write`"
     )
     nats_env = values["container"]["env"]
     (secret,) = yaml.safe_load_all((K8S_DIR / "nats-secret.example.yaml").read_text())

@@ -30,8 +30,9 @@ MAX_ERRORS = 100
 MAX_DEPTH = 32
 ECHO_CHARS = 40
 """Longest piece of client input quoted back in a message."""
-MIN_TX_BYTES = len(b'{"card_id":"x","transaction_amount":0},')
-"""The smallest a transaction can be in JSON: a body shorter than `limit * MIN_TX_BYTES` cannot be over the limit."""
+MIN_ITEM_BYTES = len(b"0,")
+"""The smallest an array item can be in JSON: a body shorter than `limit * MIN_ITEM_BYTES` cannot be over the limit.
+Longer ones are counted with an untyped scan (~18 us for 200 transactions, ~0.9 ms for 10,000)."""
 
 _TX_FIELDS = msgspec.structs.fields(Transaction)
 _TX_NAMES = [f.name for f in _TX_FIELDS]
@@ -73,7 +74,7 @@ def echo(value: object) -> str:
 def check_batch_size(body: bytes, limit: int) -> None:
     """Raise TooManyTransactions before any item is validated. Counting needs a (cheap, untyped) scan only for a
     body long enough to hold more than `limit` transactions."""
-    if len(body) <= limit * MIN_TX_BYTES:
+    if len(body) <= limit * MIN_ITEM_BYTES:
         return
     try:
         n = len(_count_decoder.decode(body).transactions)
@@ -257,7 +258,12 @@ def _transaction_errors(tx: Any, path: str, tokens: bool) -> list[FieldError]:
             msgspec.convert(value, f.type, strict=True)
         except msgspec.ValidationError as exc:
             errors.append(FieldError(path=fpath, message=field_error_of(exc).message))
-    errors.extend(_edge_rules(tx.get("card_id"), tx.get("transaction_id"), path, tokens))
+    bad = {e.path for e in errors}
+    checked = [
+        v if f"{path}.{k}" not in bad else None
+        for k, v in (("card_id", tx.get("card_id")), ("transaction_id", tx.get("transaction_id")))
+    ]
+    errors.extend(_edge_rules(checked[0], checked[1], path, tokens))
     return errors
 
 

@@ -3,7 +3,8 @@
 Schema rules, because other systems depend on these shapes (docs/nats-api.md):
 1. A new field always gets a default, so old publishers keep working.
 2. A field's type never changes, and a field is never renamed or reused. Deprecate and add a new one.
-3. Unknown fields are ignored on decode, so old consumers keep working when new fields appear.
+3. Unknown fields are ignored on decode, so old consumers keep working when new fields appear. This is the NATS
+   rule (services are upgraded one at a time); the HTTP edge refuses unknown fields (gateway/schemas.py).
 4. Union members carry a `type` tag; a tag value is never reused for another shape.
 """
 

@@ -94,8 +94,9 @@ def decode_body(body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T], c
     errors = _duplicate_keys(body)
     if isinstance(value, PredictRequest):
         for i, tx in enumerate(value.transactions):
-            errors.extend(_edge_rules(tx.card_id, tx.transaction_id, f"$.transactions[{i}]", card_ids_are_tokens))
-    elif isinstance(value, Transaction):
+            if _suspect(tx, card_ids_are_tokens):
+                errors.extend(_edge_rules(tx.card_id, tx.transaction_id, f"$.transactions[{i}]", card_ids_are_tokens))
+    elif isinstance(value, Transaction) and _suspect(value, card_ids_are_tokens):
         errors.extend(_edge_rules(value.card_id, value.transaction_id, "$", card_ids_are_tokens))
     if errors:
         raise BodyError(errors, f"The request body is invalid: {_count(errors)}; see `errors`.")
@@ -109,6 +110,13 @@ def card_id_error(card_id: str, path: str) -> FieldError | None:
         path=path,
         message="This looks like a card number (PAN): send a card token instead, never the number. If your card "
         "ids are tokens that happen to pass the Luhn check, the operator sets FRAUDMESH_CARD_IDS_ARE_TOKENS=true.",
+    )
+
+
+def _suspect(tx: Transaction, tokens: bool) -> bool:
+    """The cheap first test of `_edge_rules` (most transactions pass it)."""
+    return (not tokens and tx.card_id.isdigit()) or (
+        tx.transaction_id is not None and not tx.transaction_id.isprintable()
     )
 
 
@@ -153,7 +161,8 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _duplicate_keys(body: bytes) -> list[FieldError]:
-    """The second parse of the fast path: the C scanner with a pairs hook (~2 us for one transaction)."""
+    """The fast path's second parse, by the stdlib's C scanner with a pairs hook: about as long as the msgspec decode
+    itself (~2 us for one transaction, ~0.3 ms for 200); a count-based screen measured no faster."""
     return _duplicates_in(json.loads(body, object_pairs_hook=_pairs), "$")
 
 

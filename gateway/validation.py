@@ -78,8 +78,8 @@ def check_batch_size(body: bytes, limit: int) -> None:
         return
     try:
         n = len(_count_decoder.decode(body).transactions)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return  # malformed: the validation below names the problem
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return  # malformed or too deep: the validation below names the problem
     if n > limit:
         raise TooManyTransactions(n, limit)
 

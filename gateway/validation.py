@@ -88,7 +88,7 @@ def decode_body(body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T], c
     """Decode strictly, or raise BodyError listing every problem found."""
     try:
         value = decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as first:
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as first:
         errors = _collect(body, type_, first, card_ids_are_tokens)
         raise BodyError(errors, f"The request body is invalid: {_count(errors)}; see `errors`.") from None
     errors = _duplicate_keys(body)

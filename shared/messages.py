@@ -39,6 +39,15 @@ TransactionId = Annotated[
 ]
 """Transaction ids are opaque client strings. Nothing may use one raw in a NATS subject, a header or a Redis key:
 encode it first (`encode_key`)."""
+RequestIdField = Annotated[
+    str,
+    Meta(
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:\-]*$",
+        description="Empty, or up to 100 of A-Z a-z 0-9 _ . : - (it becomes part of generated transaction ids, "
+        "`{request_id}-{index}`, and of JetStream Msg-Ids).",
+    ),
+]
 ShortCode = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 RiskLevel = Literal["low", "medium", "high", "critical"]
@@ -138,7 +147,7 @@ class ScoreRequest(Struct, tag="score", tag_field="type", kw_only=True, omit_def
     """Body of `fraud.score`. `type` may be omitted when publishing straight to that subject."""
 
     transactions: Annotated[list[Transaction], Meta(min_length=1)]
-    request_id: str = ""
+    request_id: RequestIdField = ""
     partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
     ingest: bool = True
     """Record these transactions in the ledger after scoring (the live features). False for what-if scoring:

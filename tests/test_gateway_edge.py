@@ -17,7 +17,7 @@ from nats.aio.msg import Msg
 
 from deploy.servers import Server
 from shared import subjects
-from shared.messages import ScoreReply, ScoreRequest, TransactionScore
+from shared.messages import ErrorReply, ScoreReply, ScoreRequest, TransactionScore
 from tests.stacks import Stack
 
 TX = {"card_id": "card_1", "transaction_amount": 12.5, "transaction_id": "tx/1 + é"}
@@ -111,3 +111,19 @@ def test_help_prints_usage_and_exits_0() -> None:
         [sys.executable, "-m", "gateway", "--port", "1"], capture_output=True, text=True, timeout=60, check=False
     )
     assert out.returncode == 2 and "unrecognized arguments: --port" in out.stderr
+
+
+async def test_request_id_that_could_poison_a_partial_is_refused_on_nats_too(stack: Stack) -> None:
+    nc = await nats.connect(stack.state.nats_url)
+    try:
+        body = {"type": "score", "transactions": [TX], "request_id": "a b/c+d"}
+        msg = await nc.request(subjects.SCORE, msgspec.msgpack.encode(body), timeout=10)
+        reply = msgspec.msgpack.decode(msg.data, type=ErrorReply)
+        assert reply.code == "bad_request"
+        assert [e.path for e in reply.errors] == ["$.request_id"]
+        body["request_id"] = "plain-id.1"
+        msg = await nc.request(subjects.SCORE, msgspec.msgpack.encode(body), timeout=10)
+        ok = msgspec.msgpack.decode(msg.data, type=ScoreReply)
+        assert ok.complete and ok.results[0] is not None and ok.results[0].transaction_id == "tx/1 + é"
+    finally:
+        await nc.drain()

@@ -1,13 +1,18 @@
 """What route handlers receive by dependency injection: settings, the bridge, the request id and the deadline.
 
 `create_app` registers `dependencies(settings, bridge)` on the app, so any controller names what it needs as a
-parameter (`settings: Settings`, `bridge: NatsBridge`, `request_id: str`, `deadline_ms: float`) and never reads
-`app.state`.
+parameter (`settings: Settings`, `bridge: NatsBridge`, `gateway: Gateway` (both at once), `request_id: str`,
+`deadline_ms: float`) and never reads `app.state`.
+
+Hot routes should depend on few providers per level: Litestar resolves several dependencies of the same depth in an
+anyio task group (a task each). The scoring routes therefore take one `Scoring` built from `gateway` alone, calling
+`provide_request_id` and `provide_deadline` itself (see gateway/controllers/score.py).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
@@ -52,7 +57,20 @@ def provide_deadline(settings: Settings, timeout_ms: int | None = None) -> float
     return time.time() * 1000.0 + (timeout_ms or settings.request_timeout_ms)
 
 
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The process-wide pieces a route may need, in one dependency."""
+
+    settings: Settings
+    bridge: NatsBridge
+
+
 def dependencies(settings: Settings, bridge: NatsBridge) -> dict[str, Provide]:
+    gateway = Gateway(settings, bridge)
+
+    def provide_gateway() -> Gateway:
+        return gateway
+
     def provide_settings() -> Settings:
         return settings
 
@@ -60,6 +78,7 @@ def dependencies(settings: Settings, bridge: NatsBridge) -> dict[str, Provide]:
         return bridge
 
     return {
+        "gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False),
         "settings": Provide(provide_settings, use_cache=True, sync_to_thread=False),
         "bridge": Provide(provide_bridge, use_cache=True, sync_to_thread=False),
         "request_id": Provide(provide_request_id, sync_to_thread=False),

@@ -1,6 +1,7 @@
 """Scoring routes: `POST /predict` (a batch) and `POST /score/fraud` (one transaction).
 
-Both receive a `Scoring` by dependency injection (`provide_scoring`): the request's id, deadline, `?ingest=`, and the
+Both receive a `Scoring` by dependency injection (`provide_scoring`, one provider on top of `gateway`, so that
+Litestar resolves no level of it in a task group): the request's id, deadline, `?ingest=`, and the
 one opening both share (`decode`: JSON content type, 413 before item validation, the strict edge rules) and the one
 way to score (`score`: the bridge, then "nothing scored" becomes a 504).
 """
@@ -19,6 +20,7 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.dependencies import Gateway, provide_deadline, provide_request_id
 from gateway.openapi import body_operation
 from gateway.schemas import FraudScoreResponse, PredictRequest, PredictResponse, StrictTransaction
 from gateway.validation import BodyError, check_batch_size, decode_body
@@ -85,10 +87,8 @@ class Scoring:
 
 async def provide_scoring(
     request: Request[Any, Any, Any],
-    bridge: NatsBridge,
-    settings: Settings,
-    request_id: str,
-    deadline_ms: float,
+    gateway: Gateway,
+    timeout_ms: int | None = None,
     ingest: Annotated[
         bool,
         Parameter(
@@ -97,7 +97,16 @@ async def provide_scoring(
         ),
     ] = True,
 ) -> Scoring:
-    return Scoring(request, bridge, settings, request_id, deadline_ms, ingest, time.perf_counter())
+    settings = gateway.settings
+    return Scoring(
+        request=request,
+        bridge=gateway.bridge,
+        settings=settings,
+        request_id=provide_request_id(request),
+        deadline_ms=provide_deadline(settings, timeout_ms),
+        ingest=ingest,
+        started=time.perf_counter(),
+    )
 
 
 def _check_partials(n: int, partial_size: int | None, limit: int) -> None:

@@ -84,7 +84,7 @@ def check_batch_size(body: bytes, limit: int) -> None:
         raise TooManyTransactions(n, limit)
 
 
-def decode_body(body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T], card_ids_are_tokens: bool) -> T:
+def decode_body(body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T], card_ids_are_tokens: bool = False) -> T:
     """Decode strictly, or raise BodyError listing every problem found."""
     try:
         value = decoder.decode(body)

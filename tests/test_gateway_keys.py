@@ -1,4 +1,5 @@
-"""API keys, admin keys and the rate limit shared by gateway replicas (Redis), on real gateway processes."""
+"""Gateway settings on real gateway processes: API keys, admin keys, the rate limit shared by replicas (Redis),
+trusted proxies, and card ids that are tokens."""
 
 from __future__ import annotations
 
@@ -104,6 +105,17 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(gateways: Stack) -> None
     )
     statuses = [score(behind_proxy, forwarded_for=f"10.8.{i}.1").status_code for i in range(20)]
     assert statuses == [200] * 20  # each forwarded address is its own client
+
+
+def test_card_ids_are_tokens_setting_accepts_luhn_valid_ids(gateways: Stack) -> None:
+    (url,) = start(gateways, {"FRAUDMESH_CARD_IDS_ARE_TOKENS": "true"})
+    r = httpx.post(
+        f"{url}/score/fraud?ingest=false",
+        content=json.dumps({**TX, "card_id": "4111111111111111"}),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
 
 
 # ------------------------------------------------------------------------------ the guards in process

@@ -13,6 +13,7 @@ import pytest
 from litestar import get
 from litestar.testing import create_test_client
 
+from deploy.servers import free_port
 from deploy.stack import ServiceProc
 from gateway.auth import admin_key_guard, key_matches, parse_keys
 from gateway.errors import EXCEPTION_HANDLERS
@@ -105,6 +106,16 @@ def test_forwarded_for_counts_only_from_a_trusted_proxy(gateways: Stack) -> None
     )
     statuses = [score(behind_proxy, forwarded_for=f"10.8.{i}.1").status_code for i in range(20)]
     assert statuses == [200] * 20  # each forwarded address is its own client
+
+
+def test_rate_limit_fails_open_when_redis_is_unreachable(gateways: Stack) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    (url,) = start(gateways, {"FRAUDMESH_RATE_LIMIT_PER_SECOND": "1", "FRAUDMESH_REDIS_URL": dead_redis})
+    assert [score(url, forwarded_for="x").status_code for _ in range(5)] == [200] * 5
+    warnings = [d for d in log_lines(gateways.procs[0]) if d["logger"] == "fraudmesh.gateway.ratelimit"]
+    assert warnings and warnings[0]["level"] == "warning"
+    assert "rate limit not applied: Redis unreachable" in str(warnings[0]["event"])
+    assert len(warnings) == 1  # at most one every 10 s
 
 
 def test_card_ids_are_tokens_setting_accepts_luhn_valid_ids(gateways: Stack) -> None:

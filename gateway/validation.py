@@ -27,6 +27,8 @@ T = TypeVar("T", bound=msgspec.Struct)
 
 MAX_ERRORS = 100
 """Errors listed in one reply; `error_count` says how many there were in all."""
+SCAN_LIMIT = 1_000
+"""The slow path stops looking after this many problems (a hostile body must not buy unbounded work)."""
 MAX_DEPTH = 32
 ECHO_CHARS = 40
 """Longest piece of client input quoted back in a message."""
@@ -136,7 +138,8 @@ def _edge_rules(card_id: object, tx_id: object, path: str, tokens: bool) -> list
 
 def _count(errors: list[FieldError]) -> str:
     n = len(errors)
-    return "1 problem" if n == 1 else f"{n} problems" + (f", the first {MAX_ERRORS} listed" if n > MAX_ERRORS else "")
+    many = f"at least {SCAN_LIMIT} problems" if n >= SCAN_LIMIT else f"{n} problems"
+    return "1 problem" if n == 1 else many + (f", the first {MAX_ERRORS} listed" if n > MAX_ERRORS else "")
 
 
 # ---------------------------------------------------------------------------------- duplicate keys
@@ -250,24 +253,29 @@ def _check_transactions(doc: dict[str, Any], tokens: bool) -> list[FieldError]:
         return [FieldError(path="$.transactions", message="The batch is empty; send at least one transaction.")]
     errors: list[FieldError] = []
     for i, tx in enumerate(txs):
-        errors.extend(_transaction_errors(tx, f"$.transactions[{i}]", tokens))
-    return errors
+        errors.extend(_transaction_errors(tx, f"$.transactions[{i}]", tokens, suggest=len(errors) < MAX_ERRORS))
+        if len(errors) >= SCAN_LIMIT:
+            break
+    return errors[:SCAN_LIMIT]
 
 
-def _unknown(doc: dict[str, Any], known: list[str], path: str) -> list[FieldError]:
-    out = []
+def _unknown(doc: dict[str, Any], known: list[str], path: str, suggest: bool = True) -> list[FieldError]:
+    """Unknown keys of `doc`; `suggest` a near known name (difflib: not cheap, so only for errors that are listed)."""
+    out: list[FieldError] = []
     for key in doc:
+        if len(out) >= SCAN_LIMIT:
+            break
         if key not in known:
-            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6) if suggest and len(out) < MAX_ERRORS else []
             hint = f" Did you mean `{near[0]}`?" if near else f" Known fields: {', '.join(known)}."
             out.append(FieldError(path=f"{path}.{key[:ECHO_CHARS]}", message=f"Unknown field {echo(key)}.{hint}"))
     return out
 
 
-def _transaction_errors(tx: Any, path: str, tokens: bool) -> list[FieldError]:
+def _transaction_errors(tx: Any, path: str, tokens: bool, suggest: bool = True) -> list[FieldError]:
     if not isinstance(tx, dict):
         return [FieldError(path=path, message=f"Expected a transaction object, got {_kind(tx)}.")]
-    errors = _unknown(tx, _TX_NAMES, path)
+    errors = _unknown(tx, _TX_NAMES, path, suggest)
     for f in _TX_FIELDS:
         fpath = f"{path}.{f.name}"
         if f.name not in tx:

@@ -336,6 +336,15 @@ def test_error_list_is_bounded_with_a_count(stack: Stack) -> None:
     assert doc["errors"][99]["path"] == "$.transactions[99].card_id"
 
 
+def test_hostile_body_buys_bounded_work(stack: Stack) -> None:
+    tx = {f"unknown_{i}": 1 for i in range(50)}
+    r = post(stack, "/predict", batch(*([tx] * 5_000)))
+    assert_error(r, 400, "bad_request")
+    doc = r.json()
+    assert len(doc["errors"]) == 100 and doc["error_count"] == 1000
+    assert "at least 1000 problems, the first 100 listed" in doc["message"]
+
+
 def test_echoed_values_are_truncated(stack: Stack) -> None:
     long_name = "k" * 10_000
     r = post(stack, "/score/fraud", json.dumps({**GOOD, long_name: 1}))

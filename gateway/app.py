@@ -7,7 +7,7 @@ limit. Routes live in controllers by domain (`gateway/controllers/`); a new rout
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,17 +30,15 @@ from gateway.request_context import request_context
 from gateway.telemetry import otel_plugins
 from shared.settings import Settings
 
-API_CONTROLLERS: list[type[Controller]] = [ScoreController, FeaturesController]
+API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
-OPEN_CONTROLLERS: list[type[Controller]] = [HealthController, PrometheusController]
+OPEN_CONTROLLERS: tuple[type[Controller], ...] = (HealthController, PrometheusController)
 """Probes and metrics: no key, no rate limit."""
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
-def create_app(
-    settings: Settings, bridge: NatsBridge | None = None, extra_api_controllers: Sequence[type[Controller]] = ()
-) -> Litestar:
+def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar:
     nats = bridge or NatsBridge(settings, name=settings.instance_id or "gateway")
     redis = Redis.from_url(settings.redis_url) if settings.rate_limit_per_second else None
 
@@ -63,7 +61,7 @@ def create_app(
     cors = CORSConfig(allow_origins=settings.cors_origins.split(",")) if settings.cors_origins else None
     api = Router(
         path="/",
-        route_handlers=[*API_CONTROLLERS, *extra_api_controllers],
+        route_handlers=list(API_CONTROLLERS),
         guards=api_key_guard(settings.api_keys),
     )
     return Litestar(

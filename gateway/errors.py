@@ -2,8 +2,8 @@
 
 `ErrorReply` (`{"type": "error", "code", "message", "request_id", "errors": [{"path", "message"}]}`): 400 bad input,
 401 no or wrong API key, 413 too many transactions, 415 not JSON, 429 rate limited (with Retry-After), 503 a service
-is down, 504 the deadline passed. Refusals are logged at INFO (path, query, status, the error paths): the log
-formatter masks any card number in them.
+is down, 504 the deadline passed. Refusals are logged at INFO (path, query, status, the error paths; not 401 and 429):
+the log formatter masks any card number in them.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ CODE_OF_STATUS: dict[int, ErrorCode] = {
 }
 KEPT_STATUS = (403, 405, 406, 415)
 """Statuses with no code of their own: the reply keeps the status and says `bad_request` (or `unauthorized`)."""
+UNLOGGED = (401, 429)
+"""Refusals without a `request refused` line: 401 has its own (`authentication failed`), and a 429 flood must not
+become a log flood (both are counted in `fraudmesh_http_requests_total` by status)."""
 _json = msgspec.json.Encoder()
 _MISSING_PARAM = re.compile(r"Missing required (query|header|path|cookie) parameter '([^']+)'")
 
@@ -76,7 +79,7 @@ def _refused(request: Request[Any, Any, Any], reply: ErrorReply, status: int) ->
 
 def reply_with(request: Request[Any, Any, Any], reply: ErrorReply, status: int | None = None) -> Response[bytes]:
     status = status or STATUS.get(reply.code, 500)
-    if status < 500:
+    if status < 500 and status not in UNLOGGED:
         _refused(request, reply, status)
     return error_response(reply, status)
 

@@ -6,7 +6,8 @@ lose counts), so the count here is one atomic `INCR` + `EXPIRE` round trip per r
 
 A client is its API key (a valid one: a made-up key would buy a fresh budget) or else its address. The address is
 the peer's, or X-Forwarded-For's only when the peer is a trusted proxy: uvicorn applies the header only for
-FRAUDMESH_TRUSTED_PROXIES (see `gateway.__main__`). A refused request gets 429 with Retry-After. When Redis cannot be
+FRAUDMESH_TRUSTED_PROXIES (see `gateway.__main__`). A refused request gets 429 with Retry-After, sent from here
+(not raised) so that the metrics middleware around it counts a 429. When Redis cannot be
 reached the limit is not applied (fail open, logged at most every 10 s): an outage of the limiter must not stop
 scoring.
 """
@@ -21,13 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Request
-from litestar.exceptions import TooManyRequestsException
 from litestar.middleware.rate_limit import RateLimitConfig, RateLimitMiddleware
 from litestar.types import Receive, Scope, Send
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.auth import HEADER, key_matches
+from gateway.errors import error_response
+from gateway.request_context import request_id_of
+from shared.messages import ErrorReply
 
 log = logging.getLogger("fraudmesh.gateway.ratelimit")
 EXCLUDED = ["/health", "/healthz", "/ready", "/metrics", "/docs", "/swagger"]
@@ -62,11 +65,18 @@ class SharedRateLimitMiddleware(RateLimitMiddleware):
             count = await self._count(f"{self.config.prefix}:{self.cache_key_from_request(request)}:{window}")
             if count > self.max_requests:
                 retry_after = max(1, math.ceil((window + 1) * WINDOW_S - now))
-                raise TooManyRequestsException(
-                    detail=f"Rate limit of {self.max_requests} requests per second exceeded; retry after "
+                reply = ErrorReply(
+                    code="rate_limited",
+                    message=f"Rate limit of {self.max_requests} requests per second exceeded; retry after "
                     f"{retry_after} s.",
-                    headers={"Retry-After": str(retry_after), "RateLimit-Limit": str(self.max_requests)},
+                    request_id=request_id_of(request),
+                    retryable=True,
                 )
+                response = error_response(reply)
+                response.headers.update({"Retry-After": str(retry_after), "RateLimit-Limit": str(self.max_requests)})
+                # answered here, inside the metrics middleware, so that the 429 is counted as one
+                await response.to_asgi_response(None, request)(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     async def _count(self, key: str) -> int:

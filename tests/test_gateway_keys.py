@@ -12,6 +12,7 @@ import httpx
 import pytest
 from litestar import get
 from litestar.testing import create_test_client
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.servers import free_port
 from deploy.stack import ServiceProc
@@ -94,7 +95,21 @@ def test_rate_limit_is_shared_by_replicas_and_says_when_to_retry(gateways: Stack
     assert refused, statuses
     doc = refused[0].json()
     assert doc["code"] == "rate_limited" and "5 requests per second" in doc["message"]
-    assert refused[0].headers["Retry-After"] == "1"
+    assert refused[0].headers["Retry-After"] == "1" and doc["retryable"] is True
+    counted = sum(http_requests(url, "/score/fraud", "429") for url in urls)
+    assert counted == len(refused)  # each 429 is in the metrics as a 429, not as a 200
+
+
+def http_requests(url: str, path: str, status: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=5).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "fraudmesh_http_requests_total"
+        and sample.labels.get("path") == path
+        and sample.labels.get("status_code") == status
+    )
 
 
 def test_forwarded_for_counts_only_from_a_trusted_proxy(gateways: Stack) -> None:

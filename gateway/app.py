@@ -26,9 +26,12 @@ from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.ratelimit import rate_limit
-from gateway.request_context import request_context
+from gateway.request_context import request_context, request_id_of
 from gateway.telemetry import otel_plugins
 from shared.settings import Settings
+
+__all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
+"""`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
 API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""

@@ -1,4 +1,4 @@
-"""`python -m gateway`: the Litestar app on uvicorn (uvloop, httptools), with JSON logs."""
+"""`python -m gateway`: the Litestar app on uvicorn (uvloop, httptools), with the project's JSON logs."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import uvicorn
 
 from gateway.app import create_app
 from shared.logs import configure_logging
-from shared.settings import SettingsError, load_settings
+from shared.settings import SettingsError, load_settings, parse_cli
 from shared.telemetry import setup_tracing
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parse_cli("python -m gateway", "The fraudmesh HTTP gateway: scoring, features and health over NATS.", argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -22,6 +23,7 @@ def main() -> None:
     configure_logging("gateway", instance, settings.log_level)
     setup_tracing("fraudmesh-gateway", instance)
     app = create_app(settings)
+    proxies = [p.strip() for p in settings.trusted_proxies.split(",") if p.strip()]
     uvicorn.run(
         app,
         host=settings.http_host,
@@ -29,7 +31,11 @@ def main() -> None:
         loop="uvloop",
         http="httptools",
         access_log=False,
-        log_config=None,
+        log_config=None,  # keep the JSON handler configure_logging installed
+        # X-Forwarded-For names the client only when the peer is a configured proxy (uvicorn would otherwise trust
+        # it from 127.0.0.1, or from FORWARDED_ALLOW_IPS, by default)
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or [],
         timeout_graceful_shutdown=20,
     )
 

@@ -1,10 +1,13 @@
-"""The gateway's only dependency: NATS. Maps a scoring call onto `fraud.score` with a deadline and trace."""
+"""The gateway's only way out: NATS. Maps a scoring call onto `fraud.score` (with a deadline and trace), a feature
+read onto `features.get`, and gathers health. Every NATS failure becomes a `BridgeError` in one place
+(`_request`): no responders -> 503 `unavailable`, timeout -> 504 `deadline_exceeded`, an `ErrorReply` -> its code."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
@@ -12,7 +15,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from shared import subjects
-from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreRequest
+from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
+from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
@@ -27,7 +31,8 @@ def _counter(registry: CollectorRegistry, name: str, doc: str, service: str) -> 
     """The labelled child of a counter, created once per registry (apps are built more than once in tests)."""
     existing = registry._names_to_collectors.get(name + "_total")
     counter = existing if isinstance(existing, Counter) else Counter(name, doc, ["service"], registry=registry)
-    return counter.labels(service)  # type: ignore[no-any-return]
+    child: Counter = counter.labels(service)
+    return child
 
 
 class BridgeError(Exception):
@@ -74,37 +79,81 @@ class NatsBridge:
 
     async def score(
         self, req: ScoreRequest, deadline_ms: float, request_id: str, client_traceparent: str | None = None
-    ) -> ScoreAnswer:
-        nc = self.require_nc(request_id)
-        headers = {subjects.HDR_DEADLINE: str(int(deadline_ms)), subjects.HDR_REQUEST_ID: request_id}
+    ) -> ScoreReply:
+        headers = {subjects.HDR_DEADLINE: str(int(deadline_ms))}
         if tracing_enabled():
             inject(headers)  # the current span is the gateway's server span (Litestar's OpenTelemetry plugin)
         elif client_traceparent:
             headers["traceparent"] = client_traceparent  # not recording here: keep the caller's trace whole
         timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
+        answer = await self._request(
+            subjects.SCORE,
+            req,
+            ScoreAnswer,
+            request_id,
+            timeout,
+            headers,
+            down=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
+            f"(`fraudmesh up`) or retry.",
+            late="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
+            "or a smaller batch.",
+        )
+        assert isinstance(answer, ScoreReply)
+        return answer
+
+    async def features(
+        self, entity_type: EntityType, entity_id: str, names: list[str] | None, request_id: str
+    ) -> FeaturesGetReply:
+        """The online features of one entity through `features.get` (missing or stale ones are computed)."""
+        req = FeaturesGetRequest(
+            entities=[EntityRef(type=entity_type, id=entity_id)],
+            names=names,
+            max_age_s=self.settings.feature_max_age_s,
+            request_id=request_id,
+        )
+        answer = await self._request(
+            subjects.FEATURES_GET,
+            req,
+            FeaturesGetAnswer,
+            request_id,
+            self.settings.request_timeout_ms / 1000.0,
+            {},
+            down=f"No feature service is running ({subjects.FEATURES_GET} has no responders).",
+            late="The feature service did not answer in time.",
+        )
+        assert isinstance(answer, FeaturesGetReply)
+        return answer
+
+    async def _request(
+        self,
+        subject: str,
+        body: object,
+        answer_type: Any,
+        request_id: str,
+        timeout: float,
+        headers: dict[str, str],
+        *,
+        down: str,
+        late: str,
+    ) -> object:
+        """One request-reply on NATS; every failure, and an `ErrorReply` answer, raises BridgeError."""
+        nc = self.require_nc(request_id)
+        headers[subjects.HDR_REQUEST_ID] = request_id
         try:
-            msg = await nc.request(subjects.SCORE, self.codec.encode(req), timeout=timeout, headers=headers)
+            msg = await nc.request(subject, self.codec.encode(body), timeout=timeout, headers=headers)
         except NoRespondersError:
             raise BridgeError(
-                ErrorReply(
-                    code="unavailable",
-                    request_id=request_id,
-                    retryable=True,
-                    message=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
-                    f"(`fraudmesh up`) or retry.",
-                )
+                ErrorReply(code="unavailable", request_id=request_id, retryable=True, message=down)
             ) from None
         except (NatsTimeout, TimeoutError):
             raise BridgeError(
-                ErrorReply(
-                    code="deadline_exceeded",
-                    request_id=request_id,
-                    retryable=True,
-                    message="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
-                    "or a smaller batch.",
-                )
+                ErrorReply(code="deadline_exceeded", request_id=request_id, retryable=True, message=late)
             ) from None
-        return self.codec.decode(msg.data, ScoreAnswer)  # type: ignore[arg-type]
+        answer: object = self.codec.decoder(answer_type).decode(msg.data)
+        if isinstance(answer, ErrorReply):
+            answer.request_id = request_id
+            raise BridgeError(answer)
+        return answer
 
     async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:
         """Every instance of every service answers its health subject; gather for `window_s`.

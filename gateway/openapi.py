@@ -26,7 +26,8 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
 
 def request_schema(type_: type) -> dict[str, Any]:
     schema = msgspec.json.schema(type_)
-    return _inline(schema, schema.get("$defs", {}))  # type: ignore[no-any-return]
+    inlined: dict[str, Any] = _inline(schema, schema.get("$defs", {}))
+    return inlined
 
 
 def body_operation(type_: type) -> type[Operation]:

@@ -1,4 +1,8 @@
-"""HTTP request and response bodies. Transactions and scores are the wire Structs of shared.messages."""
+"""HTTP request and response bodies. Transactions and scores are the wire Structs of shared.messages.
+
+The request bodies are the HTTP edge's *strict* variants: an unknown field is refused (a misspelled optional field
+must not silently change a score), whereas on NATS unknown fields are ignored (schema rule 3 in shared.messages).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,20 @@ from msgspec import Meta, Struct
 
 from shared.messages import Action, PartialInfo, RiskFactor, RiskLevel, Transaction, TransactionScore
 
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,64}$"
+"""A request id becomes part of generated transaction ids, Msg-Ids and log lines: a short, plain token."""
+RequestId = Annotated[
+    str, Meta(pattern=REQUEST_ID_PATTERN, description="1-64 characters from letters, digits and _ . : -")
+]
 
-class PredictRequest(Struct, kw_only=True, forbid_unknown_fields=False):
-    transactions: Annotated[list[Transaction], Meta(min_length=1, description="1 to 10,000 transactions.")]
-    request_id: Annotated[str, Meta(max_length=128, pattern=r"^[A-Za-z0-9_.:\-]*$")] | None = None
+
+class StrictTransaction(Transaction, forbid_unknown_fields=True):
+    """A transaction as the HTTP edge accepts it: the wire Struct, refusing unknown fields."""
+
+
+class PredictRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+    transactions: Annotated[list[StrictTransaction], Meta(min_length=1, description="1 to 10,000 transactions.")]
+    request_id: RequestId | None = None
     partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
 
 

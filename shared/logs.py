@@ -33,6 +33,11 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+def looks_like_pan(text: str) -> bool:
+    """True for 13-19 digits (nothing else) passing the Luhn check: a card number, not a token."""
+    return 13 <= len(text) <= 19 and text.isascii() and text.isdigit() and _luhn_ok(text)
+
+
 def _mask(match: re.Match[str]) -> str:
     digits = re.sub(r"\D", "", match.group(0))
     return "[REDACTED-PAN]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)

@@ -3,14 +3,16 @@
 Schema rules, because other systems depend on these shapes (docs/nats-api.md):
 1. A new field always gets a default, so old publishers keep working.
 2. A field's type never changes, and a field is never renamed or reused. Deprecate and add a new one.
-3. Unknown fields are ignored on decode, so old consumers keep working when new fields appear.
+3. Unknown fields are ignored on decode, so old consumers keep working when new fields appear. This is the NATS
+   rule (services are upgraded one at a time); the HTTP edge refuses unknown fields (gateway/schemas.py).
 4. Union members carry a `type` tag; a tag value is never reused for another shape.
 """
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -23,6 +25,29 @@ Amount = Annotated[
     Meta(ge=0, le=MAX_AMOUNT, description="Transaction amount in major currency units; finite and >= 0."),
 ]
 Identifier = Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+OPAQUE_ID_MAX = 128
+TransactionId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=OPAQUE_ID_MAX,
+        # no control characters (C0, DEL, C1), line/paragraph separators, bidi controls or BOM; the HTTP edge also
+        # applies Python's full `str.isprintable()` rule
+        pattern="^[^\\x00-\\x1f\\x7f-\\x9f\\u2028-\\u202e\\u2066-\\u2069\\ufeff]+$",
+        description="The client's own transaction id: an opaque string, 1-128 printable Unicode characters.",
+    ),
+]
+"""Transaction ids are opaque client strings. Nothing may use one raw in a NATS subject, a header or a Redis key:
+encode it first (`encode_key`)."""
+RequestIdField = Annotated[
+    str,
+    Meta(
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:\-]*$",
+        description="Empty, or up to 100 of A-Z a-z 0-9 _ . : - (it becomes part of generated transaction ids, "
+        "`{request_id}-{index}`, and of JetStream Msg-Ids).",
+    ),
+]
 ShortCode = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_\-]+$")]
 
 RiskLevel = Literal["low", "medium", "high", "critical"]
@@ -38,7 +63,7 @@ class Transaction(Struct, kw_only=True, omit_defaults=True):
     merchant_id: Identifier | None = None
     mcc_code: Annotated[str, Meta(pattern=r"^[0-9]{4}$", description="ISO 18245 merchant category code")] | None = None
     country_code: Annotated[str, Meta(pattern=r"^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")] | None = None
-    transaction_id: Identifier | None = None
+    transaction_id: TransactionId | None = None
     timestamp: datetime | None = None
     device_id: Identifier | None = None
     ip_address: Annotated[str, Meta(max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")] | None = None
@@ -111,6 +136,8 @@ class ErrorReply(Struct, tag="error", tag_field="type", kw_only=True):
     errors: list[FieldError] = []
     retryable: bool = False
     missing_transaction_ids: list[str] = []
+    error_count: int = 0
+    """How many problems were found in all, when `errors` lists only the first ones (0: `errors` is complete)."""
 
 
 # ---------------------------------------------------------------------------------------------- score
@@ -120,8 +147,11 @@ class ScoreRequest(Struct, tag="score", tag_field="type", kw_only=True, omit_def
     """Body of `fraud.score`. `type` may be omitted when publishing straight to that subject."""
 
     transactions: Annotated[list[Transaction], Meta(min_length=1)]
-    request_id: str = ""
+    request_id: RequestIdField = ""
     partial_size: Annotated[int, Meta(ge=1, le=10_000)] | None = None
+    ingest: bool = True
+    """Record these transactions in the ledger after scoring (the live features). False for what-if scoring:
+    a replay, a test or a simulation that must not change any entity's history."""
 
 
 class PartialInfo(Struct, kw_only=True):
@@ -219,16 +249,23 @@ class Codec:
 
     def __init__(self) -> None:
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoders: dict[object, msgspec.msgpack.Decoder] = {}
+        self._decoders: dict[object, msgspec.msgpack.Decoder[Any]] = {}
 
     def encode(self, obj: object) -> bytes:
         return self._encoder.encode(obj)
 
-    def decoder(self, type_: object) -> msgspec.msgpack.Decoder:
+    def decoder(self, type_: object) -> msgspec.msgpack.Decoder[Any]:
         dec = self._decoders.get(type_)
         if dec is None:
             dec = self._decoders[type_] = msgspec.msgpack.Decoder(type_)
         return dec
 
     def decode(self, data: bytes, type_: type[T]) -> T:
-        return self.decoder(type_).decode(data)  # type: ignore[no-any-return]
+        decoded: T = self.decoder(type_).decode(data)
+        return decoded
+
+
+def encode_key(opaque: str) -> str:
+    """An opaque client string (a transaction id) as a key safe in NATS subjects, headers, Msg-Ids and Redis keys:
+    unpadded URL-safe base64 of its UTF-8 bytes (letters, digits, `-` and `_` only)."""
+    return base64.urlsafe_b64encode(opaque.encode()).rstrip(b"=").decode()

@@ -1,11 +1,12 @@
 """Settings from environment variables: one typed table, checked at start with a clear error.
 
 Every field of `Settings` is read from `FRAUDMESH_<FIELD NAME IN UPPER CASE>`. `docs/settings.md` is generated
-from this class (`fraudmesh settings --markdown`), and a test keeps the two in step.
+from this class (`fraudmesh settings`), and a test keeps the two in step.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from collections.abc import Mapping
@@ -62,9 +63,38 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     api_keys: Annotated[
         str, _doc("Comma-separated API keys accepted in `X-API-Key`; empty disables auth (local dev).")
     ] = ""
+    admin_api_keys: Annotated[
+        str,
+        _doc(
+            "Comma-separated keys for admin routes (an API key never grants admin rights); empty: admin routes are "
+            "open only while `FRAUDMESH_API_KEYS` is empty too."
+        ),
+    ] = ""
     rate_limit_per_second: Annotated[
-        int, Meta(ge=0), _doc("Requests per second per client IP on scoring routes; 0 disables.")
+        int,
+        Meta(ge=0),
+        _doc(
+            "Requests per second per API key (or per client address without one) on the API routes, counted in "
+            "Redis and shared by every gateway replica; 0 disables."
+        ),
     ] = 0
+    trusted_proxies: Annotated[
+        str,
+        _doc(
+            "Comma-separated addresses (or `*`) of reverse proxies whose `X-Forwarded-For` names the client; empty: "
+            "the header is ignored and the peer address is the client."
+        ),
+    ] = ""
+    card_ids_are_tokens: Annotated[
+        bool,
+        _doc(
+            "`false`: a `card_id` of 13-19 digits passing the Luhn check is refused as a card number (send a token). "
+            "`true` when your card ids are tokens that may look like one."
+        ),
+    ] = False
+    max_partials_per_request: Annotated[
+        Positive, _doc("Most partials one request may be cut into (a smaller `partial_size` gets 400).")
+    ] = 100
     cors_origins: Annotated[str, _doc("Comma-separated CORS origins; empty disables CORS.")] = ""
 
     # --- request lifecycle -------------------------------------------------------------------------
@@ -146,6 +176,17 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
                 f"See docs/settings.md for the allowed values."
             ) from None
         raise SettingsError(f"Invalid settings: {msg}") from None
+
+
+def parse_cli(prog: str, description: str, argv: list[str] | None = None) -> None:
+    """The command line of a `python -m <service>`: no arguments, only `--help`, which prints the usage and exits 0
+    (instead of starting the service). Anything else exits 2 with a message."""
+    argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog="Every setting comes from a FRAUDMESH_* environment variable: see docs/settings.md or run "
+        "`fraudmesh settings`.",
+    ).parse_args(argv)
 
 
 def settings_table() -> str:

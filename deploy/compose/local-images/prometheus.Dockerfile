@@ -2,6 +2,6 @@
 # file passes the same flags), plus wget for the compose healthcheck.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
-RUN apt-get update && apt-get install -y --no-install-recommends prometheus wget && rm -rf /var/lib/apt/lists/* \
+RUN apt-get update && apt-get install -y --no-install-recommends prometheus wget && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && mkdir -p /prometheus
 ENTRYPOINT ["/usr/bin/prometheus"]

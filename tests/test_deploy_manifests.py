@@ -616,3 +616,51 @@ def test_prometheusrule_holds_every_rules_file() -> None:
             assert groups.get(group["name"]) == group, (
                 f"group {group['name']!r} of {path.relative_to(ROOT)} is missing or different in prometheusrule.yaml"
             )
+
+
+def test_k8s_model_init_job_installs_the_images_bootstrap_model(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    """The image has no scikit-learn: the Job copies the model built into the image, like compose's model-init."""
+    compose_init = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["model-init"]["command"]
+    jobs = [j for j in of_kind(k8s, "Job") if j["metadata"]["name"] == "model-init"]
+    assert jobs, "no model-init Job in deploy/k8s"
+    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == compose_init, f"Job args {container['args']} differ from compose {compose_init}"
+    assert (ROOT / "deploy" / "compose" / "install_bootstrap_model.py").exists()
+    assert "deploy/compose/install_bootstrap_model.py /opt/fraudmesh/" in DOCKERFILE.read_text()
+
+
+def _run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    path = ROOT / "deploy" / "compose" / script
+    return subprocess.run(["python", str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_install_bootstrap_model_copies_once_and_never_overwrites(tmp_path: Path) -> None:
+    source, target = tmp_path / "image-models", tmp_path / "volume"
+    (source / "bootstrap-1").mkdir(parents=True)
+    (source / "bootstrap-1" / "model.onnx").write_bytes(b"onnx")
+    (source / "active").write_text("bootstrap-1\n")
+
+    nothing = str(tmp_path / "nothing")
+    missing = _run_script("install_bootstrap_model.py", "--source", nothing, "--model-dir", str(target))
+    assert missing.returncode != 0 and "no bootstrap model" in missing.stderr
+
+    first = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
+    assert first.returncode == 0, first.stderr
+    assert (target / "active").read_text().strip() == "bootstrap-1"
+    assert (target / "bootstrap-1" / "model.onnx").read_bytes() == b"onnx"
+
+    (target / "active").write_text("published-2\n")  # a model activated since: left alone on a restart
+    again = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert (target / "active").read_text().strip() == "published-2"
+
+
+def test_deps_of_prints_serving_deps_and_expands_extras(tmp_path: Path) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    serving = _run_script("deps_of.py", "").stdout.splitlines()
+    assert serving == project["dependencies"]
+    train = _run_script("deps_of.py", "train", "--extras-only").stdout.splitlines()
+    assert set(project["optional-dependencies"]["bootstrap"]) <= set(train), "fraudmesh[bootstrap] is expanded"
+    assert not any(r.startswith("fraudmesh") for r in train)
+    bad = _run_script("deps_of.py", "nosuch")
+    assert bad.returncode != 0 and "unknown extra 'nosuch'" in bad.stderr

@@ -11,13 +11,13 @@ itself (`fraudmesh[bootstrap]`) is expanded.
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 
-def requirements(project: dict[str, object], extras: list[str], base: bool) -> list[str]:
-    optional = project.get("optional-dependencies") or {}
-    assert isinstance(optional, dict)
+def requirements(project: dict[str, Any], extras: list[str], base: bool) -> list[str]:
+    optional: dict[str, list[str]] = project.get("optional-dependencies") or {}
     name = str(project["name"])
-    out: list[str] = list(project["dependencies"]) if base else []  # type: ignore[call-overload]
+    out: list[str] = list(project["dependencies"]) if base else []
     todo, seen = list(extras), set()
     while todo:
         extra = todo.pop(0)

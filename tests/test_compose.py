@@ -7,6 +7,7 @@ Grafana have no stand-in and are left out (the services use PostgreSQL as the gr
 keep running when the trace exporter cannot connect).
 
 Runs where a docker engine answers (as root, scripts/test.sh starts one); skips and says why elsewhere.
+What it saw (timings, the scored batch, Prometheus targets, image size) goes to var/compose-test.json.
 The base image is cached: the docker image itself, and its root file system as a tarball in
 ~/.cache/fraudmesh, so a new engine imports it in seconds instead of running debootstrap again (~45 s).
 
@@ -22,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ import httpx
 import pytest
 import yaml
 
-from deploy.servers import free_port
+from deploy.servers import Server, free_port
 from tests.stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,11 +44,12 @@ BASE_IMAGE = "fraudmesh-local/python:3.11-bookworm"
 BASE_TARBALL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fraudmesh" / "bookworm-python3.tar"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 APP_IMAGE = "fraudmesh:local"
+REPORT_FILE = ROOT / "var" / "compose-test.json"
 # What the test starts: every service of docker-compose.yml except those with no image to be had here.
 STARTED = ["nats", "redis", "postgres", "prometheus", "model-init", "feature", "inference", "aggregator", "gateway"]
 LEFT_OUT = {
     "neo4j": "no Neo4j image or Debian package is reachable here (FRAUDMESH_GRAPH_STORE defaults to postgres)",
-    "jaeger": "no Jaeger image is reachable here (the services log that the OTLP exporter cannot connect)",
+    "jaeger": "no Jaeger image is reachable here (traces are exported to nowhere and not checked)",
     "grafana": "no Grafana image is reachable here (the dashboard's metric names are checked against Prometheus)",
 }
 SCRAPED_JOBS = {"gateway", "aggregator", "inference", "feature", "prometheus"}
@@ -97,7 +100,9 @@ def ensure_base_image(timings: dict[str, float]) -> None:
             # pip inside the builds must trust what the host trusts (a proxy's CA, for one).
             shutil.copyfile(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
             (rootfs / "usr/local/bin/python").symlink_to("/usr/bin/python3")  # like the python:3.11 images
-            shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+            for cache in ("var/cache/apt", "var/lib/apt/lists"):  # every image's build runs apt-get update
+                shutil.rmtree(rootfs / cache, ignore_errors=True)
+                (rootfs / cache / "partial").mkdir(parents=True)
             partial = BASE_TARBALL.with_suffix(".partial")
             run(["tar", "-C", str(rootfs), "-cf", str(partial), "."])
             partial.replace(BASE_TARBALL)
@@ -123,6 +128,8 @@ class ComposeStack:
     gateway: str
     prometheus: str
     timings: dict[str, float] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    """What the tests saw (scored batch, Prometheus targets, image size): written to REPORT_FILE."""
 
     def compose(self, *args: str, timeout: float = 900, check: bool = True) -> str:
         files = [a for f in COMPOSE_FILES for a in ("-f", str(f))]
@@ -185,16 +192,19 @@ def compose_stack() -> Iterator[ComposeStack]:
         yield stack
     finally:
         stack.compose("down", "-v", "--remove-orphans", "--timeout", "20", timeout=300, check=False)
+        REPORT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        REPORT_FILE.write_text(json.dumps({"timings_s": stack.timings, **stack.report}, indent=2) + "\n")
 
 
 def transactions(n: int, tag: str) -> list[dict[str, Any]]:
+    """Entities named for this call only: the local stack shares Redis and PostgreSQL with other tests."""
+    run = f"{tag}-{uuid.uuid4().hex[:8]}"
     return [
         {
             "transaction_id": f"{tag}-{i}",
-            "card_id": f"card_{i % 997}",
-            "merchant_id": f"merchant_{i % 89}",
-            "device_id": f"device_{i % 501}",
-            "ip_address": f"10.{i % 200}.{i % 7}.{i % 250}",
+            "card_id": f"{run}-card-{i % 997}",
+            "merchant_id": f"{run}-merchant-{i % 89}",
+            "device_id": f"{run}-device-{i % 501}",
             "transaction_amount": round(5 + (i * 37 % 2000) / 3, 2),
             "mcc_code": "5411",
             "country_code": "US",
@@ -217,10 +227,13 @@ def test_compose_scores_10000_transactions_and_one(compose_stack: ComposeStack) 
     doc = r.json()
     assert len(doc["results"]) == 10_000 and all(doc["results"]), "every transaction must be scored"
     assert doc["results"][0]["transaction_id"] == "batch-0" and doc["results"][-1]["transaction_id"] == "batch-9999"
-    print(
-        f"\ncompose: scored {len(doc['results'])} transactions in {doc['latency_ms']:.0f} ms, "
-        f"{len(doc['partials'])} partials, model {doc['results'][0]['model_version']}"
-    )
+    compose_stack.report["batch"] = {
+        "transactions": len(doc["results"]),
+        "latency_ms": round(doc["latency_ms"]),
+        "partials": len(doc["partials"]),
+        "model_version": doc["results"][0]["model_version"],
+    }
+    print(f"\ncompose: {compose_stack.report['batch']}")
     one = httpx.post(f"{compose_stack.gateway}/score/fraud", json=transactions(1, "single")[0], timeout=30)
     assert one.status_code == 200, one.text
     assert 0.0 <= one.json()["fraud_score"] <= 1.0 and one.json()["transaction_id"] == "single-0"
@@ -242,6 +255,7 @@ def test_prometheus_scrapes_every_service(compose_stack: ComposeStack) -> None:
             break
         time.sleep(3)
     found = sorted((t["labels"]["job"], t["labels"]["instance"], t["health"]) for t in targets)
+    compose_stack.report["prometheus_targets"] = found
     print(f"\nprometheus targets: {found}")
     assert {t["labels"]["job"] for t in targets} >= SCRAPED_JOBS, found
     assert all(t["health"] == "up" for t in targets), found
@@ -296,6 +310,8 @@ def test_image_runs_as_non_root_without_torch_or_build_tools(compose_stack: Comp
     assert doc["absent"] == ["torch", "sklearn", "skl2onnx", "onnx", "neo4j"], doc
     assert doc["onnxruntime"], doc
     size = int(run(["docker", "image", "inspect", "--format", "{{.Size}}", APP_IMAGE]).strip())
+    compose_stack.report["image_mb"] = round(size / 1e6)
+    compose_stack.report["not_started"] = LEFT_OUT
     print(f"\nimage {APP_IMAGE}: {size / 1e6:.0f} MB")
     for name, why in LEFT_OUT.items():
         print(f"not started: {name}: {why}")
@@ -304,8 +320,26 @@ def test_image_runs_as_non_root_without_torch_or_build_tools(compose_stack: Comp
 # -------------------------------------------------------------------------------- local stack, no docker
 
 
-def test_dashboard_metrics_exist_in_the_local_stack_scrape(stack: Stack) -> None:
+@pytest.fixture
+def own_stack(
+    tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: str, model_dir: Path
+) -> Iterator[Stack]:
+    """One of each service on a NATS of its own: the session `stack` fixture's feature workers would answer
+    other modules' `features.*` requests (tests/test_features_service.py runs its own feature service)."""
+    stack = Stack(tmp_path / "stack", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir)
+    try:
+        for name in ("aggregator", "inference", "feature", "gateway"):
+            stack.start(name)
+        stack.wait_ready()
+        stack.wait_health("feature", 1)
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_dashboard_metrics_exist_in_the_local_stack_scrape(own_stack: Stack) -> None:
     """Every metric the Grafana dashboard and the alert rules name is exported by some running service."""
+    stack = own_stack
     r = httpx.post(f"{stack.gateway_url}/predict", json={"transactions": transactions(300, "dash")}, timeout=60)
     assert r.status_code == 200, r.text
     scraped: set[str] = set()

@@ -31,7 +31,7 @@ from shared.context import Delivered, Delivery, now_ms, optional_deadline
 from shared.dispatch import Route, messaging_attributes
 from shared.logs import log_fields
 from shared.policy import EXPIRED, UNDECODABLE_ERRORS, Action, ConsumerPolicy, Decision
-from shared.telemetry import extract, tracing_enabled
+from shared.telemetry import extract
 
 if TYPE_CHECKING:
     from shared.service import Service
@@ -280,7 +280,7 @@ class Consumer(Route, Generic[T]):
     async def _handle_batch(self, good: list[Delivered[T]], kept: list[Msg]) -> list[str]:
         assert self.batch_handler is not None
         span_cm: contextlib.AbstractContextManager[Span | None] = contextlib.nullcontext(None)
-        if tracing_enabled():
+        if self.service.dispatcher.tracing:
             links = [Link(trace.get_current_span(extract(d.delivery.headers)).get_span_context()) for d in good]
             attributes = messaging_attributes(
                 "process",

@@ -62,6 +62,8 @@ class Dispatcher:
     def __init__(self, tracer: Tracer, metrics: HandlerMetrics) -> None:
         self.tracer = tracer
         self.metrics = metrics
+        self.tracing = tracing_enabled()
+        """Make spans: set by the service when it starts (after tracing was set up)."""
 
     async def run(self, route: Route, item: Any, subject: str, headers: dict[str, str], size: int = 0) -> str:
         started = time.perf_counter_ns()
@@ -69,7 +71,7 @@ class Dispatcher:
         trace_token = trace_id_var.set(trace_id_of(headers.get("traceparent")))
         outcome = "error"
         try:
-            if tracing_enabled():
+            if self.tracing:
                 attributes = dict(route.attributes)
                 attributes["messaging.destination.name"] = subject
                 msg_id = headers.get(subjects.HDR_MSG_ID)

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, TypeVar
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from shared import subjects
@@ -87,13 +87,20 @@ class Service:
     name: ClassVar[str] = "service"
     description: ClassVar[str] = "a fraudmesh service"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: TracerProvider | None = None) -> None:
+        """`tracer_provider`: record spans with this provider (tests); by default spans are recorded when
+        shared.telemetry.setup_tracing installed an exporter, and not made at all otherwise."""
         self.settings = settings
         self.instance_id = settings.instance_id or f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = Codec()
         self.registry = CollectorRegistry(auto_describe=True)
         self.handler_metrics = HandlerMetrics(self.registry, self.name)
-        self.tracer = trace.get_tracer(f"fraudmesh.{self.name}")
+        self._own_tracing = tracer_provider is not None
+        self.tracer = (
+            tracer_provider.get_tracer(f"fraudmesh.{self.name}")
+            if tracer_provider is not None
+            else trace.get_tracer(f"fraudmesh.{self.name}")
+        )
         self.dispatcher = Dispatcher(self.tracer, self.handler_metrics)
         self.dead_letters = DeadLetters(self)
         self.log = logging.getLogger(f"fraudmesh.{self.name}")
@@ -109,7 +116,7 @@ class Service:
 
     @property
     def tracing(self) -> bool:
-        return tracing_enabled()
+        return self._own_tracing or tracing_enabled()
 
     @property
     def routes(self) -> list[Route]:
@@ -278,6 +285,7 @@ class Service:
 
     # ---------------------------------------------------------------------------------- running
     async def start(self) -> None:
+        self.dispatcher.tracing = self.tracing
         await self.connect()
         await self.on_start()
         self.endpoint(subjects.health_subject(self.name), HealthPing, self._health, name="health", concurrency=4)

@@ -60,6 +60,12 @@ def max_deliveries_advisory(stream: str = PARTIALS_STREAM, consumer: str = INFER
     return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
 
 
+# --- buckets ---------------------------------------------------------------------------------------
+MODEL_ARTIFACTS_BUCKET = "fraudmesh_models"
+"""Object Store: model versions, `<version>/<file>` then `<version>/.manifest.json` (inference_svc/registry.py)."""
+MODEL_STATE_BUCKET = "fraudmesh_model_state"
+"""KV: `active`, `candidate`, `candidate_share`: what every inference worker serves."""
+
 # --- headers ---------------------------------------------------------------------------------------
 HDR_DEADLINE = "Fraudmesh-Deadline"
 """Absolute deadline of the request, Unix epoch milliseconds (integer as text). Checked before costly steps."""

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from shared.entities import ENTITY_TYPES
+
 
 class Thresholds(msgspec.Struct, kw_only=True):
     """Score cut-offs of the risk levels, chosen on validation data: low < medium < high < critical."""
@@ -59,7 +61,7 @@ class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
             return self.embeddings
         raw = self.training.get("embeddings")
         if isinstance(raw, dict) and "file" in raw and "dim" in raw:
-            types = list(raw.get("types") or raw.get("default", {}).keys() or ("card", "merchant", "device", "ip"))
+            types = list(raw.get("types") or raw.get("default", {}).keys() or ENTITY_TYPES)
             return msgspec.convert({**raw, "types": types}, EmbeddingSpec, strict=False)
         return None
 

@@ -23,11 +23,12 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
 from inference_svc.embeddings import EmbeddingBlock
+from shared.entities import ENTITY_ID_FIELD, ENTITY_TYPES
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
 
-ENTITY_ORDER: tuple[str, ...] = ("card", "merchant", "device", "ip")
-_ID_FIELD = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
+ENTITY_ORDER: tuple[str, ...] = ENTITY_TYPES
+_ID_FIELD: dict[str, str] = {k: v for k, v in ENTITY_ID_FIELD.items()}
 
 
 @dataclass

@@ -13,6 +13,10 @@ SCORE = "fraud.score"
 FEATURES_COMPUTE = "features.compute"
 """Compute features for entities from the ledger and the graph, write them to Redis, reply with vectors."""
 
+FEATURES_COMPUTE_CHUNK = "features.compute.chunk"
+"""Internal: a feature worker cuts a large `features.compute` request into chunks and sends them here (same
+queue group), so several workers share one request. Not for other systems."""
+
 FEATURES_GET = "features.get"
 """Read features through the Redis online store."""
 

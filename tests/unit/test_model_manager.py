@@ -6,32 +6,25 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from inference_svc.bootstrap import train_bootstrap
 from inference_svc.metrics import ModelMetrics
 from inference_svc.model import OnnxModel
 from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
 from inference_svc.registry import RegistryState, local_active
 from inference_svc.scorer import Scorer
 from shared.model_messages import ActivateModel, ClearCandidate, SetCandidate
+from tests.test_model_registry import add_version
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """v1 (active) and v2, trained once for the module."""
     d = tmp_path_factory.mktemp("models")
-    for name, seed, activate in (("v1", 1, True), ("v2", 2, False)):
-        scratch = d.parent / f"scratch-{name}"
-        meta = train_bootstrap(scratch, n=2000, seed=seed, activate=False)
-        src = scratch / meta.version
-        (src / "metadata.json").write_bytes(msgspec.json.encode(msgspec.structs.replace(meta, version=name)))
-        src.rename(d / name)
-        shutil.rmtree(scratch)
-        if activate:
-            (d / "active").write_text(name)
+    add_version(d, "v1", seed=1)
+    add_version(d, "v2", seed=2)
+    (d / "active").write_text("v1")
     return d
 
 

@@ -28,8 +28,9 @@ class LinearExplainer(msgspec.Struct, kw_only=True, tag="linear"):
 class EmbeddingSpec(msgspec.Struct, kw_only=True):
     """Entity embeddings a model takes as inputs (`emb_<type>_<k>` columns), shipped beside it as Parquet.
 
-    Serving loads them into Redis once per model version; an entity without a row (new, or absent from the
-    transaction) gets `default[type]`: what the model saw in training for an entity new to the graph."""
+    Serving loads them into the worker's memory with the model (never from Redis); an entity without a row (new,
+    or absent from the transaction) gets `default[type]`: what the model saw in training for an entity new to the
+    graph."""
 
     file: str
     dim: int

@@ -104,10 +104,9 @@ class EntityFeatureSource:
 
         t0 = time.perf_counter()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
-            # one command: the packed feature vectors, and the model's embeddings when it has any
-            extra = embeddings.keys(entities) if embeddings is not None else []
-            reads, raw_emb = await self.store.read_packed(entities, extra, max_age_s=self.max_age_s)
-        emb_vectors = embeddings.vectors(entities, raw_emb) if embeddings is not None else []
+            # one command: the packed feature vectors (the embeddings are in memory, static per model version)
+            reads, _ = await self.store.read_packed(entities, (), max_age_s=self.max_age_s)
+        emb_vectors = embeddings.vectors(entities) if embeddings is not None else []
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -76,8 +76,6 @@ class Routing:
 
 BuildScorer = Callable[[OnnxModel], Scorer]
 """Builds the Scorer of a loaded model (the worker wires in the feature source); raises ModelLoadError."""
-LoadExtras = Callable[[OnnxModel], Awaitable[None]]
-"""Loads what a model version needs besides its ONNX file (its embeddings); raises on failure."""
 
 
 class ModelManager:
@@ -90,7 +88,6 @@ class ModelManager:
         source: ModelSource | None = None,
         pinned: str = "",
         onnx_threads: int = 1,
-        load_extras: LoadExtras | None = None,
         instance_id: str = "",
     ) -> None:
         self.model_dir = Path(model_dir)
@@ -99,7 +96,6 @@ class ModelManager:
         self.source = source
         self.pinned = pinned
         self.onnx_threads = onnx_threads
-        self.load_extras = load_extras
         self.instance_id = instance_id
         self.routing: Routing | None = None
         self.target = RegistryState()
@@ -113,8 +109,8 @@ class ModelManager:
 
     # ------------------------------------------------------------------------------------ loading
     async def prepare(self, version: str) -> Scorer:
-        """Make `version` ready to serve: fetch it when it is not local, load it, load its extras, build its
-        Scorer. Nothing changes for the partials being scored meanwhile."""
+        """Make `version` ready to serve: fetch it when it is not local, load it (ONNX session and, for a GNN, its
+        embeddings, into memory), build its Scorer. Nothing changes for the partials being scored meanwhile."""
         t0 = time.perf_counter()
         if self.source is not None:
             try:
@@ -133,11 +129,6 @@ class ModelManager:
                 f"{self.model_dir / version / 'metadata.json'} says version {model.version!r}, not {version!r}: "
                 f"a version's directory must carry its own name"
             )
-        if self.load_extras is not None:
-            try:
-                await self.load_extras(model)
-            except Exception as exc:
-                raise ModelLoadError(f"{version}: {exc}") from None
         scorer = self.build(model)
         self.log.info(
             "model ready",

@@ -26,7 +26,6 @@ from nats.js.kv import KeyValue
 
 from feature_svc.definitions import FEATURE_SET_VERSION
 from feature_svc.online import OnlineStore
-from inference_svc.embeddings import ensure_embeddings_loaded
 from inference_svc.entity_features import EntityFeatureSource
 from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel
@@ -56,7 +55,6 @@ class InferenceWorker(Service):
             metrics=self.m,
             pinned=settings.model_version,
             onnx_threads=settings.onnx_threads,
-            load_extras=self._load_embeddings,
             instance_id=self.instance_id,
         )
         self._follower: asyncio.Task[None] | None = None
@@ -82,13 +80,6 @@ class InferenceWorker(Service):
             return Scorer(model, source, always_fetch=self.settings.entity_features == "always")
         except ModelInputMismatch as exc:
             raise ModelLoadError(str(exc)) from None
-
-    async def _load_embeddings(self, model: OnnxModel) -> None:
-        if model.meta.embedding_spec() is not None:
-            try:
-                await ensure_embeddings_loaded(self.settings.redis_url, self.models.model_dir, model.meta)
-            except Exception as exc:
-                raise ModelLoadError(f"embeddings were not loaded into Redis: {exc}") from None
 
     async def _control(self, req: ModelControl, _ctx: Context) -> ModelWorkerState:
         """`fraud.model.control`: apply the request, answer with this worker's state."""

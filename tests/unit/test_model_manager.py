@@ -6,13 +6,17 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from prometheus_client import CollectorRegistry
 
+from inference_svc.artifact import EmbeddingSpec, read_metadata
+from inference_svc.embeddings import EmbeddingBlock
 from inference_svc.metrics import ModelMetrics
-from inference_svc.model import OnnxModel
-from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
-from inference_svc.registry import RegistryState, local_active
+from inference_svc.model_manager import ModelManager, NoModel
+from inference_svc.registry import RegistryState
 from inference_svc.scorer import Scorer
 from shared.model_messages import ActivateModel, ClearCandidate, SetCandidate
 from tests.test_model_registry import add_version
@@ -149,11 +153,30 @@ async def test_kv_entries_apply_only_when_newer(model_dir: Path) -> None:
     assert version_of(m) == "v2"
 
 
-async def test_a_failing_extra_load_is_a_load_error(model_dir: Path) -> None:
-    async def no_embeddings(model: OnnxModel) -> None:
-        raise RuntimeError("redis down")
+async def test_a_model_whose_embeddings_are_missing_does_not_load(model_dir: Path) -> None:
+    meta = read_metadata(model_dir / "v2" / "metadata.json")
+    spec = EmbeddingSpec(file="embeddings.parquet", dim=2, types=["card"])
+    shutil.copytree(model_dir / "v2", model_dir / "v3")
+    (model_dir / "v3" / "metadata.json").write_bytes(
+        msgspec.json.encode(msgspec.structs.replace(meta, version="v3", embeddings=spec))
+    )
+    m, _ = manager(model_dir)
+    await m.start()
+    state = await m.control(ActivateModel(version="v3"))
+    assert state.active == "v1" and "v3/embeddings.parquet is missing" in state.error
 
-    m, _ = manager(model_dir, load_extras=no_embeddings)
-    with pytest.raises(ModelLoadError, match="v1: redis down"):
-        await m.prepare("v1")
-    assert local_active(model_dir) == "v1"
+
+def test_embeddings_are_served_from_memory_with_defaults_for_unknown_entities(tmp_path: Path) -> None:
+    spec = EmbeddingSpec(file="emb.parquet", dim=2, types=["card", "ip"], default={"card": [9.0, 9.0]})
+    table = pa.table(
+        {
+            "entity_type": ["card", "ip", "card"],
+            "entity_id": ["c1", "1.2.3.4", ""],
+            "embedding": pa.array([[0.5, 1.5], [2.0, 3.0], [9.0, 9.0]], type=pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, tmp_path / "emb.parquet")
+    block = EmbeddingBlock.load(spec, "g1", tmp_path)
+    assert len(block) == 2
+    vectors = block.vectors([("card", "c1"), ("ip", "1.2.3.4"), ("card", "new"), ("ip", "9.9.9.9")])
+    assert [v.tolist() for v in vectors] == [[0.5, 1.5], [2.0, 3.0], [9.0, 9.0], [0.0, 0.0]]

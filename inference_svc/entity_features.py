@@ -23,6 +23,7 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
 from inference_svc.embeddings import EmbeddingBlock
+from shared import subjects
 from shared.entities import ENTITY_ID_FIELD, ENTITY_TYPES
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
@@ -61,8 +62,10 @@ class EntityFeatureSource:
         *,
         max_age_s: float,
         span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
+        producer_span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.span = span or (lambda name, **attrs: contextlib.nullcontext())
+        self.producer_span = producer_span or (lambda destination, msg_id="", **attrs: contextlib.nullcontext())
         self.store = store
         self.nc = nc
         self.max_age_s = max_age_s
@@ -119,7 +122,7 @@ class EntityFeatureSource:
         if missing:
             t1 = time.perf_counter()
             try:
-                with self.span("features.compute request", **{"fraudmesh.entities": len(missing)}):
+                with self.producer_span(subjects.FEATURES_COMPUTE, **{"fraudmesh.entities": len(missing)}):
                     reply = await compute_remote(
                         self.nc,
                         [entities[i] for i in missing],

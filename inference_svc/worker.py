@@ -74,7 +74,11 @@ class InferenceWorker(Service):
                     self.settings.redis_url, version=FEATURE_SET_VERSION, ttl_s=self.settings.feature_ttl_s
                 )
             source = EntityFeatureSource(
-                self.online, self.nc, max_age_s=self.settings.feature_max_age_s, span=self.span
+                self.online,
+                self.nc,
+                max_age_s=self.settings.feature_max_age_s,
+                span=self.span,
+                producer_span=self.producer_span,
             )
         try:
             return Scorer(model, source, always_fetch=self.settings.entity_features == "always")

@@ -131,7 +131,7 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
             ids = {s.span_id for s in spans}
             return (
                 {GATEWAY, AGGREGATOR, INFERENCE, FEATURE} <= {s.service for s in spans}
-                and names["inference partial"] >= N_PARTIALS
+                and names["process fraud.partials"] >= N_PARTIALS
                 and names["onnx score"] >= N_PARTIALS
                 and sum(1 for s in spans if s.parent_span_id not in ids) <= 1
             )
@@ -202,7 +202,8 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
         # route 1: the Redis read of each partial, and features.compute -> feature service, under its partial
         reads = [s for s in spans if s.name == "redis read features"]
         assert len(reads) >= N_PARTIALS and all(parent(s).name == "onnx score" for s in reads)
-        requests = {s.span_id: s for s in spans if s.name == "features.compute request"}
+        requests = {s.span_id: s for s in spans if s.name == "publish features.compute"}
+        assert all(s.kind == "PRODUCER" for s in requests.values())
         assert requests, "no features.compute call in the trace (new entities must be computed)"
         computes = [s for s in spans if s.service == FEATURE and s.name == "process features.compute"]
         assert computes and all(s.parent_span_id in requests for s in computes), _dump(spans)

@@ -74,6 +74,11 @@ def metadata_summary(raw: bytes) -> dict[str, object]:
     }
 
 
+def _metrics(summary: dict[str, object]) -> dict[str, object]:
+    metrics = summary.get("metrics")
+    return dict(metrics) if isinstance(metrics, dict) else {}
+
+
 class RegistryAdmin(Registry):
     """A `Registry` that can also publish versions and write the state."""
 
@@ -152,7 +157,7 @@ class RegistryAdmin(Registry):
                 kind=str(s.get("kind", "")),
                 created_at=str(s.get("created_at", "")),
                 size=sum(f.size for f in m.files),
-                metrics=dict(s.get("metrics") or {}),  # type: ignore[call-overload]
+                metrics=_metrics(s),
             )
         for v in local_versions(self.model_dir):
             info = out.get(v) or VersionInfo(version=v)
@@ -160,7 +165,7 @@ class RegistryAdmin(Registry):
             if not info.kind:
                 s = metadata_summary((self.model_dir / v / "metadata.json").read_bytes())
                 info.kind, info.created_at = str(s.get("kind", "")), str(s.get("created_at", ""))
-                info.metrics = dict(s.get("metrics") or {})  # type: ignore[call-overload]
+                info.metrics = _metrics(s)
                 info.size = sum(p.stat().st_size for p in local_files(self.model_dir / v))
             out[v] = info
         return sorted(out.values(), key=lambda i: (i.created_at, i.version))
@@ -202,7 +207,7 @@ async def broadcast(nc: Any, request: object, *, expect: int, timeout_s: float) 
     out: list[object] = []
     for data in raw:
         try:
-            out.append(codec.decode(data, ModelControlReply))  # type: ignore[arg-type]
+            out.append(codec.decoder(ModelControlReply).decode(data))
         except msgspec.DecodeError as exc:
             out.append(RegistryError(f"undecodable reply: {exc}"))
     return out

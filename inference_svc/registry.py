@@ -91,10 +91,10 @@ class RegistryState:
         revs = list(self.revisions)
         revs[STATE_KEYS.index(key)] = revision
         if key == KEY_ACTIVE:
-            return RegistryState(value, self.candidate, self.candidate_share, tuple(revs))  # type: ignore[arg-type]
+            return RegistryState(value, self.candidate, self.candidate_share, (revs[0], revs[1], revs[2]))
         if key == KEY_CANDIDATE:
-            return RegistryState(self.active, value, self.candidate_share, tuple(revs))  # type: ignore[arg-type]
-        return RegistryState(self.active, self.candidate, parse_share(value), tuple(revs))  # type: ignore[arg-type]
+            return RegistryState(self.active, value, self.candidate_share, (revs[0], revs[1], revs[2]))
+        return RegistryState(self.active, self.candidate, parse_share(value), (revs[0], revs[1], revs[2]))
 
     def revision(self, key: str) -> int:
         return self.revisions[STATE_KEYS.index(key)]

@@ -234,11 +234,11 @@ class Service:
         ep.sub = await self.nc.subscribe(ep.subject, queue=ep.queue or "", cb=on_msg, pending_msgs_limit=65536)
 
     # ------------------------------------------------------------------------------ NATS helpers
-    def span(self, name: str, **attributes: object) -> contextlib.AbstractContextManager[Any]:
+    def span(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
         """A child span of the current one, or nothing at all when tracing is off."""
         if not self.tracing:
             return contextlib.nullcontext(None)
-        return self.tracer.start_as_current_span(name, attributes=attributes)  # type: ignore[arg-type]
+        return self.tracer.start_as_current_span(name, attributes=attributes)
 
     def producer_span(
         self, destination: str, msg_id: str = "", **attributes: object

@@ -55,7 +55,8 @@ INFERENCE_CONSUMER = "inference"
 
 DLQ_STREAM = "FRAUD_DLQ"
 DLQ_SUBJECT = "fraud.partials.dlq"
-"""Partials that exhausted max_deliver land here, with the failure in the headers."""
+"""Partials that will not be scored land here (undecodable, poison, failed on their last delivery, or never acked
+within max_deliver), unchanged, with the reason in the `Fraudmesh-Dead-Letter-Reason` header."""
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 

@@ -95,7 +95,9 @@ def make_stack(tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_d
 
 def _predict(stack: Stack, traceparent: str) -> dict[str, object]:
     r = httpx.post(
-        f"{stack.gateway_url}/predict",
+        # a generous deadline: the first request computes every entity's features cold, with tracing on, and
+        # took 3-5 s on a loaded 2-core machine (the default deadline is 5 s)
+        f"{stack.gateway_url}/predict?timeout_ms=20000",
         json={"transactions": sample_batch(N_TX, seed=5)},
         headers={"traceparent": traceparent},
         timeout=30,

@@ -46,6 +46,11 @@ ENTITY_TABLE: Final[dict[EntityType, str]] = {
 Dtype = Literal["float64", "int64", "bool"]
 GraphFn = Callable[["GraphStore", str, datetime], Awaitable[float]]
 
+FRESH_S: Final = 1.0
+"""Freshness bound of every feature of an entity an ingested transaction or label touches directly."""
+LAGGING_S: Final = 10.0
+"""Freshness bound of graph features that change second-hand: the sharing counts, component sizes and 2-hop
+fraud counts of the OTHER cards on a device or IP that a new transaction used (refreshed by the deferred pass)."""
 COMPONENT_CAP: Final = 200
 """component_size stops walking at this many nodes (a hub costs no more than this)."""
 SMALL_AMOUNT: Final = 5.0
@@ -73,6 +78,9 @@ class Feature:
     group: str = ""
     sql: str | None = None
     graph: GraphFn | None = None
+    freshness_s: float = 1.0
+    """Freshness bound under live ingestion: an ingested transaction or label shows in this feature's online
+    value within this many seconds (see docs/architecture.md, live features)."""
 
     @property
     def kind(self) -> Literal["sql", "graph"]:
@@ -250,8 +258,10 @@ def _fraud_cards(entity: EntityType) -> GraphFn:
     return fraud_cards
 
 
-def _graph(name: str, entity: EntityType, dtype: Dtype, description: str, fn: GraphFn) -> Feature:
-    return Feature(name, entity, dtype, description, group=f"{entity}_graph", graph=fn)
+def _graph(
+    name: str, entity: EntityType, dtype: Dtype, description: str, fn: GraphFn, freshness_s: float = FRESH_S
+) -> Feature:
+    return Feature(name, entity, dtype, description, group=f"{entity}_graph", graph=fn, freshness_s=freshness_s)
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -295,15 +305,23 @@ _FEATURES: list[Feature] = [
         "count(*)",
     ),
     _graph(
-        "card_cards_sharing_device", "card", "int64", "Other cards that used a device this card used.", _sharing_device
+        "card_cards_sharing_device",
+        "card",
+        "int64",
+        "Other cards that used a device this card used.",
+        _sharing_device,
+        LAGGING_S,
     ),
-    _graph("card_cards_sharing_ip", "card", "int64", "Other cards that used an IP this card used.", _sharing_ip),
+    _graph(
+        "card_cards_sharing_ip", "card", "int64", "Other cards that used an IP this card used.", _sharing_ip, LAGGING_S
+    ),
     _graph(
         "card_fraud_cards_2hop",
         "card",
         "int64",
         "Fraud-labelled cards (label known before as_of) within 2 hops through devices and IPs.",
         _card_fraud_2hop,
+        LAGGING_S,
     ),
     _graph(
         "card_component_size",
@@ -311,6 +329,7 @@ _FEATURES: list[Feature] = [
         "int64",
         f"Nodes in the card's connected component through devices (capped at {COMPONENT_CAP}).",
         _card_component,
+        LAGGING_S,
     ),
     _graph("card_degree", "card", "int64", "Devices, IPs and merchants linked to the card.", _degree("card")),
     # merchants

@@ -82,3 +82,46 @@ async def ensure_inference_consumer(js: JetStreamContext, settings: Settings) ->
         logging.getLogger("fraudmesh.jetstream").warning(
             "inference consumer exists with other settings; keeping it (delete it to apply new ones): %s", exc
         )
+
+
+# --- live ingestion (issue 9) ----------------------------------------------------------------------
+def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
+    """FRAUD_TXNS and FRAUD_LABELS (limits retention: every feature worker's consumer reads them, and a replay
+    from the stream rebuilds the ledger), plus the ingest dead-letter stream."""
+    common = {
+        "retention": RetentionPolicy.LIMITS,
+        "storage": StorageType.FILE,
+        "discard": DiscardPolicy.OLD,
+        "max_age": settings.ingest_max_age_s,
+        "max_bytes": settings.ingest_max_bytes,
+        "duplicate_window": min(settings.ingest_dedupe_window_s, settings.ingest_max_age_s),
+        "num_replicas": settings.stream_replicas,
+    }
+    return [
+        StreamConfig(
+            name=subjects.TXNS_STREAM,
+            subjects=[subjects.TXNS_SUBJECT],
+            description="Transactions for the ledger, the graph and the online features (one per message).",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=subjects.LABELS_STREAM,
+            subjects=[subjects.LABELS_SUBJECT],
+            description="Chargebacks and confirmations (one label per message).",
+            **common,  # type: ignore[arg-type]
+        ),
+        StreamConfig(
+            name=subjects.INGEST_DLQ_STREAM,
+            subjects=[subjects.INGEST_DLQ_SUBJECT],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=settings.stream_replicas,
+            description="Ingest messages that cannot be applied, with the reason in a header.",
+        ),
+    ]
+
+
+async def ensure_ingest_streams(js: JetStreamContext, settings: Settings) -> None:
+    for config in ingest_stream_configs(settings):
+        await _ensure_stream(js, config)

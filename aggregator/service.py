@@ -18,9 +18,10 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
 from aggregator.coalesce import Coalescer
+from aggregator.ingest_publisher import IngestPublisher
 from aggregator.pending import PendingBatch, split_bounds
 from shared import subjects
-from shared.jetstream import ensure_inference_consumer, ensure_streams
+from shared.jetstream import ensure_inference_consumer, ensure_ingest_streams, ensure_streams
 from shared.logs import log_fields
 from shared.messages import (
     Partial,
@@ -82,6 +83,7 @@ class Aggregator(Service):
         self.pending: dict[str, PendingBatch] = {}
         self.inbox = subjects.results_subject(self.instance_id)
         self.js: JetStreamContext | None = None
+        self.ingest: IngestPublisher | None = None  # issue 9
         self.coalescer = Coalescer(
             self._publish_coalesced,
             self._finish,
@@ -94,6 +96,8 @@ class Aggregator(Service):
         self.js = self.nc.jetstream(timeout=5.0)
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
+        await ensure_ingest_streams(self.js, self.settings)  # issue 9
+        self.ingest = IngestPublisher(self.js, self.registry)  # issue 9
         await self.nc.subscribe(self.inbox, cb=self._on_result, pending_msgs_limit=65536)
         await self.nc.subscribe(
             subjects.max_deliveries_advisory(), queue="aggregator-dead-letters", cb=self._on_max_deliveries
@@ -101,7 +105,8 @@ class Aggregator(Service):
         self.endpoint(subjects.SCORE, ScoreRequest, self.score, queue=subjects.QUEUE_AGGREGATOR, name="score")
 
     def health_details(self) -> dict[str, str]:
-        return {"pending_batches": str(len(self.pending))}
+        ingest = self.ingest.health() if self.ingest is not None else {}  # issue 9
+        return {"pending_batches": str(len(self.pending)), **ingest}
 
     # ------------------------------------------------------------------------------------- scoring
     async def score(self, req: ScoreRequest, ctx: Context) -> ScoreReply:
@@ -148,6 +153,8 @@ class Aggregator(Service):
             scores, infos = batch.scores(n), batch.infos()
         reply = self._reply(rid, txs, scores, infos, started)
         reply.timings_ms = timings
+        if self.ingest is not None and getattr(req, "ingest", True):  # issue 9
+            self.ingest.publish_scored(txs, reply.results)
         return reply
 
     def _reply(

@@ -325,6 +325,19 @@ def _cmd_features_export(args: argparse.Namespace) -> int:
     return features_cli.export(args)
 
 
+def _add_check_arguments(p: argparse.ArgumentParser) -> None:
+    from feature_svc.ingest.check_cli import add_check_arguments
+
+    add_check_arguments(p)
+
+
+def _cmd_features_check(args: argparse.Namespace) -> int:
+    from feature_svc.ingest.check_cli import check
+
+    _stack_env(args)
+    return check(args)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         from trainer.cli import train_main
@@ -413,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = f.add_parser("export", help="write the point-in-time-correct Parquet offline store, partitioned by day")
     features_cli.add_export_arguments(s)
     s.set_defaults(func=_cmd_features_export)
+    s = f.add_parser("check", help="compare online feature values with a recompute from the ledger (issue 9)")
+    _add_check_arguments(s)
+    s.set_defaults(func=_cmd_features_check)
 
     s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")

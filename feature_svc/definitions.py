@@ -51,6 +51,10 @@ FRESH_S: Final = 1.0
 LAGGING_S: Final = 10.0
 """Freshness bound of graph features that change second-hand: the sharing counts, component sizes and 2-hop
 fraud counts of the OTHER cards on a device or IP that a new transaction used (refreshed by the deferred pass)."""
+COMPONENT_LAG_S: Final = 300.0
+"""card_component_size changes when an edge is added anywhere in the component, not just next to the card: the
+live path refreshes it when the card or a card sharing a device or IP with it transacts; beyond that, the
+scoring path's max age (FRAUDMESH_FEATURE_MAX_AGE_S, default 300 s) bounds it."""
 COMPONENT_CAP: Final = 200
 """component_size stops walking at this many nodes (a hub costs no more than this)."""
 SMALL_AMOUNT: Final = 5.0
@@ -329,7 +333,7 @@ _FEATURES: list[Feature] = [
         "int64",
         f"Nodes in the card's connected component through devices (capped at {COMPONENT_CAP}).",
         _card_component,
-        LAGGING_S,
+        COMPONENT_LAG_S,
     ),
     _graph("card_degree", "card", "int64", "Devices, IPs and merchants linked to the card.", _degree("card")),
     # merchants

@@ -33,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from feature_svc.client import FeatureServiceError, get_remote
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.ingest import IngestController
 from gateway.openapi import body_operation
 from gateway.schemas import (
     FeaturesResponse,
@@ -455,7 +456,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         route_handlers=[
             Router(
                 path="/",
-                route_handlers=[predict, score_fraud, features],
+                route_handlers=[predict, score_fraud, features, IngestController],
                 guards=[api_key_guard] if settings.api_keys else [],
             ),
             health,

@@ -10,7 +10,9 @@ check` and for the periodic job of the feature workers.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -18,7 +20,7 @@ import asyncpg
 import msgspec
 
 from feature_svc.compute import Entity, compute_points
-from feature_svc.definitions import ENTITY_COLUMN, ENTITY_TYPES
+from feature_svc.definitions import ENTITY_COLUMN, ENTITY_TYPES, FEATURES
 from feature_svc.graph import GraphStore
 from feature_svc.online import OnlineStore
 
@@ -77,6 +79,30 @@ async def check_consistency(
     return CheckReport(
         checked=len(present), missing=len(unique) - len(present), features_compared=compared, mismatches=mismatches
     )
+
+
+async def confirmed_check(
+    pool: asyncpg.Pool, graph: GraphStore, online: OnlineStore, entities: Sequence[Entity], settle_s: float
+) -> CheckReport:
+    """`check_consistency`, then, for the entities that differed, again after `settle_s` (the lagging bound):
+        a difference counts only if the entry is still the same computation (same computed_at) and still differs.
+        While ingestion runs, a transaction with an earlier timestamp can land after an entry was computed; the
+        entry is refreshed within its freshness bound, so only a difference that outlives the bound is a fault (a
+    feature whose declared bound is longer than the entry's age is not a fault yet)."""
+    first = await check_consistency(pool, graph, online, entities)
+    if not first.mismatches or settle_s <= 0:
+        return first
+    suspects = {(m.entity_type, m.entity_id): m.computed_at for m in first.mismatches}
+    await asyncio.sleep(settle_s)
+    again = await check_consistency(pool, graph, online, list(suspects))
+    now = time.time()
+    confirmed = [
+        m
+        for m in again.mismatches
+        if suspects.get((m.entity_type, m.entity_id)) == m.computed_at
+        and now - m.computed_at > FEATURES[m.feature].freshness_s
+    ]
+    return msgspec.structs.replace(first, mismatches=confirmed)
 
 
 async def sample_entities(pool: asyncpg.Pool, n: int, since: timedelta) -> list[Entity]:

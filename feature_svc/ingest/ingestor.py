@@ -29,9 +29,11 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from feature_svc.compute import Entity
+from feature_svc.definitions import LAGGING_S
 from feature_svc.graph import GraphStore
 from feature_svc.ingest import touched
-from feature_svc.ingest.check import check_consistency
+from feature_svc.ingest.check import confirmed_check
+from feature_svc.ingest.deferred import DeferredQueue
 from feature_svc.ingest.ledger_writer import drop_pending_labels, take_pending_labels, write_labels, write_transactions
 from feature_svc.ingest.refresh import refresh
 from feature_svc.online import OnlineStore
@@ -45,6 +47,7 @@ M = TypeVar("M", TxnIngest, Label)
 log = logging.getLogger("fraudmesh.ingest")
 
 DEFERRED_PERIOD_S = 1.0
+DEFERRED_BATCH = 500
 LAG_PERIOD_S = 2.0
 RECENT = 5000
 """Recently touched entities kept for the periodic consistency sample."""
@@ -128,8 +131,8 @@ class Ingestor:
         self.m = IngestMetrics(registry)
         self.check_interval_s = check_interval_s
         self.recent: deque[Entity] = deque(maxlen=RECENT)
-        self._deferred: dict[Entity, float] = {}
-        """Second-hand devices/IPs to expand, with the earliest publish time that put them there."""
+        self.deferred = DeferredQueue(online.redis, online.prefix)
+        self._deferred_size = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.last_error = ""
 
@@ -138,25 +141,22 @@ class Ingestor:
         started = time.perf_counter()
         txns = [d.message for d in batch]
         result = await write_transactions(self.pool, self.graph, txns)
+        # a redelivered message may have been written by a worker that died before refreshing: refresh it too
+        again = [d.message for d in batch if d.delivery.deliveries > 1]
         ids = list(dict.fromkeys(t.transaction_id for t in txns))
         parked = await take_pending_labels(self.pool, ids)
-        entities = touched.of_transactions(result.new)
-        label_cards: list[str] = []
+        entities = touched.of_transactions([*result.new, *again])
         if parked:
             labels = await write_labels(self.pool, self.graph, parked)
             entities += touched.of_labels(labels.new)
             label_cards = [r.card_id for r in labels.new if r.is_fraud]
-        if label_cards:
-            entities += await touched.graph_neighbours(self.graph, label_cards)
+            if label_cards:
+                entities += await touched.graph_neighbours(self.graph, label_cards)
         await refresh(self.pool, self.graph, self.online, entities)
+        await self.deferred.add(touched.devices_and_ips([*result.new, *again]))
         if parked:
             await drop_pending_labels(self.pool, [lb.transaction_id for lb in parked])
         self._after(subjects.TXNS_STREAM, batch, {t.transaction_id for t in result.new}, entities, started)
-        published = {t.transaction_id: d.delivery.published for t, d in zip(txns, batch, strict=True)}
-        for t in result.new:
-            pub = published[t.transaction_id]
-            for node in touched.devices_and_ips([t]):
-                self._deferred[node] = min(pub, self._deferred.get(node, pub))
 
     async def on_labels(self, batch: list[Delivered[Label]]) -> None:
         started = time.perf_counter()
@@ -216,16 +216,21 @@ class Ingestor:
                 log.warning("ingest background job failed: %s", self.last_error)
 
     async def deferred_pass(self) -> None:
-        """Refresh the other cards on the devices and IPs that new transactions used (the lagging features)."""
-        if not self._deferred:
-            return
-        nodes, self._deferred = self._deferred, {}
-        cards = await touched.cards_on(self.graph, list(nodes), exclude=set())
-        await refresh(self.pool, self.graph, self.online, cards)
-        now = time.time()
-        for first in nodes.values():
-            self.m.freshness.labels("deferred").observe(max(0.0, now - first))
-        self.m.refreshed.labels("deferred").inc(len(cards))
+        """Refresh the other cards on the devices and IPs that new transactions used (the lagging features),
+        the oldest `DEFERRED_BATCH` queue entries at a time, until the queue is empty."""
+        while True:
+            entries = await self.deferred.oldest(DEFERRED_BATCH)
+            if not entries:
+                self._deferred_size = 0
+                return
+            cards = await touched.cards_on(self.graph, [node for node, _ in entries], exclude=set())
+            await refresh(self.pool, self.graph, self.online, cards)
+            await self.deferred.done(entries)
+            now = time.time()
+            for _, touched_at in entries:
+                self.m.freshness.labels("deferred").observe(max(0.0, now - touched_at))
+            self.m.refreshed.labels("deferred").inc(len(cards))
+            self._deferred_size = await self.deferred.size()
 
     async def update_lag(self, js: JetStreamContext) -> None:
         for stream, durable in (
@@ -239,7 +244,7 @@ class Ingestor:
         if not self.recent:
             return
         sample = random.sample(list(dict.fromkeys(self.recent)), min(CHECK_SAMPLE, len(set(self.recent))))
-        report = await check_consistency(self.pool, self.graph, self.online, sample)
+        report = await confirmed_check(self.pool, self.graph, self.online, sample, LAGGING_S)
         self.m.checked.inc(report.checked)
         for mismatch in report.mismatches:
             self.m.mismatches.labels(mismatch.entity_type).inc()
@@ -247,7 +252,7 @@ class Ingestor:
             log.error("online features differ from the ledger: %s", report.mismatches[:5])
 
     def health(self) -> dict[str, str]:
-        out = {"ingest_deferred": str(len(self._deferred))}
+        out = {"ingest_deferred": str(self._deferred_size)}
         if self.last_error:
             out["ingest_last_error"] = self.last_error
         return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -135,6 +136,7 @@ async def freshness(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="fraudmesh-bench-ingest-"))
+    os.chmod(tmp, 0o755)  # PostgreSQL runs as its own user
     pg = start_postgres(tmp / "pg")
     nats_srv = start_nats(tmp / "nats")
     redis_srv = start_redis(tmp / "redis")
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__.split("\n")[0])
     p.add_argument("--backlog", type=int, default=10_000)
     p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
-    p.add_argument("--rate", type=float, default=300.0, help="background tx/s during the freshness probes")
+    p.add_argument("--rate", type=float, default=100.0, help="background tx/s during the freshness probes")
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--probe-every-s", type=float, default=0.2)
     p.add_argument("--name", default=f"ingest-{datetime.now(UTC):%Y%m%d}")

@@ -114,6 +114,9 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ingest_max_wait_ms: Annotated[
         float, Meta(gt=0), _doc("Feature workers: longest wait to fill an ingest micro-batch, in ms.")
     ] = 50.0
+    ingest_concurrency: Annotated[
+        Positive, _doc("Feature workers: FRAUD_TXNS micro-batches one worker applies at once.")
+    ] = 2
     ingest_enabled: Annotated[bool, _doc("Feature workers consume FRAUD_TXNS/FRAUD_LABELS; false turns it off.")] = True
     consistency_check_interval_s: Annotated[
         float, Meta(ge=0), _doc("Feature workers: seconds between consistency samples (online vs ledger); 0 off.")

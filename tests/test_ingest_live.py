@@ -95,7 +95,7 @@ async def js(own_nats: Server, live: Stack) -> AsyncIterator[JetStreamContext]:
     await nc.drain()
 
 
-async def settle(js: JetStreamContext, timeout: float = 180.0) -> None:
+async def settle(js: JetStreamContext, timeout: float = 600.0) -> None:
     end = time.monotonic() + timeout
     info = None
     while time.monotonic() < end:

@@ -81,6 +81,7 @@ class PullLoop(Generic[T]):
         batch_handler: Callable[[list[Delivered[T]]], Awaitable[None]],
         batch_size: int,
         max_wait_s: float,
+        concurrency: int = 1,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -90,20 +91,22 @@ class PullLoop(Generic[T]):
         self.batch_handler: Callable[[list[Delivered[T]]], Awaitable[None]] = batch_handler
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
+        self.concurrency = concurrency
         self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await ensure_ingest_consumer(self.js, self.stream, self.durable, self.subject)
-        psub = await self.js.pull_subscribe_bind(self.durable, self.stream)
-        self._task = asyncio.create_task(self._run(psub))
+        for _ in range(self.concurrency):  # each lane fetches and handles its own micro-batches
+            psub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+            self._tasks.append(asyncio.create_task(self._run(psub)))
 
     async def stop(self) -> None:
         """Stop fetching and let the batch in hand finish."""
         self._stopping.set()
-        if self._task is not None:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._task, 30.0)
+                await asyncio.wait_for(task, 30.0)
 
     async def _run(self, psub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():

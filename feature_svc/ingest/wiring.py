@@ -42,6 +42,7 @@ class IngestWiring:
             batch_handler=self.ingestor.on_txns,
             batch_size=size,
             max_wait_s=wait,
+            concurrency=self.settings.ingest_concurrency,
         )
         labels: PullLoop[Label] = PullLoop(
             js,

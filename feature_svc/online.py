@@ -329,7 +329,7 @@ class OnlineStore:
                     stale=stale,
                     age_s=age,
                     known=known != b"0",
-                    vector=None if stale else np.frombuffer(vec, dtype="<f8"),
+                    vector=None if stale or vec is None else np.frombuffer(vec, dtype="<f8"),
                 )
             )
         return out

@@ -115,12 +115,8 @@ class FeatureService(Service):
         self.endpoint(COMPUTE_CHUNK, FeaturesComputeRequest, self.compute_chunk, queue=queue, name="compute_chunk")
         self.endpoint(subjects.FEATURES_GET, FeaturesGetRequest, self.get, queue=queue, name="get")
         if self.settings.ingest_enabled:
-            self.ingest = IngestWiring(self.settings, self.pool, self.graph, self.online, self.registry)
+            self.ingest = IngestWiring(self, self.pool, self.graph, self.online)
             await self.ingest.start(self.nc.jetstream(timeout=10.0))
-
-    async def before_drain(self) -> None:
-        if self.ingest is not None:
-            await self.ingest.stop()
 
     async def _connect_ledger(self) -> asyncpg.Pool:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
@@ -271,7 +267,7 @@ class FeatureService(Service):
             ) from None
         except NoRespondersError:
             raise ServiceError("unavailable", "no feature worker took a chunk", retryable=True) from None
-        answer = self.codec.decode(msg.data, FeaturesComputeAnswer)  # type: ignore[arg-type]
+        answer: FeaturesComputeReply | ErrorReply = self.codec.decoder(FeaturesComputeAnswer).decode(msg.data)
         if isinstance(answer, ErrorReply):
             raise ServiceError(answer.code, f"feature chunk failed: {answer.message}", retryable=answer.retryable)
         return answer
@@ -303,7 +299,7 @@ class FeatureService(Service):
                     type=t,
                     id=i,
                     values=r.values,
-                    computed_at=r.computed_at or 0.0,  # type: ignore[arg-type]
+                    computed_at=r.computed_at or 0.0,
                     version=r.version,
                     source="cache",
                     age_s=r.age_s or 0.0,
@@ -312,7 +308,7 @@ class FeatureService(Service):
             else:
                 stale += r.present
                 misses += not r.present
-                todo.append(EntityRef(type=t, id=i))  # type: ignore[arg-type]
+                todo.append(EntityRef(type=t, id=i))
         self.m.cache.labels("hit").inc(hits)
         self.m.cache.labels("miss").inc(misses)
         self.m.cache.labels("stale").inc(stale)

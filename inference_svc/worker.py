@@ -27,19 +27,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import FetchTimeoutError
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from nats.js.kv import KeyValue
 
 from feature_svc.definitions import FEATURE_SET_VERSION
 from feature_svc.online import OnlineStore
 from inference_svc.artifact import ArtifactError, active_version
 from inference_svc.entity_features import EntityFeatureSource
-from inference_svc.heartbeat import Heartbeat
 from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel, load_model
 from inference_svc.registry import (
+    STATE_BUCKET,
     STATE_KEYS,
     Registry,
     RegistryError,
@@ -50,9 +48,9 @@ from inference_svc.registry import (
 )
 from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
-from shared.jetstream import ensure_inference_consumer, ensure_streams
-from shared.logs import log_fields, request_id_var
-from shared.messages import Partial, PartialFailed, PartialResult
+from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_policy
+from shared.logs import log_fields
+from shared.messages import Partial, PartialResult
 from shared.model_messages import (
     ActivateModel,
     ClearCandidate,
@@ -60,9 +58,9 @@ from shared.model_messages import (
     ModelWorkerState,
     SetCandidate,
 )
-from shared.service import Context, Service, StartupError, now_ms
+from shared.service import Context, Delivery, Service, StartupError
 from shared.settings import Settings
-from shared.telemetry import extract, pass_through
+from shared.telemetry import pass_through
 
 try:  # the embeddings work adds this; a model without embeddings never needs it
     from inference_svc.embeddings import ensure_embeddings_loaded
@@ -121,10 +119,6 @@ class InferenceWorker(Service):
         self._swap_lock = asyncio.Lock()
         self._kv_changed = asyncio.Event()
         self._model_tasks: list[asyncio.Task[None]] = []
-        self._watcher: Any = None
-        self._pulling = True
-        self._puller: asyncio.Task[None] | None = None
-        self._psub: JetStreamContext.PullSubscription | None = None
 
     @property
     def scorer(self) -> Scorer | None:
@@ -341,24 +335,10 @@ class InferenceWorker(Service):
         self.target = self.target.with_key(key, value, revision)
         return True
 
-    async def _watch_kv(self) -> None:
-        assert self.model_registry is not None
-        while True:
-            try:
-                kv = await self.model_registry.state_kv()
-                self._watcher = await kv.watchall()
-                async for entry in self._watcher:
-                    if entry is None:  # the end of the current values
-                        continue
-                    value = "" if entry.operation in ("DEL", "PURGE") else (entry.value or b"").decode()
-                    if self._note_kv(entry.key, value, entry.revision or 0):
-                        self._kv_changed.set()
-                await asyncio.sleep(1.0)  # the watcher was stopped (reconnect trouble): start another
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.log.warning("model state watch failed; retrying", extra=log_fields(error=repr(exc)))
-                await asyncio.sleep(2.0)
+    async def _on_kv_entry(self, entry: KeyValue.Entry, _ctx: Context) -> None:
+        value = "" if entry.operation in ("DEL", "PURGE") else (entry.value or b"").decode()
+        if self._note_kv(entry.key, value, entry.revision or 0):
+            self._kv_changed.set()
 
     async def _follow_kv(self) -> None:
         """Apply KV changes (debounced, so `candidate` and `candidate_share` written together apply together),
@@ -399,115 +379,55 @@ class InferenceWorker(Service):
                 details["feature_service_last_error"] = scorer.entities.last_error[:200]
         return details
 
-    async def on_stop(self) -> None:
-        if self.online is not None:
-            await self.online.close()
-
     async def on_start(self) -> None:
         self.js = self.nc.jetstream(timeout=5.0)
         self.model_registry = Registry(self.js, self.model_dir, replicas=self.settings.stream_replicas)
         await self._start_models()  # needs the NATS connection (registry, features.compute)
         self.endpoint(subjects.MODEL_CONTROL, ModelControl, self._control, concurrency=4, name="model_control")
-        self._model_tasks = [asyncio.create_task(self._watch_kv()), asyncio.create_task(self._follow_kv())]
+        self.kv_watch(STATE_BUCKET, self._on_kv_entry, self.model_registry.state_kv, name="model_state")
+        self._model_tasks = [asyncio.create_task(self._follow_kv())]
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
-        psub = await self.js.pull_subscribe_bind(durable=subjects.INFERENCE_CONSUMER, stream=subjects.PARTIALS_STREAM)
-        self._psub = psub
-        self._puller = asyncio.create_task(self._pull_loop(psub))
+        self.consumer(
+            name="partials",
+            stream=subjects.PARTIALS_STREAM,
+            durable=subjects.INFERENCE_CONSUMER,
+            message_type=Partial,
+            handler=self._score_partial,
+            concurrency=self.settings.inference_concurrency,
+            policy=partials_policy(self.settings, self.instance_id),
+        )
 
-    async def before_drain(self) -> None:
-        self._pulling = False
+    async def on_stop(self) -> None:
         for task in self._model_tasks:
             task.cancel()
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
-        if self._puller is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._puller, timeout=3.0)
-        if self._psub is not None:
-            with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+        if self.online is not None:
+            await self.online.close()
 
-    # ---------------------------------------------------------------------------------- pulling
-    async def _pull_loop(self, psub: JetStreamContext.PullSubscription) -> None:
-        # One partial per fetch: a worker never hoards partials that another idle worker could be scoring.
-        slots = asyncio.Semaphore(self.settings.inference_concurrency)
-        while self._pulling:
-            await slots.acquire()
-            try:
-                msgs = await psub.fetch(1, timeout=0.5)
-            except (TimeoutError, FetchTimeoutError):
-                msgs = []
-            except Exception as exc:  # connection trouble: nats-py reconnects; back off briefly
-                if self._pulling:
-                    self.log.warning("fetch failed", extra=log_fields(error=repr(exc)))
-                    await asyncio.sleep(0.2)
-                msgs = []
-            if not msgs:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._process(msgs[0]))
-            self._tasks.add(task)
-            task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
-
-    async def _process(self, msg: Msg) -> None:
-        assert self.routing is not None and self.js is not None
-        headers = msg.headers or {}
-        meta = msg.metadata
-        deliveries = meta.num_delivered
-        token = request_id_var.set(headers.get(subjects.HDR_REQUEST_ID, ""))
-        span_cm = (
-            self.tracer.start_as_current_span(
-                "inference partial",
-                context=extract(headers),
-                kind=SpanKind.CONSUMER,
-                attributes={"messaging.system": "nats", "fraudmesh.deliveries": deliveries},
-            )
-            if self.tracing
-            else contextlib.nullcontext(None)
-        )
-        with span_cm as span:
-            try:
-                await self._score_partial(msg, headers, deliveries)
-            except Exception as exc:
-                if span is not None:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-                await self._failed(msg, headers, deliveries, exc)
-        request_id_var.reset(token)
-
-    async def _score_partial(self, msg: Msg, headers: dict[str, str], deliveries: int) -> None:
+    # ---------------------------------------------------------------------------------- scoring
+    async def _score_partial(self, partial: Partial, delivery: Delivery) -> None:
+        """Score one partial and publish its result; the base acks it when this returns (shared/consumer.py)."""
         routing = self.routing
         assert routing is not None
-        if deliveries > 1:
+        if delivery.deliveries > 1:
             self.m.redeliveries.inc()
-        deadline = float(headers.get(subjects.HDR_DEADLINE, "0") or 0)
-        if deadline and now_ms() > deadline:
-            self.m.partials.labels("expired").inc()
-            await msg.term()  # its request was already answered as incomplete
-            return
+        headers = delivery.headers
         reply_to = headers.get(subjects.HDR_REPLY_TO)
-        partial = self.codec.decode(msg.data, Partial)
         # the one place a partial meets a model version: every transaction of it is scored by this Scorer, even
         # when a swap happens meanwhile; a redelivery of the partial picks the same version (hash of rid:index)
         scorer = routing.pick(partial.request_id, partial.index)
         queue_s = max(0.0, time.time() - partial.enqueued_at / 1000.0) if partial.enqueued_at else 0.0
         self.m.queue_time.observe(queue_s)
-        heartbeat = Heartbeat(msg, self.settings.ack_wait_s / 3.0)
-        try:
-            t0 = time.perf_counter()
-            if self.settings.chaos_inference_delay_ms:
-                await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
-            fheaders = {subjects.HDR_DEADLINE: headers.get(subjects.HDR_DEADLINE, "")} if deadline else {}
-            if not self.tracing:
-                pass_through(headers, fheaders)  # when tracing, the feature source injects its own span
-            remaining = (deadline - now_ms()) / 1000.0 if deadline else self.settings.request_timeout_ms / 1000.0
-            with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
-                scores, probs, fstats = await scorer.score(partial.transactions, timeout_s=remaining, headers=fheaders)
-            compute_s = time.perf_counter() - t0
-        finally:
-            heartbeat.cancel()
+        t0 = time.perf_counter()
+        if self.settings.chaos_inference_delay_ms:
+            await asyncio.sleep(self.settings.chaos_inference_delay_ms / 1000.0)
+        fheaders = {subjects.HDR_DEADLINE: headers[subjects.HDR_DEADLINE]} if delivery.has_deadline else {}
+        if not self.tracing:
+            pass_through(headers, fheaders)  # when tracing, the feature source injects its own span
+        remaining = delivery.remaining_s() if delivery.has_deadline else self.settings.request_timeout_ms / 1000.0
+        with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
+            scores, probs, fstats = await scorer.score(partial.transactions, timeout_s=remaining, headers=fheaders)
+        compute_s = time.perf_counter() - t0
         version = scorer.model.version
         self.m.model_partials.labels(version, routing.arm(scorer)).inc()
         self.m.compute_time.labels("total").observe(compute_s)
@@ -530,45 +450,14 @@ class InferenceWorker(Service):
             scores=scores,
             worker_id=self.instance_id,
             model_version=version,
-            deliveries=deliveries,
+            deliveries=delivery.deliveries,
             queue_ms=queue_s * 1000.0,
             compute_ms=compute_s * 1000.0,
             timings_ms=timings,
             **entity_counts,
         )
         if reply_to:
-            await self.nc.publish(reply_to, self.codec.encode(result), headers=self.outgoing_headers())
-        await msg.ack()  # only after the result is on the wire: a crash before this means redelivery
+            # only after the result is on the wire is the partial acked: a crash before means redelivery
+            with self.producer_span(subjects.RESULTS_PREFIX, f"{partial.request_id}:{partial.index}"):
+                await self.nc.publish(reply_to, self.codec.encode(result), headers=self.outgoing_headers())
         self.m.partials.labels("scored").inc()
-
-    async def _failed(self, msg: Msg, headers: dict[str, str], deliveries: int, exc: Exception) -> None:
-        assert self.js is not None
-        reason = f"{type(exc).__name__}: {exc}"
-        if deliveries < self.settings.max_deliver:
-            self.m.partials.labels("retried").inc()
-            self.log.warning("partial failed; will be retried", extra=log_fields(error=reason, deliveries=deliveries))
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=min(0.1 * 2**deliveries, 2.0))
-            return
-        self.log.error("partial failed on its last delivery; dead-lettering", extra=log_fields(error=reason))
-        dlq_headers = {k: v for k, v in headers.items() if k != subjects.HDR_MSG_ID}
-        dlq_headers[subjects.HDR_DLQ_REASON] = reason[:500]
-        with contextlib.suppress(Exception):
-            await self.js.publish(subjects.DLQ_SUBJECT, msg.data, headers=dlq_headers)
-        reply_to = headers.get(subjects.HDR_REPLY_TO)
-        if reply_to:
-            try:
-                partial = self.codec.decode(msg.data, Partial)
-                failed = PartialFailed(
-                    request_id=partial.request_id,
-                    index=partial.index,
-                    reason=reason,
-                    worker_id=self.instance_id,
-                )
-                await self.nc.publish(reply_to, self.codec.encode(failed))
-            except Exception:
-                self.log.error("dead-lettered partial is undecodable; its aggregator will time out")
-        with contextlib.suppress(Exception):
-            await msg.term()
-        self.m.partials.labels("dead_lettered").inc()
-        self.m.dead_lettered.inc()

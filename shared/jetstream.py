@@ -1,10 +1,12 @@
-"""The JetStream streams and the shared inference consumer, declared idempotently by whoever starts first."""
+"""The JetStream streams and the shared inference consumer, declared idempotently by whoever starts first,
+and the failure policy of the partials (what a dead-lettered partial's aggregator is told)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -18,6 +20,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 
 from shared import subjects
+from shared.messages import PartialFailed
+from shared.policy import ConsumerPolicy, OwnerNotice
 from shared.settings import Settings
 
 
@@ -84,6 +88,35 @@ async def ensure_inference_consumer(js: JetStreamContext, settings: Settings) ->
         )
 
 
+class _PartialRef(msgspec.Struct, tag="partial", tag_field="type", kw_only=True):
+    """The identity of a partial, decoded without its transactions."""
+
+    request_id: str
+    index: int
+
+
+_partial_ref = msgspec.msgpack.Decoder(_PartialRef)
+
+
+def partials_owner_notice(worker_id: str = "") -> OwnerNotice:
+    """Tells a dead-lettered partial's aggregator to stop waiting for it (a `PartialFailed` on its inbox)."""
+
+    def notice(data: bytes, reason: str) -> PartialFailed:
+        ref = _partial_ref.decode(data)
+        return PartialFailed(request_id=ref.request_id, index=ref.index, reason=reason, worker_id=worker_id)
+
+    return notice
+
+
+def partials_policy(settings: Settings, worker_id: str = "") -> ConsumerPolicy:
+    """What happens to a partial that fails (shared/policy.py), for the inference consumer."""
+    return ConsumerPolicy(
+        max_deliver=settings.max_deliver,
+        dead_letter_subject=subjects.DLQ_SUBJECT,
+        owner_notice=partials_owner_notice(worker_id),
+    )
+
+
 # --- live ingestion (issue 9) ----------------------------------------------------------------------
 def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
     """FRAUD_TXNS and FRAUD_LABELS (limits retention: every feature worker's consumer reads them, and a replay
@@ -125,3 +158,37 @@ def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
 async def ensure_ingest_streams(js: JetStreamContext, settings: Settings) -> None:
     for config in ingest_stream_configs(settings):
         await _ensure_stream(js, config)
+
+
+INGEST_MAX_DELIVER = 20
+"""Deliveries of an ingest micro-batch that keeps failing (not for a transient reason) before dead-letter."""
+
+
+def ingest_consumer_config(durable: str, subject: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable,
+        description="Feature workers: every replica pulls micro-batches from this one durable consumer.",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=60.0,
+        max_deliver=INGEST_MAX_DELIVER,
+        max_ack_pending=20_000,
+        max_waiting=512,
+        filter_subject=subject,
+    )
+
+
+async def ensure_ingest_consumers(js: JetStreamContext) -> None:
+    """The durable pull consumers of FRAUD_TXNS and FRAUD_LABELS (kept as they are when they exist)."""
+    for stream, durable, subject in (
+        (subjects.TXNS_STREAM, subjects.TXNS_CONSUMER, subjects.TXNS_SUBJECT),
+        (subjects.LABELS_STREAM, subjects.LABELS_CONSUMER, subjects.LABELS_SUBJECT),
+    ):
+        try:
+            await js.add_consumer(stream, ingest_consumer_config(durable, subject))
+        except BadRequestError as exc:
+            logging.getLogger("fraudmesh.jetstream").warning("ingest consumer %s kept as it is: %s", durable, exc)
+
+
+def ingest_policy() -> ConsumerPolicy:
+    return ConsumerPolicy(max_deliver=INGEST_MAX_DELIVER, dead_letter_subject=subjects.INGEST_DLQ_SUBJECT)

@@ -39,6 +39,8 @@ def results_subject(instance_id: str) -> str:
 # --- queue groups ----------------------------------------------------------------------------------
 QUEUE_AGGREGATOR = "aggregator"
 QUEUE_FEATURES = "feature_svc"
+QUEUE_DEAD_LETTERS = "aggregator-dead-letters"
+"""Aggregators share the max-deliveries advisory: one of them dead-letters each unacked partial."""
 
 # --- JetStream -------------------------------------------------------------------------------------
 PARTIALS_STREAM = "FRAUD_PARTIALS"

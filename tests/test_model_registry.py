@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from deploy.model_registry import RegistryAdmin, broadcast, count_workers
 from deploy.servers import Server
 from deploy.stack import ServiceProc
 from inference_svc.artifact import read_metadata
@@ -28,8 +29,6 @@ from inference_svc.registry import (
     Registry,
     RegistryState,
     ab_point,
-    broadcast,
-    count_workers,
     goes_to_candidate,
     local_active,
 )
@@ -386,7 +385,7 @@ async def test_a_worker_started_after_activation_fetches_and_serves_the_registry
     # a KV change alone, with no control message (one a worker missed), reaches the worker through its watch
     nc = await nats.connect(url)
     try:
-        await Registry(nc.jetstream(), models).set_active(v1)
+        await RegistryAdmin(nc.jetstream(), models).set_active(v1)
         end = time.monotonic() + 5.0  # well within the 15 s re-read: this is the watch
         while True:
             (state,) = await broadcast(nc, ModelStatus(), expect=1, timeout_s=5.0)

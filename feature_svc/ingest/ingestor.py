@@ -41,7 +41,7 @@ from shared import subjects
 from shared.ingest_messages import Label, TxnIngest
 
 if TYPE_CHECKING:
-    from feature_svc.ingest.consumer import Delivered
+    from shared.context import Delivered, Delivery
 
 M = TypeVar("M", TxnIngest, Label)
 log = logging.getLogger("fraudmesh.ingest")
@@ -111,6 +111,17 @@ class IngestMetrics:
             self.refreshed.labels(path)
         for etype in ("card", "merchant", "device", "ip"):
             self.mismatches.labels(etype)
+
+
+def published_at(delivery: Delivery, default: float) -> float:
+    """When JetStream stored the message (epoch seconds)."""
+    msg = delivery.msg
+    if msg is None:
+        return default
+    try:
+        return float(msg.metadata.timestamp.timestamp())
+    except Exception:  # not a JetStream message (tests): no publish time
+        return default
 
 
 class Ingestor:
@@ -183,7 +194,7 @@ class Ingestor:
         for d in batch:
             if d.message.transaction_id in new_ids:
                 new += 1
-                self.m.freshness.labels("direct").observe(max(0.0, now - d.delivery.published))
+                self.m.freshness.labels("direct").observe(max(0.0, now - published_at(d.delivery, now)))
         self.m.messages.labels(stream, "new").inc(new)
         self.m.messages.labels(stream, "duplicate").inc(max(0, len(batch) - new))
         self.m.refreshed.labels("direct").inc(len(entities))

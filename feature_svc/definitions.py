@@ -82,6 +82,8 @@ class Feature:
     group: str = ""
     sql: str | None = None
     graph: GraphFn | None = None
+    graph_batch: str | None = None
+    """The set-based form of `graph` (a kind of feature_svc/graph/batch.py), used when the store offers it."""
     freshness_s: float = 1.0
     """Freshness bound under live ingestion: an ingested transaction or label shows in this feature's online
     value within this many seconds (see docs/architecture.md, live features)."""
@@ -262,10 +264,38 @@ def _fraud_cards(entity: EntityType) -> GraphFn:
     return fraud_cards
 
 
+_BATCH: Final[dict[str, str]] = {
+    "card_cards_sharing_device": "shared_device",
+    "card_cards_sharing_ip": "shared_ip",
+    "card_fraud_cards_2hop": "fraud_2hop",
+    "card_degree": "degree",
+    "merchant_degree": "degree",
+    "device_degree": "degree",
+    "ip_degree": "degree",
+    "device_fraud_cards": "fraud_1hop",
+    "ip_fraud_cards": "fraud_1hop",
+}
+"""Graph features with a set-based form (feature_svc/graph/batch.py); card_component_size has none."""
+
+
 def _graph(
-    name: str, entity: EntityType, dtype: Dtype, description: str, fn: GraphFn, freshness_s: float = FRESH_S
+    name: str,
+    entity: EntityType,
+    dtype: Dtype,
+    description: str,
+    fn: GraphFn,
+    freshness_s: float = FRESH_S,
 ) -> Feature:
-    return Feature(name, entity, dtype, description, group=f"{entity}_graph", graph=fn, freshness_s=freshness_s)
+    return Feature(
+        name,
+        entity,
+        dtype,
+        description,
+        group=f"{entity}_graph",
+        graph=fn,
+        graph_batch=_BATCH.get(name),
+        freshness_s=freshness_s,
+    )
 
 
 # ------------------------------------------------------------------------------------------- registry

@@ -8,17 +8,19 @@ rather than in one recursive CTE, because a CTE cannot deduplicate across depths
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
 from tqdm import tqdm
 
 from feature_svc.graph.base import FrontierGraphStore
+from feature_svc.graph.batch import BATCH_SQL, BatchKind
 from feature_svc.graph.model import (
     EDGES_SCHEMA,
     CardLabel,
     Edge,
+    GraphError,
     LinkType,
     Neighbour,
     Node,
@@ -166,6 +168,18 @@ class PostgresGraphStore(FrontierGraphStore):
                 as_of,
             )
         )
+
+    # ------------------------------------------------------------------------------ set-based batches
+
+    async def batch_values(
+        self, kind: BatchKind, entity_type: str, ids: Sequence[str], as_ofs: Sequence[datetime]
+    ) -> list[float]:
+        """See feature_svc/graph/batch.py: one query for every point."""
+        sql = BATCH_SQL.get((kind, entity_type))
+        if sql is None:
+            raise GraphError(f"no batch query for {kind} of {entity_type}")
+        rows = await self._pool.fetch(sql, list(ids), list(as_ofs))
+        return [float(r["v"]) for r in rows]
 
     # -------------------------------------------------------------------------------------- writes
 

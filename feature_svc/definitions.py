@@ -274,8 +274,9 @@ _BATCH: Final[dict[str, str]] = {
     "ip_degree": "degree",
     "device_fraud_cards": "fraud_1hop",
     "ip_fraud_cards": "fraud_1hop",
+    "card_component_size": "component_device",
 }
-"""Graph features with a set-based form (feature_svc/graph/batch.py); card_component_size has none."""
+"""Graph features with a set-based form (feature_svc/graph/batch.py)."""
 
 
 def _graph(

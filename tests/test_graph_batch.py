@@ -53,3 +53,10 @@ async def test_batch_values_equal_the_per_entity_traversals(pool: asyncpg.Pool, 
             compared += 1
             nonzero += value != 0
     assert compared > 1000 and nonzero > 100  # the comparison saw real graph structure, not only zeros
+
+
+def test_the_component_cap_is_the_registrys() -> None:
+    from feature_svc.definitions import COMPONENT_CAP
+    from feature_svc.graph.batch import COMPONENT_CAP as BATCH_CAP
+
+    assert BATCH_CAP == COMPONENT_CAP

@@ -10,6 +10,7 @@ test compares the two on a world). A store that cannot (Neo4j) is asked per enti
 | `shared_device`, `shared_ip` | `len(shared_entities(card, via, as_of))` |
 | `fraud_1hop` | `fraud_cards_within(entity_type, id, 1, as_of, ("device", "ip"))` for a device or IP |
 | `fraud_2hop` | `fraud_cards_within("card", id, 2, as_of, ("device", "ip"))` |
+| `component_device` | `component_size("card", id, COMPONENT_CAP, as_of, ("device",))` |
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-BatchKind = Literal["degree", "shared_device", "shared_ip", "fraud_1hop", "fraud_2hop"]
+BatchKind = Literal["degree", "shared_device", "shared_ip", "fraud_1hop", "fraud_2hop", "component_device"]
+COMPONENT_CAP = 200
+"""Must equal feature_svc.definitions.COMPONENT_CAP (a test checks it; definitions may not import the store)."""
 
 
 @runtime_checkable

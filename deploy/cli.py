@@ -341,6 +341,25 @@ def _cmd_features_check(args: argparse.Namespace) -> int:
     return check(args)
 
 
+def _traffic_arguments(p: argparse.ArgumentParser) -> None:
+    from deploy.traffic import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_traffic(args: argparse.Namespace) -> int:
+    from deploy.stack import StackState
+    from deploy.traffic import main
+
+    _stack_env(args)
+    state = StackState.load(args.run_dir.resolve())
+    url = args.url or (state.gateway_url if state is not None else "")
+    if not url:
+        print("no stack running; start one with `fraudmesh up` (or pass --url)", file=sys.stderr)
+        return 1
+    return main(args, url)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         from trainer.cli import train_main
@@ -432,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = f.add_parser("check", help="compare online feature values with a recompute from the ledger (issue 9)")
     _add_check_arguments(s)
     s.set_defaults(func=_cmd_features_check)
+
+    s = sub.add_parser("traffic", help="live traffic with injected fraud episodes through POST /score/fraud")
+    _traffic_arguments(s)
+    s.set_defaults(func=_cmd_traffic)
 
     s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")

@@ -221,3 +221,14 @@ async def test_twenty_thousand_with_duplicates_and_a_killed_worker(
     assert report.mismatches == [], report.mismatches[:5]
     info = await js.consumer_info(subjects.TXNS_STREAM, subjects.TXNS_CONSUMER)
     assert info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def test_live_traffic_runs_its_episodes_through_the_gateway(live: Stack, js: JetStreamContext) -> None:
+    from deploy.traffic import run
+
+    tally = await run(live.gateway_url, rate=20.0, duration=4.0, seed=1, api_key="")
+    assert tally.errors == 0, tally.last_error
+    assert tally.scored >= 60  # 80 legit at 20/s, plus the episodes' transactions
+    assert [e.kind for e in tally.episodes] == ["card_testing", "ring", "account_takeover"]
+    assert all(e.sent == len(e.txns) for e in tally.episodes)
+    await settle(js)

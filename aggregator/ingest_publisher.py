@@ -3,7 +3,7 @@
 The aggregator calls `publish_scored(transactions, results)` after it built a reply (and only when the request
 did not say `ingest: false`). Publishing runs in the background: the reply never waits for it. Each transaction
 is one message (`Nats-Msg-Id` = its transaction id, msgpack), with the score and model version it got. A publish
-that JetStream does not acknowledge is retried with backoff (`RETRIES` times); what still fails is counted in
+that JetStream does not acknowledge is retried with backoff (`BACKOFF_S`); what still fails is counted in
 `fraudmesh_ingest_publish_failed_total` and shown in the aggregator's health (`ingest_publish`), and logged with
 the transaction ids, so an operator can re-send them (POST /transactions is idempotent on the id).
 Unscored transactions (null result) are published too, without a score: the ledger must see every transaction.
@@ -27,8 +27,8 @@ from shared.messages import Transaction, TransactionScore
 
 log = logging.getLogger("fraudmesh.aggregator.ingest")
 
-RETRIES = 4
 BACKOFF_S = (0.1, 0.5, 2.0, 5.0)
+"""Waits before each retry (so 4 retries)."""
 MAX_IN_FLIGHT = 64
 """Background publish tasks at once; beyond it new batches wait for a slot (never dropped)."""
 ACK_TIMEOUT_S = 5.0
@@ -55,8 +55,11 @@ def to_ingest(tx: Transaction, score: TransactionScore | None, received: datetim
 
 
 class IngestPublisher:
-    def __init__(self, js: JetStreamContext, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, js: JetStreamContext, registry: CollectorRegistry, *, backoff_s: Sequence[float] = BACKOFF_S
+    ) -> None:
         self.js = js
+        self.backoff_s = tuple(backoff_s)
         self.published = Counter(
             "fraudmesh_ingest_published", "Scored transactions published to FRAUD_TXNS.", registry=registry
         )
@@ -91,18 +94,18 @@ class IngestPublisher:
     async def _publish(self, msgs: list[TxnIngest]) -> None:
         async with self._slots:
             todo = msgs
-            for attempt in range(RETRIES + 1):
+            for attempt in range(len(self.backoff_s) + 1):
                 todo = await self._try(todo)
                 if not todo:
                     return
-                if attempt < RETRIES:
+                if attempt < len(self.backoff_s):
                     self.retried.inc(len(todo))
-                    await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                    await asyncio.sleep(self.backoff_s[attempt])
             self.failed.inc(len(todo))
             self.failures += len(todo)
             log.error(
                 "scored transactions not ingested after %d retries (re-send them with POST /transactions): %s",
-                RETRIES,
+                len(self.backoff_s),
                 [m.transaction_id for m in todo][:100],
             )
 

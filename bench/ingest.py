@@ -78,7 +78,17 @@ async def wait_workers(js: JetStreamContext, n: int, timeout: float = 60.0) -> N
     raise TimeoutError(f"{n} feature worker(s) did not start pulling within {timeout}s")
 
 
-async def throughput(js: JetStreamContext, state: StackState, n_workers: int, backlog: int, tag: str) -> dict[str, Any]:
+def server_cpu(servers: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of the servers; PostgreSQL's include its backends (children of the postmaster)."""
+    out = procs.snapshot(servers)
+    if "postgres" in servers:
+        out["postgres"] = out.get("postgres", 0.0) + sum(procs.children(servers["postgres"]).values())
+    return out
+
+
+async def throughput(
+    js: JetStreamContext, state: StackState, n_workers: int, backlog: int, tag: str, servers: dict[str, int]
+) -> dict[str, Any]:
     txns = synthetic_transactions(backlog, seed=n_workers, prefix=f"tp{tag}")
     await publish(js, txns)
     workers = [start_service(state, "feature", i, {}) for i in range(n_workers)]
@@ -87,14 +97,15 @@ async def throughput(js: JetStreamContext, state: StackState, n_workers: int, ba
             break
         await asyncio.sleep(0.05)
     first = await lag(js)
-    before = procs.snapshot({f"feature-{w.index}": w.pid for w in workers})
+    before = procs.snapshot({f"feature-{w.index}": w.pid for w in workers}) | server_cpu(servers)
     started = time.monotonic()
     for _ in range(18_000):  # at most 15 minutes
         if await lag(js) == 0:
             break
         await asyncio.sleep(0.05)
     wall = time.monotonic() - started
-    cpu = procs.diff(before, procs.snapshot({f"feature-{w.index}": w.pid for w in workers}), wall)
+    after = procs.snapshot({f"feature-{w.index}": w.pid for w in workers}) | server_cpu(servers)
+    cpu = procs.diff(before, after, wall)
     backlog = first
     return {
         "workers": workers,
@@ -171,7 +182,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         js = nc.jetstream(timeout=30.0)
         await ensure_ingest_streams(js, load_settings({}))
         for n in args.workers:
-            tp = await throughput(js, state, n, args.backlog, str(n))
+            servers = {
+                name: pid
+                for name, pid in (("postgres", _pid(pg)), ("redis", _pid(redis_srv)), ("nats", _pid(nats_srv)))
+                if pid
+            }
+            tp = await throughput(js, state, n, args.backlog, str(n), servers)
             workers: list[ServiceProc] = tp.pop("workers")
             print(
                 f"{n} worker(s): {tp['tx_per_s']:.0f} tx/s ({tp['measured']} in {tp['wall_s']} s), "
@@ -191,6 +207,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _pid(server: Any) -> int:
+    if server.proc is not None:
+        return int(server.proc.pid)
+    if server.pid:
+        return int(server.pid)
+    pidfile = Path(server.extra.get("data", "")) / "postmaster.pid"
+    return int(pidfile.read_text().split()[0]) if pidfile.is_file() else 0
+
+
 def markdown(result: dict[str, Any]) -> str:
     lines = [
         "# Ingest benchmark (FRAUD_TXNS into ledger, graph and online features)",
@@ -203,11 +228,15 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for run in result["runs"]:
         tp, lat = run["throughput"], run["freshness"]["latency_ms"]
-        cores = sum(tp["cores"].values())
+        cores = sum(v for k, v in tp["cores"].items() if k.startswith("feature"))
         lines.append(
             f"| {run['workers']} | {tp['tx_per_s']:.0f} | {cores:.2f} | {tp['load_average'][0]:.1f} | "
             f"{lat['p50']:.0f} ms | {lat['p99']:.0f} ms | {run['freshness']['probes']} |"
         )
+    lines += ["", "Cores used during the throughput runs, by process (1.0 = one full core):", ""]
+    for run in result["runs"]:
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in sorted(run["throughput"]["cores"].items()))
+        lines.append(f"- {run['workers']} worker(s): {cores}")
     return "\n".join(lines) + "\n"
 
 

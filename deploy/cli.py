@@ -341,6 +341,19 @@ def _cmd_features_check(args: argparse.Namespace) -> int:
     return check(args)
 
 
+def _embeddings_arguments(p: argparse.ArgumentParser) -> None:
+    from feature_svc.ingest.embeddings_cli import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_embeddings_refresh(args: argparse.Namespace) -> int:
+    from feature_svc.ingest.embeddings_cli import refresh
+
+    _stack_env(args)
+    return refresh(args)
+
+
 def _traffic_arguments(p: argparse.ArgumentParser) -> None:
     from deploy.traffic import add_arguments
 
@@ -451,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = f.add_parser("check", help="compare online feature values with a recompute from the ledger (issue 9)")
     _add_check_arguments(s)
     s.set_defaults(func=_cmd_features_check)
+
+    e = sub.add_parser("embeddings", help="GNN embeddings").add_subparsers(dest="embeddings_command", required=True)
+    s = e.add_parser("refresh", help="recompute the active GNN's embeddings from the ledger into Redis (no torch)")
+    _embeddings_arguments(s)
+    s.set_defaults(func=_cmd_embeddings_refresh)
 
     s = sub.add_parser("traffic", help="live traffic with injected fraud episodes through POST /score/fraud")
     _traffic_arguments(s)

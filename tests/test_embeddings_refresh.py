@@ -23,7 +23,7 @@ from feature_svc.world import World, WorldParams, generate_world
 from inference_svc.artifact import active_version, read_metadata
 from inference_svc.embeddings import key
 from shared.ingest_messages import TxnIngest
-from tests.worlds import load_world_into
+from tests.worlds import load_world_into, train_tiny_gnn
 
 SCHEMA = "test_emb_refresh"
 TINY = WorldParams(n_cards=300, n_transactions=4_000, days=14, seed=4, start=datetime.now(UTC) - timedelta(days=15))
@@ -36,15 +36,7 @@ def world() -> World:
 
 @pytest.fixture(scope="module")
 def gnn_dir(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from trainer.export import export
-    from trainer.train import TrainConfig, run
-
-    result = run(
-        world, None, TrainConfig(epochs=2, patience=2, val_days=3, test_days=3, progress=False, baseline_iter=10)
-    )
-    model_dir = tmp_path_factory.mktemp("emb-models")
-    export(result, model_dir, world_params=world.params.to_json())
-    return model_dir
+    return train_tiny_gnn(world, tmp_path_factory.mktemp("emb-models"), epochs=2, patience=2, val_days=3, test_days=3)
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,10 @@ class Aggregator(Service):
         self.dead_letters.expose(subjects.INFERENCE_CONSUMER)
         self.endpoint(subjects.SCORE, ScoreRequest, self.score, queue=subjects.QUEUE_AGGREGATOR, name="score")
 
+    async def on_stop(self) -> None:
+        if self.ingest is not None:  # issue 9: let the scored transactions in flight reach FRAUD_TXNS
+            await self.ingest.drain()
+
     def health_details(self) -> dict[str, str]:
         ingest = self.ingest.health() if self.ingest is not None else {}  # issue 9
         return {"pending_batches": str(len(self.pending)), **ingest}

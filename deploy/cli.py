@@ -351,7 +351,13 @@ def _cmd_embeddings_refresh(args: argparse.Namespace) -> int:
     from feature_svc.ingest.embeddings_cli import refresh
 
     _stack_env(args)
-    return refresh(args)
+    version = refresh(args)
+    if version is None:
+        return 2
+    if args.no_activate:
+        return 0
+    args.version = version  # publish + activate through the registry: every worker hot-swaps to it
+    return _cmd_model_activate(args)
 
 
 def _traffic_arguments(p: argparse.ArgumentParser) -> None:
@@ -466,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_features_check)
 
     e = sub.add_parser("embeddings", help="GNN embeddings").add_subparsers(dest="embeddings_command", required=True)
-    s = e.add_parser("refresh", help="recompute the active GNN's embeddings from the ledger into Redis (no torch)")
+    s = e.add_parser("refresh", help="the active GNN with embeddings recomputed from the ledger, as a new version")
     _embeddings_arguments(s)
+    registry_options(s)
     s.set_defaults(func=_cmd_embeddings_refresh)
 
     s = sub.add_parser("traffic", help="live traffic with injected fraud episodes through POST /score/fraud")

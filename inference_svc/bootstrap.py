@@ -84,7 +84,8 @@ def synthetic_sample(n: int, seed: int) -> tuple[list[Transaction], np.ndarray]:
 def _probs(k: int, heavy: int) -> np.ndarray:
     w = np.ones(k)
     w[:heavy] = 6.0
-    return w / w.sum()
+    probs: np.ndarray = w / w.sum()
+    return probs
 
 
 def train_bootstrap(model_dir: Path, n: int = 40_000, seed: int = 7, activate: bool = True) -> ModelMetadata:

@@ -23,11 +23,12 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
 from inference_svc.embeddings import EmbeddingBlock
+from shared.entities import ENTITY_ID_FIELD, ENTITY_TYPES
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
 
-ENTITY_ORDER: tuple[str, ...] = ("card", "merchant", "device", "ip")
-_ID_FIELD = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
+ENTITY_ORDER: tuple[str, ...] = ENTITY_TYPES
+_ID_FIELD: dict[str, str] = {k: v for k, v in ENTITY_ID_FIELD.items()}
 
 
 @dataclass
@@ -103,10 +104,9 @@ class EntityFeatureSource:
 
         t0 = time.perf_counter()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
-            # one command: the packed feature vectors, and the model's embeddings when it has any
-            extra = embeddings.keys(entities) if embeddings is not None else []
-            reads, raw_emb = await self.store.read_packed(entities, extra, max_age_s=self.max_age_s)
-        emb_vectors = embeddings.vectors(entities, raw_emb) if embeddings is not None else []
+            # one command: the packed feature vectors (the embeddings are in memory, static per model version)
+            reads, _ = await self.store.read_packed(entities, (), max_age_s=self.max_age_s)
+        emb_vectors = embeddings.vectors(entities) if embeddings is not None else []
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)

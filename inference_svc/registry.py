@@ -35,8 +35,10 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundErro
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-MODELS_BUCKET = "fraudmesh_models"
-STATE_BUCKET = "fraudmesh_model_state"
+from shared import subjects
+
+MODELS_BUCKET = subjects.MODEL_ARTIFACTS_BUCKET
+STATE_BUCKET = subjects.MODEL_STATE_BUCKET
 KEY_ACTIVE = "active"
 KEY_CANDIDATE = "candidate"
 KEY_SHARE = "candidate_share"

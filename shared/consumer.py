@@ -226,6 +226,19 @@ class Consumer(Route, Generic[T]):
                 await msg.nak(delay=decision.delay_s)
             elif decision.action is Action.TERM:
                 await msg.term()
+            elif decision.action is Action.GIVE_UP:
+                self.log.error(
+                    "message given up: its dependencies stayed unavailable",
+                    extra=log_fields(consumer=self.name, error=decision.reason),
+                )
+                await msg.term()
+                await self.service.dead_letters.tell_owner(
+                    consumer=self.name,
+                    data=msg.data,
+                    headers=headers,
+                    reason=decision.reason,
+                    notice=self.policy.owner_notice,
+                )
             else:
                 try:
                     await self.service.dead_letters.send(

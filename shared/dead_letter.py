@@ -64,16 +64,24 @@ class DeadLetters:
             "dead-lettered",
             extra=log_fields(consumer=consumer, reason=reason[:500], dead_letter_subject=subject),
         )
-        reply_to = headers.get(subjects.HDR_REPLY_TO)
-        if reply_to and notice is not None:
-            try:
-                message = notice(data, reason)
-            except Exception as exc:
-                log.warning("owner notice not built", extra=log_fields(consumer=consumer, error=repr(exc)))
-                message = None
-            if message is not None:
-                try:
-                    await svc.nc.publish(reply_to, svc.codec.encode(message), headers=svc.outgoing_headers())
-                except Exception as exc:
-                    log.warning("owner not told", extra=log_fields(consumer=consumer, error=repr(exc)))
+        await self.tell_owner(consumer=consumer, data=data, headers=headers, reason=reason, notice=notice)
         self.counter.labels(svc.name, consumer, kind).inc()
+
+    async def tell_owner(
+        self, *, consumer: str, data: bytes, headers: Mapping[str, str], reason: str, notice: OwnerNotice | None
+    ) -> None:
+        """Tell the message's owner (its `Fraudmesh-Reply-To`) that it will not be handled. Never raises."""
+        reply_to = headers.get(subjects.HDR_REPLY_TO)
+        if not reply_to or notice is None:
+            return
+        svc = self.service
+        try:
+            message = notice(data, reason)
+        except Exception as exc:
+            log.warning("owner notice not built", extra=log_fields(consumer=consumer, error=repr(exc)))
+            return
+        if message is not None:
+            try:
+                await svc.nc.publish(reply_to, svc.codec.encode(message), headers=svc.outgoing_headers())
+            except Exception as exc:
+                log.warning("owner not told", extra=log_fields(consumer=consumer, error=repr(exc)))

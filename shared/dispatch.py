@@ -8,17 +8,19 @@ logs, and outgoing messages carry the trace headers through (`Service.outgoing_h
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Tracer
 
 from shared import subjects
-from shared.logs import request_id_var, trace_id_of, trace_id_var
+from shared.logs import log_fields, request_id_var, trace_id_of, trace_id_var
 from shared.metrics import HandlerMetrics
 from shared.telemetry import extract, tracing_enabled
 
 MESSAGING_SYSTEM = "nats"
+log = logging.getLogger("fraudmesh.dispatch")
 
 
 def messaging_attributes(operation: str, destination: str, **extra: Any) -> dict[str, Any]:
@@ -85,6 +87,8 @@ class Dispatcher:
                     outcome = await route.handle(item, subject, headers, span)
             else:
                 outcome = await route.handle(item, subject, headers, None)
+        except Exception:  # a form's handle() never raises; if one does, say so instead of losing it in a task
+            log.exception("dispatch failed", extra=log_fields(handler=route.name, subject=subject))
         finally:
             elapsed = time.perf_counter_ns() - started
             route.requests += 1

@@ -10,7 +10,7 @@ Schema rules, because other systems depend on these shapes (docs/nats-api.md):
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -219,12 +219,12 @@ class Codec:
 
     def __init__(self) -> None:
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoders: dict[object, msgspec.msgpack.Decoder] = {}
+        self._decoders: dict[object, msgspec.msgpack.Decoder[Any]] = {}
 
     def encode(self, obj: object) -> bytes:
         return self._encoder.encode(obj)
 
-    def decoder(self, type_: object) -> msgspec.msgpack.Decoder:
+    def decoder(self, type_: object) -> msgspec.msgpack.Decoder[Any]:
         dec = self._decoders.get(type_)
         if dec is None:
             dec = self._decoders[type_] = msgspec.msgpack.Decoder(type_)

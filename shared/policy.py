@@ -6,7 +6,9 @@
 | the handler raised `Poison`                       | term + dead-letter             | `poison`        |
 | the deadline header has passed                    | term (its caller gave up)      | `expired`       |
 | a dependency failed (`Transient`, connection and  | nak with capped exponential    | `retried`       |
-| timeout errors of nats, redis, asyncpg, OSError)  | backoff, never dead-lettered   |                 |
+| timeout errors of nats, redis, asyncpg, OSError)  | backoff, never dead-lettered;  |                 |
+|                                                   | on the last allowed delivery:  | `gave_up`       |
+|                                                   | term + tell the owner          |                 |
 | anything else (a bug, bad data the handler did    | nak with backoff; on the last  | `retried`, then |
 | not classify)                                     | allowed delivery, dead-letter  | `dead_lettered` |
 """
@@ -54,6 +56,8 @@ UNDECODABLE_ERRORS: tuple[type[BaseException], ...] = (msgspec.DecodeError, msgs
 class Action(enum.Enum):
     NAK = "nak"
     TERM = "term"
+    GIVE_UP = "give_up"
+    """Term and tell the owner (the message is fine, its dependencies were not: no dead letter)."""
     DEAD_LETTER = "dead_letter"
 
 
@@ -93,6 +97,8 @@ class ConsumerPolicy:
         if isinstance(exc, Poison):
             return Decision(Action.DEAD_LETTER, "poison", reason=reason)
         if isinstance(exc, TRANSIENT_ERRORS):
+            if deliveries >= self.max_deliver:  # the server would stop here and raise a max-deliveries advisory
+                return Decision(Action.GIVE_UP, "gave_up", reason=f"unavailable after {deliveries} tries: {reason}")
             return Decision(Action.NAK, "retried", self.backoff(deliveries), reason)
         if deliveries >= self.max_deliver:
             return Decision(Action.DEAD_LETTER, "dead_lettered", reason=f"failed {deliveries} times: {reason}")

@@ -117,11 +117,6 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     ingest_concurrency: Annotated[
         Positive, _doc("Feature workers: FRAUD_TXNS micro-batches one worker applies at once.")
     ] = 2
-    embeddings_refresh_s: Annotated[
-        float,
-        Meta(ge=0),
-        _doc("Feature workers: seconds between refreshes of the active GNN's embeddings from the ledger; 0 off."),
-    ] = 3600.0
     ingest_enabled: Annotated[bool, _doc("Feature workers consume FRAUD_TXNS/FRAUD_LABELS; false turns it off.")] = True
     consistency_check_interval_s: Annotated[
         float, Meta(ge=0), _doc("Feature workers: seconds between consistency samples (online vs ledger); 0 off.")

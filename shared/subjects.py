@@ -13,6 +13,10 @@ SCORE = "fraud.score"
 FEATURES_COMPUTE = "features.compute"
 """Compute features for entities from the ledger and the graph, write them to Redis, reply with vectors."""
 
+FEATURES_COMPUTE_CHUNK = "features.compute.chunk"
+"""Internal: a feature worker cuts a large `features.compute` request into chunks and sends them here (same
+queue group), so several workers share one request. Not for other systems."""
+
 FEATURES_GET = "features.get"
 """Read features through the Redis online store."""
 
@@ -59,6 +63,12 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 def max_deliveries_advisory(stream: str = PARTIALS_STREAM, consumer: str = INFERENCE_CONSUMER) -> str:
     return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
 
+
+# --- buckets ---------------------------------------------------------------------------------------
+MODEL_ARTIFACTS_BUCKET = "fraudmesh_models"
+"""Object Store: model versions, `<version>/<file>` then `<version>/.manifest.json` (inference_svc/registry.py)."""
+MODEL_STATE_BUCKET = "fraudmesh_model_state"
+"""KV: `active`, `candidate`, `candidate_share`: what every inference worker serves."""
 
 # --- headers ---------------------------------------------------------------------------------------
 HDR_DEADLINE = "Fraudmesh-Deadline"

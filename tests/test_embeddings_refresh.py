@@ -1,6 +1,6 @@
-"""Embedding refresh from the live ledger with the exported encoder (onnxruntime, no torch): the same embeddings
-the trainer's own path computes from the world, and an entity that arrived by ingestion gets its own after the
-refresh (before it, no key: serving uses the per-type default)."""
+"""Embedding refresh from the live ledger with the exported encoder (onnxruntime, no torch), as a new model version:
+the same embeddings the trainer's own path computes from the world, and an entity that arrived by ingestion has
+its own row after the refresh (before it, none: serving uses the per-type default)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import asyncpg
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
-import redis.asyncio as aioredis
 
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
@@ -21,7 +21,6 @@ from feature_svc.ingest.embeddings_refresh import refresh_embeddings
 from feature_svc.ingest.ledger_writer import write_transactions
 from feature_svc.world import World, WorldParams, generate_world
 from inference_svc.artifact import active_version, read_metadata
-from inference_svc.embeddings import key
 from shared.ingest_messages import TxnIngest
 from tests.worlds import load_world_into, train_tiny_gnn
 
@@ -46,21 +45,32 @@ async def pool(postgres_dsn: str, world: World) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+def rows(path: Path) -> dict[tuple[str, str], np.ndarray]:
+    table = pq.read_table(path)
+    dim = len(table["embedding"][0].as_py())
+    matrix = np.asarray(table["embedding"].combine_chunks().flatten(), dtype=np.float32).reshape(-1, dim)
+    keys = zip(table["entity_type"].to_pylist(), table["entity_id"].to_pylist(), strict=True)
+    return {k: matrix[i] for i, k in enumerate(keys)}
+
+
 async def test_refresh_matches_the_trainer_and_covers_ingested_entities(
-    pool: asyncpg.Pool, world: World, gnn_dir: Path, redis_url: str
+    pool: asyncpg.Pool, world: World, gnn_dir: Path
 ) -> None:
     from trainer.data import ledger_from_world, to_us
     from trainer.embed import onnx_embeddings
     from trainer.snapshot import edge_table, snapshot
 
-    redis = aioredis.from_url(redis_url.rsplit("/", 1)[0] + "/7")
-    await redis.flushdb()
     version = active_version(gnn_dir)
     spec = read_metadata(gnn_dir / version / "metadata.json").embedding_spec()
     assert spec is not None
     as_of = datetime.now(UTC)
-    summary = await refresh_embeddings(pool, redis, gnn_dir, as_of=as_of)
-    assert summary["version"] == version and int(str(summary["written"])) > 300
+    summary = await refresh_embeddings(pool, gnn_dir, as_of=as_of)
+    new_version = str(summary["new_version"])
+    assert new_version.startswith(version + "-emb") and active_version(gnn_dir) == version  # not activated here
+    meta = read_metadata(gnn_dir / new_version / "metadata.json")
+    assert meta.version == new_version and meta.embedding_spec().as_of == as_of.isoformat()  # type: ignore[union-attr]
+    assert (gnn_dir / new_version / "model.onnx").read_bytes() == (gnn_dir / version / "model.onnx").read_bytes()
+    refreshed = rows(gnn_dir / new_version / spec.file)
 
     # the world's entities: what the trainer's own (torch-free) path gives from the world, as of the same time
     ledger = ledger_from_world(world)
@@ -69,9 +79,8 @@ async def test_refresh_matches_the_trainer_and_covers_ingested_entities(
     compared = 0
     for t in ("card", "merchant", "device", "ip"):
         for k in np.flatnonzero(snap.x[t][:, 0] > 0)[:40]:
-            raw = await redis.get(key(version, t, str(ledger.ids[t][k])))
-            assert raw is not None, f"{t} {ledger.ids[t][k]} has no refreshed embedding"
-            np.testing.assert_allclose(np.frombuffer(raw, dtype="<f4"), emb[t][k], rtol=1e-4, atol=1e-5)
+            got = refreshed[(t, str(ledger.ids[t][k]))]
+            np.testing.assert_allclose(got, emb[t][k], rtol=1e-4, atol=1e-5)
             compared += 1
     assert compared == 160
 
@@ -85,11 +94,9 @@ async def test_refresh_matches_the_trainer_and_covers_ingested_entities(
         timestamp=datetime.now(UTC) - timedelta(seconds=1),
     )
     await write_transactions(pool, PostgresGraphStore(pool), [new])
-    assert await redis.get(key(version, "card", "card_brand_new")) is None
-    await refresh_embeddings(pool, redis, gnn_dir)
-    fresh = await redis.get(key(version, "card", "card_brand_new"))
-    assert fresh is not None and len(fresh) == 4 * spec.dim
+    assert ("card", "card_brand_new") not in refreshed
+    later = await refresh_embeddings(pool, gnn_dir, version=new_version)
+    assert str(later["new_version"]).count("-emb") == 1  # a refresh of a refresh replaces the suffix
+    again = rows(gnn_dir / str(later["new_version"]) / spec.file)
     default = np.asarray(spec.default["card"], dtype=np.float32)
-    assert not np.allclose(np.frombuffer(fresh, dtype="<f4"), default)  # a seen card, not the unseen default
-    await redis.flushdb()
-    await redis.aclose()
+    assert not np.allclose(again[("card", "card_brand_new")], default)  # a seen card, not the unseen default

@@ -207,7 +207,9 @@ def test_ab_split_is_a_deterministic_function_of_request_and_index() -> None:
 async def test_activating_a_version_mid_batch_scores_every_transaction_once_with_one_version_each(  # type: ignore[no-untyped-def]
     make_stack, models: Path, v1: str, tmp_path: Path
 ) -> None:
-    s: Stack = make_stack({"FRAUDMESH_CHAOS_INFERENCE_DELAY_MS": "50", "FRAUDMESH_INFERENCE_CONCURRENCY": "1"})
+    # 150 ms a partial: the batch (100 partials on 2 workers, ~7.5 s) outlasts the CLI process that activates v2
+    # (2-5 s to start on a loaded machine; with 50 ms the batch could finish first)
+    s: Stack = make_stack({"FRAUDMESH_CHAOS_INFERENCE_DELAY_MS": "150", "FRAUDMESH_INFERENCE_CONCURRENCY": "1"})
     url = s.state.nats_url
     s.start("aggregator")
     workers = s.start("inference", 2)

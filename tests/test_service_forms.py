@@ -143,6 +143,8 @@ class Probe(Service):
             raise Poison(f"{msg.text} can never work")
         if msg.fail == "transient" and delivery.deliveries < 3:
             raise Transient("store down")
+        if msg.fail == "down":
+            raise ConnectionRefusedError(111, "Connection refused")
         if msg.fail == "bug":
             raise ValueError("a bug")
         self.seen.append(f"work:{msg.text}:{delivery.deliveries}")
@@ -333,6 +335,24 @@ async def test_transient_failures_are_retried_with_backoff_and_never_dead_letter
     await eventually(lambda: "work:flaky:3" in probe.seen, "success on the third delivery")
     assert handled(probe, "work", "retried") == 2
     assert sum(dead_lettered(probe, r) for r in ("poison", "undecodable", "dead_lettered")) == 0
+
+
+async def test_a_dependency_down_for_every_delivery_is_given_up_not_dead_lettered(
+    start_probe: Start, client: Client
+) -> None:
+    n = Names()
+    probe = await start_probe(n)
+    owner = await client.subscribe(f"probe.{n.tag}.owner")
+    headers = {subjects.HDR_REPLY_TO: f"probe.{n.tag}.owner"}
+    await client.jetstream().publish(n.subject, CODEC.encode(Ping(text="down", fail="down")), headers=headers)
+    notice = CODEC.decode((await owner.next_msg(timeout=10)).data, Notice)
+    assert notice.reason.startswith("unavailable after 3 tries: ConnectionRefusedError")
+    assert probe.calls == {"down": 3}
+    assert handled(probe, "work", "retried") == 2 and handled(probe, "work", "gave_up") == 1
+    assert (await client.jetstream().stream_info(n.dlq_stream)).state.messages == 0
+    assert sum(dead_lettered(probe, r) for r in ("poison", "undecodable", "dead_lettered")) == 0
+    info = await client.jetstream().consumer_info(n.stream, "workers")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
 async def test_a_bug_is_retried_then_dead_lettered_on_the_last_delivery(start_probe: Start, client: Client) -> None:

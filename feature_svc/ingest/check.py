@@ -20,9 +20,11 @@ import asyncpg
 import msgspec
 
 from feature_svc.compute import Entity, compute_points
-from feature_svc.definitions import ENTITY_COLUMN, ENTITY_TYPES, FEATURES
+from feature_svc.definitions import FEATURES
 from feature_svc.graph import GraphStore
 from feature_svc.online import OnlineStore
+from shared.entities import ENTITY_ID_FIELD as ENTITY_COLUMN
+from shared.entities import ENTITY_TYPES
 
 REL_TOL = 1e-9
 

@@ -1,4 +1,5 @@
-"""`fraudmesh embeddings refresh`: recompute the active GNN's embeddings from the ledger into Redis (no torch)."""
+"""`fraudmesh embeddings refresh`: the active GNN with embeddings recomputed from the ledger, as a new version (no
+torch); deploy/cli.py then activates it through the model registry (the workers hot-swap)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-from redis.asyncio import Redis
-
 from feature_svc.ingest.embeddings_refresh import EmbeddingRefreshError, refresh_embeddings
 from feature_svc.ledger import LedgerError, connect
 from inference_svc.artifact import ArtifactError
@@ -18,26 +17,25 @@ from shared.settings import SettingsError, load_settings
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--version", default="", help="model version (default: the active one)")
-    p.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR")
     p.add_argument("--schema", default=None, help="PostgreSQL schema (default: the DSN's search_path)")
+    p.add_argument("--no-activate", action="store_true", help="write the new version only")
 
 
-def refresh(args: argparse.Namespace) -> int:
+def refresh(args: argparse.Namespace) -> str | None:
+    """The new version's name, or None (the error printed)."""
     try:
         summary = asyncio.run(_refresh(args))
     except (EmbeddingRefreshError, ArtifactError, LedgerError, SettingsError, OSError) as exc:
         print(f"fraudmesh embeddings refresh: {exc}", file=sys.stderr)
-        return 2
+        return None
     print(json.dumps(summary))
-    return 0
+    return str(summary["new_version"])
 
 
 async def _refresh(args: argparse.Namespace) -> dict[str, object]:
     settings = load_settings()
     pool = await connect(settings.postgres_dsn, schema=args.schema, max_size=2)
-    redis = Redis.from_url(settings.redis_url)
     try:
-        return await refresh_embeddings(pool, redis, args.model_dir or Path(settings.model_dir), args.version)
+        return await refresh_embeddings(pool, args.model_dir or Path(settings.model_dir), args.version)
     finally:
-        await redis.aclose()
         await pool.close()

@@ -1,35 +1,35 @@
-"""Refresh a GNN model's entity embeddings from the live ledger, without torch, and swap them in without a restart.
+"""Refresh a GNN model's entity embeddings from the live ledger, without torch, as a new model version.
 
-The ledger (PostgreSQL, ingested traffic included) becomes the trainer's numpy `Ledger`; its graph snapshot as of
-now goes through the model's exported encoder (`encoder.onnx`, onnxruntime), and every entity the snapshot has seen
-gets its embedding written to Redis under the key the inference workers read (`fm:emb:{version}:{type}:{id}`), so
-the next partial uses it. An entity that appeared since the last refresh has no key until then, and the workers
-give it the per-type default embedding (what the model saw in training for a new entity).
+Embeddings are part of a model version (inference workers hold them in memory, loaded with the model), so a refresh
+makes a new version: the active version's files (head, encoder, metadata) with an `embeddings.parquet` recomputed
+from the ledger (PostgreSQL, ingested traffic included): the trainer's numpy graph snapshot as of now through the
+model's exported encoder (`encoder.onnx`, onnxruntime). Activating it (`fraudmesh model activate`, which
+`fraudmesh embeddings refresh` does for you) makes every worker hot-swap to it without a restart. Until then an
+entity that appeared since the last refresh gets the per-type default embedding.
 
-    fraudmesh embeddings refresh [--version V]            # once
-    FRAUDMESH_EMBEDDINGS_REFRESH_S=3600                   # feature workers: every hour
+    fraudmesh embeddings refresh            # new version <active>-emb<UTC time>, published and activated
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import numpy as np
 import pyarrow as pa
-from redis.asyncio import Redis
+import pyarrow.parquet as pq
 
 from inference_svc.artifact import active_version, read_metadata
-from inference_svc.embeddings import key
 from trainer.data import NEVER, Ledger, to_us
-from trainer.embed import NODE_TYPES, onnx_embeddings
+from trainer.embed import NODE_TYPES, embeddings_parquet, onnx_embeddings
 from trainer.snapshot import edge_table, snapshot
 
 _COLUMNS = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
-CHUNK = 5000
 
 
 class EmbeddingRefreshError(RuntimeError):
@@ -77,36 +77,39 @@ async def ledger_from_postgres(pool: asyncpg.Pool) -> Ledger:
 
 
 async def refresh_embeddings(
-    pool: asyncpg.Pool, redis: Redis, model_dir: Path, version: str = "", as_of: datetime | None = None
+    pool: asyncpg.Pool, model_dir: Path, version: str = "", as_of: datetime | None = None
 ) -> dict[str, object]:
-    """Recompute and write the embeddings of `version` (default: the active one). Returns a summary."""
+    """Write the refreshed copy of `version` (default: the active one) as a new version; returns a summary with
+    its name (`new_version`). Nothing is activated here."""
     started = time.perf_counter()
     version = version or active_version(model_dir)
-    meta = read_metadata(model_dir / version / "metadata.json")
+    base = model_dir / version
+    meta = read_metadata(base / "metadata.json")
     spec = meta.embedding_spec()
     if spec is None:
         raise EmbeddingRefreshError(f"model {version} takes no embeddings: nothing to refresh")
-    encoder = model_dir / version / (spec.encoder or "encoder.onnx")
+    encoder = base / (spec.encoder or "encoder.onnx")
     if not encoder.exists():
         raise EmbeddingRefreshError(f"model {version} has no exported encoder ({encoder} is missing)")
     ledger = await ledger_from_postgres(pool)
     when = as_of or datetime.now(UTC)
     snap = snapshot(ledger, edge_table(ledger), to_us(when))
-    emb = onnx_embeddings(encoder, snap)
-    written = 0
-    for t in NODE_TYPES:
-        seen = np.flatnonzero(snap.x[t][:, 0] > 0)
-        vectors = np.asarray(emb[t][seen], dtype="<f4")
-        for start in range(0, len(seen), CHUNK):
-            async with redis.pipeline(transaction=False) as pipe:
-                for k in range(start, min(start + CHUNK, len(seen))):
-                    pipe.set(key(version, t, str(ledger.ids[t][seen[k]])), vectors[k].tobytes())
-                await pipe.execute()
-        written += len(seen)
+    table = embeddings_parquet(ledger, snap, onnx_embeddings(encoder, snap))
+    root = version.split("-emb", 1)[0][:100]
+    new_version = f"{root}-emb{when:%Y%m%d%H%M%S}"
+    target = model_dir / new_version
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(base, target, ignore=shutil.ignore_patterns(spec.file, "metadata.json"))
+    pq.write_table(table, target / spec.file, compression="zstd")
+    new_spec = msgspec.structs.replace(spec, as_of=when.isoformat())
+    new_meta = msgspec.structs.replace(meta, version=new_version, embeddings=new_spec)
+    (target / "metadata.json").write_bytes(msgspec.json.format(msgspec.json.encode(new_meta), indent=2))
     return {
         "version": version,
+        "new_version": new_version,
         "as_of": when.isoformat(),
-        "written": written,
+        "entities": table.num_rows - len(NODE_TYPES),
         "transactions": len(ledger),
         "seconds": round(time.perf_counter() - started, 2),
     }

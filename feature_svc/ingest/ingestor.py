@@ -210,9 +210,6 @@ class Ingestor:
         if self.check_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._every(self.check_interval_s, self.periodic_check)))
 
-    def add_periodic(self, period_s: float, job: Callable[[], Awaitable[None]]) -> None:
-        self._tasks.append(asyncio.create_task(self._every(period_s, job)))
-
     async def stop_background(self) -> None:
         for task in self._tasks:
             task.cancel()

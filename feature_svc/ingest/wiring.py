@@ -66,24 +66,7 @@ class IngestWiring:
             if isinstance(route, Consumer) and route.name in decoders:
                 route.decoder = decoders[route.name]  # JSON or msgpack (feature_svc/ingest/decoding.py)
         self.ingestor.start_background(js)
-        if settings.embeddings_refresh_s > 0:
-            self.ingestor.add_periodic(settings.embeddings_refresh_s, self._refresh_embeddings)
         self._started = True
-
-    async def _refresh_embeddings(self) -> None:
-        from pathlib import Path
-
-        from feature_svc.ingest.embeddings_refresh import EmbeddingRefreshError, refresh_embeddings
-        from inference_svc.artifact import ArtifactError
-
-        try:
-            summary = await refresh_embeddings(
-                self.ingestor.pool, self.ingestor.online.redis, Path(self.service.settings.model_dir)
-            )
-        except (EmbeddingRefreshError, ArtifactError) as exc:  # no GNN active: nothing to refresh
-            self.service.log.info("embeddings not refreshed: %s", exc)
-            return
-        self.service.log.info("embeddings refreshed: %s", summary)
 
     async def stop(self) -> None:
         if self._started:

@@ -53,14 +53,19 @@ def test_poison_is_dead_lettered_at_once_with_its_reason() -> None:
     ids=lambda e: type(e).__name__,
 )
 def test_infrastructure_failures_are_retried_never_dead_lettered(exc: BaseException) -> None:
-    for deliveries in (1, 3, 4, 50):  # however often
+    for deliveries in (1, 2, 3):
         d = POLICY.decide(exc, deliveries)
         assert (d.action, d.outcome) == (Action.NAK, "retried"), deliveries
         assert 0 < d.delay_s <= 2.0
+    for deliveries in (4, 50):  # the last allowed delivery: given up (owner told), still not a dead letter
+        d = POLICY.decide(exc, deliveries)
+        assert (d.action, d.outcome) == (Action.GIVE_UP, "gave_up"), deliveries
+        assert d.reason.startswith(f"unavailable after {deliveries} tries: ")
 
 
 def test_backoff_doubles_and_is_capped() -> None:
-    delays = [POLICY.decide(Transient("x"), n).delay_s for n in range(1, 8)]
+    patient = ConsumerPolicy(max_deliver=100, backoff_base_s=0.1, backoff_max_s=2.0)
+    delays = [patient.decide(Transient("x"), n).delay_s for n in range(1, 8)]
     assert delays[:4] == [0.2, 0.4, 0.8, 1.6]
     assert delays[4:] == [2.0, 2.0, 2.0]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 import msgspec
 from nats.js import JetStreamContext
@@ -21,7 +22,7 @@ from nats.js.errors import BadRequestError
 
 from shared import subjects
 from shared.messages import PartialFailed
-from shared.policy import ConsumerPolicy, OwnerNotice
+from shared.policy import TRANSIENT_ERRORS, Action, ConsumerPolicy, Decision, OwnerNotice
 from shared.settings import Settings
 
 
@@ -161,7 +162,8 @@ async def ensure_ingest_streams(js: JetStreamContext, settings: Settings) -> Non
 
 
 INGEST_MAX_DELIVER = 20
-"""Deliveries of an ingest micro-batch that keeps failing (not for a transient reason) before dead-letter."""
+"""Deliveries of an ingest micro-batch that keeps failing for a reason of its own (not a dependency being down)
+before it is dead-lettered. The durable consumer itself redelivers without limit (max_deliver -1)."""
 
 
 def ingest_consumer_config(durable: str, subject: str) -> ConsumerConfig:
@@ -171,7 +173,7 @@ def ingest_consumer_config(durable: str, subject: str) -> ConsumerConfig:
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=60.0,
-        max_deliver=INGEST_MAX_DELIVER,
+        max_deliver=-1,
         max_ack_pending=20_000,
         max_waiting=512,
         filter_subject=subject,
@@ -190,5 +192,19 @@ async def ensure_ingest_consumers(js: JetStreamContext) -> None:
             logging.getLogger("fraudmesh.jetstream").warning("ingest consumer %s kept as it is: %s", durable, exc)
 
 
+@dataclass(frozen=True)
+class IngestPolicy(ConsumerPolicy):
+    """The ingest streams never give up on a message because a store is down: an accepted transaction must reach
+    the ledger, so a batch that failed for a transient reason is nak'ed with backoff (up to `backoff_max_s`) for as
+    long as it takes; only a batch that fails for a reason of its own is dead-lettered after `max_deliver`."""
+
+    def decide(self, exc: BaseException, deliveries: int) -> Decision:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return Decision(Action.NAK, "retried", self.backoff(deliveries), f"{type(exc).__name__}: {exc}"[:500])
+        return super().decide(exc, deliveries)
+
+
 def ingest_policy() -> ConsumerPolicy:
-    return ConsumerPolicy(max_deliver=INGEST_MAX_DELIVER, dead_letter_subject=subjects.INGEST_DLQ_SUBJECT)
+    return IngestPolicy(
+        max_deliver=INGEST_MAX_DELIVER, backoff_max_s=30.0, dead_letter_subject=subjects.INGEST_DLQ_SUBJECT
+    )

@@ -228,3 +228,16 @@ def test_messages_round_trip_in_both_encodings() -> None:
     assert msgspec.json.decode(encode_for_stream(t, JSON), type=TxnIngest) == t
     assert msgspec.msgpack.decode(encode_for_stream(t), type=TxnIngest) == t
     _ = OnlineStore  # imported for the type of service.online
+
+
+def test_ingest_never_gives_up_on_a_store_that_is_down() -> None:
+    import asyncpg
+
+    from shared.jetstream import INGEST_MAX_DELIVER, ingest_policy
+    from shared.policy import Action
+
+    policy = ingest_policy()
+    down = policy.decide(asyncpg.PostgresConnectionError("connection refused"), INGEST_MAX_DELIVER * 10)
+    assert down.action is Action.NAK and 0 < down.delay_s <= 30.0
+    broken = policy.decide(ValueError("a bug"), INGEST_MAX_DELIVER)
+    assert broken.action is Action.DEAD_LETTER

@@ -97,9 +97,11 @@ async def refresh_embeddings(
     table = embeddings_parquet(ledger, snap, onnx_embeddings(encoder, snap))
     root = version.split("-emb", 1)[0][:100]
     new_version = f"{root}-emb{when:%Y%m%d%H%M%S}"
+    for n in range(2, 1000):  # never overwrite a version (the source itself, refreshed within the same second)
+        if not (model_dir / new_version).exists():
+            break
+        new_version = f"{root}-emb{when:%Y%m%d%H%M%S}.{n}"
     target = model_dir / new_version
-    if target.exists():
-        shutil.rmtree(target)
     shutil.copytree(base, target, ignore=shutil.ignore_patterns(spec.file, "metadata.json"))
     pq.write_table(table, target / spec.file, compression="zstd")
     new_spec = msgspec.structs.replace(spec, as_of=when.isoformat())

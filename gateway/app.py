@@ -25,6 +25,7 @@ from gateway.controllers.health import HealthController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.ingest import IngestController
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
 from gateway.telemetry import otel_plugins
@@ -33,7 +34,7 @@ from shared.settings import Settings
 __all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
-API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController)
+API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController, IngestController)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (HealthController, PrometheusController)
 """Probes and metrics: no key, no rate limit."""

@@ -32,6 +32,7 @@ def test_the_rules_name_exported_metrics() -> None:
     IngestPublisher(None, registry)  # type: ignore[arg-type]
     exported = {s.name for m in registry.collect() for s in m.samples} | {m.name for m in registry.collect()}
     assert RULES
-    for path in RULES:
+    # the scoring path's rules (serving.rules.yml) are checked against a real Prometheus scrape in tests/test_compose.py
+    for path in [p for p in RULES if p.name == "live-features.rules.yml"]:
         used = set(re.findall(r"\b(fraudmesh_[a-z_]+)", path.read_text()))
         assert used and used <= exported, f"{path.name} names metrics nobody exports: {sorted(used - exported)}"

@@ -30,6 +30,7 @@ from feature_svc.definitions import (
     ENTITY_TYPES,
     FEATURES,
     GROUPS,
+    EntityType,
     Feature,
     SqlGroup,
 )
@@ -56,7 +57,7 @@ def check_as_of(as_of: datetime) -> datetime:
     return as_of
 
 
-def _check_type(entity_type: str) -> str:
+def _check_type(entity_type: str) -> EntityType:
     if entity_type not in ENTITY_TYPES:
         raise FeatureError(f"unknown entity type {entity_type!r}; expected one of {', '.join(ENTITY_TYPES)}")
     return entity_type
@@ -129,7 +130,7 @@ async def _run_graph(
     async def batch(f: Feature) -> None:
         assert isinstance(graph, BatchGraphStore) and f.graph_batch is not None
         values = await graph.batch_values(
-            f.graph_batch,  # type: ignore[arg-type]
+            f.graph_batch,
             f.entity_type,
             [p[1] for p in points],
             [p[2] for p in points],
@@ -199,14 +200,14 @@ async def known_entities(
 ) -> set[Entity]:
     """The entities the ledger knows: a row in their entity table or at least one transaction."""
     tracer = tracer or _default_tracer
-    by_type: dict[str, list[str]] = defaultdict(list)
+    by_type: dict[EntityType, list[str]] = defaultdict(list)
     for t, i in entities:
         by_type[_check_type(t)].append(i)
     known: set[Entity] = set()
     with _span(tracer, "postgres known entities", **{"db.system": "postgresql"}):
         for etype, ids in by_type.items():
-            key = ENTITY_COLUMN[etype]  # type: ignore[index]
-            table = ENTITY_TABLE[etype]  # type: ignore[index]
+            key = ENTITY_COLUMN[etype]
+            table = ENTITY_TABLE[etype]
             rows = await pool.fetch(
                 f"""SELECT x.id FROM unnest($1::text[]) AS x(id)
                     WHERE EXISTS (SELECT 1 FROM {table} e WHERE e.{key} = x.id)

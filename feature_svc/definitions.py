@@ -26,13 +26,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
-from shared.entities import ENTITY_ID_FIELD as ENTITY_COLUMN
+from shared.entities import ENTITY_ID_FIELD
 from shared.entities import ENTITY_TABLE as ENTITY_TABLE
 from shared.entities import ENTITY_TYPES as ENTITY_TYPES
 from shared.entities import EntityType as EntityType
 
+ENTITY_COLUMN: Final = ENTITY_ID_FIELD
+"""The transactions column holding each entity type's id."""
+
 if TYPE_CHECKING:
     from feature_svc.graph.base import GraphStore
+    from feature_svc.graph.batch import BatchKind
 
 Dtype = Literal["float64", "int64", "bool"]
 GraphFn = Callable[["GraphStore", str, datetime], Awaitable[float]]
@@ -73,7 +77,7 @@ class Feature:
     group: str = ""
     sql: str | None = None
     graph: GraphFn | None = None
-    graph_batch: str | None = None
+    graph_batch: BatchKind | None = None
     """The set-based form of `graph` (a kind of feature_svc/graph/batch.py), used when the store offers it."""
     freshness_s: float = 1.0
     """Freshness bound under live ingestion: an ingested transaction or label shows in this feature's online
@@ -255,7 +259,7 @@ def _fraud_cards(entity: EntityType) -> GraphFn:
     return fraud_cards
 
 
-_BATCH: Final[dict[str, str]] = {
+_BATCH: Final[dict[str, BatchKind]] = {
     "card_cards_sharing_device": "shared_device",
     "card_cards_sharing_ip": "shared_ip",
     "card_fraud_cards_2hop": "fraud_2hop",

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from redis.asyncio import ConnectionPool, Redis
+from redis.typing import EncodableT, FieldT
 
 DEFAULT_PREFIX = "fm:feat"
 COMPUTED_AT = "computed_at"
@@ -184,8 +185,8 @@ class OnlineStore:
         await self.redis.aclose()
 
     # ------------------------------------------------------------------------------------------ write
-    def _mapping(self, rec: FeatureRecord) -> dict[str, str | bytes]:
-        mapping: dict[str, str | bytes] = {name: repr(float(v)) for name, v in rec.values.items()}
+    def _mapping(self, rec: FeatureRecord) -> dict[FieldT, EncodableT]:
+        mapping: dict[FieldT, EncodableT] = {name: repr(float(v)) for name, v in rec.values.items()}
         names = self.layout.get(rec.entity_type)
         if names is not None:
             packed = [rec.values.get(name, np.nan) for name in names]
@@ -202,7 +203,7 @@ class OnlineStore:
             for rec in records:
                 key = self.key(rec.entity_type, rec.entity_id)
                 pipe.delete(key)
-                pipe.hset(key, mapping=self._mapping(rec))  # type: ignore[arg-type]
+                pipe.hset(key, mapping=self._mapping(rec))
                 pipe.expire(key, self.ttl_s)
                 n += 1
             if n:
@@ -216,7 +217,7 @@ class OnlineStore:
         if not records:
             return 0
         keys: list[str] = []
-        args: list[str | bytes | int] = [self.ttl_s]
+        args: list[EncodableT] = [self.ttl_s]
         for rec in records:
             keys.append(self.key(rec.entity_type, rec.entity_id))
             mapping = self._mapping(rec)
@@ -346,7 +347,7 @@ class OnlineStore:
         if wanted is None:
             fields = {
                 _text(k) or "": _text(v)
-                for k, v in item.items()  # type: ignore[union-attr]
+                for k, v in item.items()  # type: ignore[union-attr]  # an HGETALL reply (a mapping) whenever wanted is None
                 if k not in (VEC, VEC.encode())  # packed bytes, not text
             }
         else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
@@ -122,7 +123,7 @@ def partials_policy(settings: Settings, worker_id: str = "") -> ConsumerPolicy:
 def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
     """FRAUD_TXNS and FRAUD_LABELS (limits retention: every feature worker's consumer reads them, and a replay
     from the stream rebuilds the ledger), plus the ingest dead-letter stream."""
-    common = {
+    common: dict[str, Any] = {
         "retention": RetentionPolicy.LIMITS,
         "storage": StorageType.FILE,
         "discard": DiscardPolicy.OLD,
@@ -136,13 +137,13 @@ def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
             name=subjects.TXNS_STREAM,
             subjects=[subjects.TXNS_SUBJECT],
             description="Transactions for the ledger, the graph and the online features (one per message).",
-            **common,  # type: ignore[arg-type]
+            **common,
         ),
         StreamConfig(
             name=subjects.LABELS_STREAM,
             subjects=[subjects.LABELS_SUBJECT],
             description="Chargebacks and confirmations (one label per message).",
-            **common,  # type: ignore[arg-type]
+            **common,
         ),
         StreamConfig(
             name=subjects.INGEST_DLQ_STREAM,

@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -243,5 +243,5 @@ def _type_name(tp: object) -> str:
     if origin is not None and hasattr(tp, "__metadata__"):
         return _type_name(origin)
     if getattr(tp, "__origin__", None) is Literal:
-        return " \\| ".join(f"`{a}`" for a in tp.__args__)  # type: ignore[attr-defined]
+        return " \\| ".join(f"`{a}`" for a in get_args(tp))
     return getattr(tp, "__name__", str(tp))

@@ -15,4 +15,5 @@ ensure_system_packages redis-server:redis-server initdb:postgresql
 ensure_venv dev,train,bootstrap,neo4j
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy  # strict on shared/ gateway/ aggregator/ inference_svc/ feature_svc/ (pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

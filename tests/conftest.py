@@ -15,6 +15,11 @@ from deploy.servers import Server, start_nats, start_postgres, start_redis, stop
 from tests.stacks import Stack
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fast unit tests (tests/unit/, no servers) run first, so a broken rule fails in seconds."""
+    items.sort(key=lambda item: "unit" not in item.path.parent.name)
+
+
 @pytest.fixture(scope="session")
 def run_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="fraudmesh-test-"))

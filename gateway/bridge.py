@@ -15,6 +15,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
 from shared import subjects
+from shared.discovery import Discovery
 from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
 from shared.nats_conn import connect_nats
@@ -52,13 +53,27 @@ class NatsBridge:
         self.nc: NATS | None = None
         self._health_cache: tuple[float, dict[str, list[HealthReply]]] | None = None
         self._health_task: asyncio.Future[dict[str, list[HealthReply]]] | None = None
+        self.discovery: Discovery | None = None
 
     async def start(self) -> None:
         self.nc = await connect_nats(
             self.settings.nats_url, self.name, on_reconnect=self.reconnects.inc, settings=self.settings
         )
+        # `$SRV.PING/INFO/STATS` like every service (nats micro ls, examples/list_services.py). It has no NATS
+        # endpoints of its own: it serves HTTP, named in the metadata.
+        self.discovery = Discovery(
+            self.nc,
+            name="gateway",
+            description="HTTP gateway: validation, keys, rate limits; maps HTTP onto fraud.score and features.get",
+            metadata={"instance_id": self.name, "http": f"{self.settings.http_host}:{self.settings.http_port}"},
+            routes=tuple,
+        )
+        await self.discovery.start()
 
     async def stop(self) -> None:
+        if self.discovery is not None:
+            with contextlib.suppress(Exception):
+                await self.discovery.stop()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

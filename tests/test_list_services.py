@@ -32,12 +32,15 @@ def test_every_running_service_is_listed_with_version_and_endpoints(stack: Stack
     assert done.returncode == 0, done.stderr
     infos = [json.loads(line) for line in done.stdout.splitlines()]
     by_name = Counter(i["name"] for i in infos)
-    # the stack runs 1 aggregator, 2 inference workers and 1 feature worker (the gateway speaks HTTP)
+    # the stack runs 1 gateway, 1 aggregator, 2 inference workers and 1 feature worker
     assert by_name["aggregator"] >= 1 and by_name["inference"] >= 2 and by_name["feature"] >= 1, by_name
+    assert by_name["gateway"] >= 1, by_name
     for info in infos:
         assert info["version"] == "0.1.0", info
         assert info["metadata"]["instance_id"], info
-    endpoints = {i["name"]: {e["name"]: e for e in i["endpoints"]} for i in infos}
+    endpoints = {i["name"]: {e["name"]: e for e in i["endpoints"] or []} for i in infos}
+    gateway = next(i for i in infos if i["name"] == "gateway")
+    assert gateway["metadata"]["http"].endswith(f":{stack.gateway_url.rsplit(':', 1)[1]}"), gateway
     assert endpoints["aggregator"]["score"]["subject"] == "fraud.score"
     assert endpoints["aggregator"]["score"]["queue_group"] == "aggregator"
     assert endpoints["aggregator"]["results"]["metadata"]["kind"] == "listener"

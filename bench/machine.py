@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from shared.nats_conn import redact as redact_url
 
 PACKAGES = ("nats-py", "litestar", "msgspec", "onnxruntime", "uvicorn", "httpx", "prometheus-client")
 SECRET_MARKERS = ("PASSWORD", "API_KEYS", "SECRET", "TOKEN")
@@ -97,6 +98,6 @@ def stack_settings(state: Any) -> dict[str, Any]:
         "effective": effective,
         "fraudmesh_env": {n: redact({k: v for k, v in e.items() if k not in shared_keys}) for n, e in env.items()},
         "bench_env": redact({k: v for k, v in os.environ.items() if k.startswith("FRAUDMESH_")}),
-        "nats_url": state.nats_url,
+        "nats_url": redact_url(state.nats_url),  # never a password in a report
         "gateway_url": state.gateway_url,
     }

@@ -255,3 +255,18 @@ def test_sample_entities_partial_and_disjoint_runs() -> None:
         na, nb = (sum(1 for t, _ in pool if t == etype) for pool in pools)
         assert abs(na - nb) <= 1
     assert {t for t, _ in a[:3]} == {"card", "device", "ip"}  # a request mixes the types
+
+
+def test_stack_settings_never_carry_a_password(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bench.machine import stack_settings
+
+    state = SimpleNamespace(
+        nats_url="nats://admin:s3cret-pw@127.0.0.1:4222",
+        gateway_url="http://127.0.0.1:8000",
+        run_dir=tmp_path,
+        services={},
+    )
+    out = json.dumps(stack_settings(state))
+    assert "s3cret-pw" not in out and "nats://admin:***@127.0.0.1:4222" in out

@@ -21,11 +21,20 @@ This module imports no service code, so the inference worker and the trainer can
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final
 
+from feature_svc import graph_features as gf
+from feature_svc.feature_model import COMPONENT_CAP as COMPONENT_CAP
+from feature_svc.feature_model import COMPONENT_LAG_S as COMPONENT_LAG_S
+from feature_svc.feature_model import FRESH_S as FRESH_S
+from feature_svc.feature_model import LAGGING_S as LAGGING_S
+from feature_svc.feature_model import SMALL_AMOUNT as SMALL_AMOUNT
+from feature_svc.feature_model import TS as TS
+from feature_svc.feature_model import Dtype as Dtype
+from feature_svc.feature_model import Feature as Feature
+from feature_svc.feature_model import GraphFn as GraphFn
+from feature_svc.feature_model import SqlGroup as SqlGroup
+from feature_svc.graph_features import graph_feature
 from shared.entities import ENTITY_ID_FIELD
 from shared.entities import ENTITY_TABLE as ENTITY_TABLE
 from shared.entities import ENTITY_TYPES as ENTITY_TYPES
@@ -33,59 +42,6 @@ from shared.entities import EntityType as EntityType
 
 ENTITY_COLUMN: Final = ENTITY_ID_FIELD
 """The transactions column holding each entity type's id."""
-
-if TYPE_CHECKING:
-    from feature_svc.graph.base import GraphStore
-    from feature_svc.graph.batch import BatchKind
-
-Dtype = Literal["float64", "int64", "bool"]
-GraphFn = Callable[["GraphStore", str, datetime], Awaitable[float]]
-
-FRESH_S: Final = 1.0
-"""Freshness bound of every feature of an entity an ingested transaction or label touches directly."""
-LAGGING_S: Final = 10.0
-"""Freshness bound of graph features that change second-hand: the sharing counts, component sizes and 2-hop
-fraud counts of the OTHER cards on a device or IP that a new transaction used (refreshed by the deferred pass)."""
-COMPONENT_LAG_S: Final = 300.0
-"""card_component_size changes when an edge is added anywhere in the component, not just next to the card: the
-live path refreshes it when the card or a card sharing a device or IP with it transacts; beyond that, the
-scoring path's max age (FRAUDMESH_FEATURE_MAX_AGE_S, default 300 s) bounds it."""
-COMPONENT_CAP: Final = 200
-"""component_size stops walking at this many nodes (a hub costs no more than this)."""
-SMALL_AMOUNT: Final = 5.0
-"""Card testing probes with amounts below this."""
-
-TS = 't."timestamp"'
-
-
-@dataclass(frozen=True)
-class SqlGroup:
-    """Rows one group's aggregates run over, for one (entity, as_of) pair: a FROM clause using `q.id`, `q.as_of`."""
-
-    name: str
-    entity_type: EntityType
-    source: str
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    entity_type: EntityType
-    dtype: Dtype
-    description: str
-    version: int = 1
-    group: str = ""
-    sql: str | None = None
-    graph: GraphFn | None = None
-    graph_batch: BatchKind | None = None
-    """The set-based form of `graph` (a kind of feature_svc/graph/batch.py), used when the store offers it."""
-    freshness_s: float = 1.0
-    """Freshness bound under live ingestion: an ingested transaction or label shows in this feature's online
-    value within this many seconds (see docs/architecture.md, live features)."""
-
-    @property
-    def kind(self) -> Literal["sql", "graph"]:
-        return "sql" if self.sql is not None else "graph"
 
 
 # ------------------------------------------------------------------------------------------------ groups
@@ -225,75 +181,6 @@ def _new_flag(label: str, group: str) -> Feature:
     )
 
 
-# --------------------------------------------------------------------------------------- graph features
-
-
-async def _sharing_device(g: GraphStore, card: str, as_of: datetime) -> float:
-    return float(len(await g.shared_entities(card, "device", as_of)))
-
-
-async def _sharing_ip(g: GraphStore, card: str, as_of: datetime) -> float:
-    return float(len(await g.shared_entities(card, "ip", as_of)))
-
-
-async def _card_fraud_2hop(g: GraphStore, card: str, as_of: datetime) -> float:
-    return float(await g.fraud_cards_within("card", card, 2, as_of, ("device", "ip")))
-
-
-async def _card_component(g: GraphStore, card: str, as_of: datetime) -> float:
-    # via devices only: public IPs (cafes, carrier NAT) would join everyone into one component
-    return float(await g.component_size("card", card, COMPONENT_CAP, as_of, ("device",)))
-
-
-def _degree(entity: EntityType) -> GraphFn:
-    async def degree(g: GraphStore, entity_id: str, as_of: datetime) -> float:
-        return float(await g.degree(entity, entity_id, as_of))
-
-    return degree
-
-
-def _fraud_cards(entity: EntityType) -> GraphFn:
-    async def fraud_cards(g: GraphStore, entity_id: str, as_of: datetime) -> float:
-        return float(await g.fraud_cards_within(entity, entity_id, 1, as_of, ("device", "ip")))
-
-    return fraud_cards
-
-
-_BATCH: Final[dict[str, BatchKind]] = {
-    "card_cards_sharing_device": "shared_device",
-    "card_cards_sharing_ip": "shared_ip",
-    "card_fraud_cards_2hop": "fraud_2hop",
-    "card_degree": "degree",
-    "merchant_degree": "degree",
-    "device_degree": "degree",
-    "ip_degree": "degree",
-    "device_fraud_cards": "fraud_1hop",
-    "ip_fraud_cards": "fraud_1hop",
-    "card_component_size": "component_device",
-}
-"""Graph features with a set-based form (feature_svc/graph/batch.py)."""
-
-
-def _graph(
-    name: str,
-    entity: EntityType,
-    dtype: Dtype,
-    description: str,
-    fn: GraphFn,
-    freshness_s: float = FRESH_S,
-) -> Feature:
-    return Feature(
-        name,
-        entity,
-        dtype,
-        description,
-        group=f"{entity}_graph",
-        graph=fn,
-        graph_batch=_BATCH.get(name),
-        freshness_s=freshness_s,
-    )
-
-
 # ------------------------------------------------------------------------------------------- registry
 
 _FEATURES: list[Feature] = [
@@ -334,34 +221,39 @@ _FEATURES: list[Feature] = [
         "card_labels",
         "count(*)",
     ),
-    _graph(
+    graph_feature(
         "card_cards_sharing_device",
         "card",
         "int64",
         "Other cards that used a device this card used.",
-        _sharing_device,
+        gf.sharing_device,
         LAGGING_S,
     ),
-    _graph(
-        "card_cards_sharing_ip", "card", "int64", "Other cards that used an IP this card used.", _sharing_ip, LAGGING_S
+    graph_feature(
+        "card_cards_sharing_ip",
+        "card",
+        "int64",
+        "Other cards that used an IP this card used.",
+        gf.sharing_ip,
+        LAGGING_S,
     ),
-    _graph(
+    graph_feature(
         "card_fraud_cards_2hop",
         "card",
         "int64",
         "Fraud-labelled cards (label known before as_of) within 2 hops through devices and IPs.",
-        _card_fraud_2hop,
+        gf.card_fraud_2hop,
         LAGGING_S,
     ),
-    _graph(
+    graph_feature(
         "card_component_size",
         "card",
         "int64",
         f"Nodes in the card's connected component through devices (capped at {COMPONENT_CAP}).",
-        _card_component,
+        gf.card_component,
         COMPONENT_LAG_S,
     ),
-    _graph("card_degree", "card", "int64", "Devices, IPs and merchants linked to the card.", _degree("card")),
+    graph_feature("card_degree", "card", "int64", "Devices, IPs and merchants linked to the card.", gf.degree("card")),
     # merchants
     *(_count("merchant", w) for w in ("1h", "24h", "7d")),
     _sum("merchant", "24h"),
@@ -396,30 +288,30 @@ _FEATURES: list[Feature] = [
         "merchant_window",
         "coalesce(count(l.transaction_id)::float8 / nullif(count(*), 0), 0)",
     ),
-    _graph("merchant_degree", "merchant", "int64", "Cards that paid at the merchant.", _degree("merchant")),
+    graph_feature("merchant_degree", "merchant", "int64", "Cards that paid at the merchant.", gf.degree("merchant")),
     # devices
     *(_count("device", w) for w in ("1h", "24h", "7d")),
     *(_distinct("device", "card_id", "cards", w) for w in ("24h", "7d")),
     _since_last("device"),
-    _graph("device_degree", "device", "int64", "Cards that used the device.", _degree("device")),
-    _graph(
+    graph_feature("device_degree", "device", "int64", "Cards that used the device.", gf.degree("device")),
+    graph_feature(
         "device_fraud_cards",
         "device",
         "int64",
         "Fraud-labelled cards (known before as_of) that used the device.",
-        _fraud_cards("device"),
+        gf.fraud_cards("device"),
     ),
     # IPs
     *(_count("ip", w) for w in ("1h", "24h", "7d")),
     *(_distinct("ip", "card_id", "cards", w) for w in ("24h", "7d")),
     _since_last("ip"),
-    _graph("ip_degree", "ip", "int64", "Cards that used the IP.", _degree("ip")),
-    _graph(
+    graph_feature("ip_degree", "ip", "int64", "Cards that used the IP.", gf.degree("ip")),
+    graph_feature(
         "ip_fraud_cards",
         "ip",
         "int64",
         "Fraud-labelled cards (known before as_of) that used the IP.",
-        _fraud_cards("ip"),
+        gf.fraud_cards("ip"),
     ),
 ]
 

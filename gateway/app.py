@@ -20,8 +20,11 @@ from redis.asyncio import Redis
 
 from gateway.auth import api_key_guard, parse_keys
 from gateway.bridge import NatsBridge
+from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
+from gateway.controllers.info import VERSION, InfoController
+from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
@@ -33,9 +36,14 @@ from shared.settings import Settings
 __all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
-API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController)
+API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController, BatchController, MlflowController)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
-OPEN_CONTROLLERS: tuple[type[Controller], ...] = (HealthController, PrometheusController)
+OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
+    HealthController,
+    PrometheusController,
+    InfoController,
+    PingController,
+)
 """Probes and metrics: no key, no rate limit."""
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -79,7 +87,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         logging_config=None,  # the process's JSON logging (shared.logs) stays in charge; Litestar's would replace it
         openapi_config=OpenAPIConfig(
             title="fraudmesh",
-            version="0.1.0",
+            version=VERSION,
             description="Real-time fraud scoring. The same API is on NATS: see docs/nats-api.md.",
             path="/docs",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],

@@ -24,7 +24,7 @@ from gateway.dependencies import Gateway, provide_deadline, provide_request_id
 from gateway.openapi import body_operation
 from gateway.schemas import FraudScoreResponse, PredictRequest, PredictResponse, StrictTransaction
 from gateway.validation import BodyError, check_batch_size, decode_body
-from shared.messages import ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction
+from shared.messages import ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction, TransactionScore
 from shared.settings import Settings
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -123,6 +123,30 @@ def _check_partials(n: int, partial_size: int | None, limit: int) -> None:
         )
 
 
+def fraud_score_response(s: TransactionScore, request_id: str, latency_ms: float) -> FraudScoreResponse:
+    """Seed 001's reply for one scored transaction (also each entry of `/score/batch`)."""
+    explanation = (
+        "; ".join(f.description for f in s.top_risk_factors)
+        if s.top_risk_factors
+        else "No risk factor stands out for this transaction."
+    )
+    return FraudScoreResponse(
+        request_id=request_id,
+        transaction_id=s.transaction_id,
+        fraud_score=s.fraud_score,
+        risk_level=s.risk_level,
+        recommended_action=s.recommended_action,
+        confidence=s.confidence,
+        explanation=explanation,
+        top_risk_factors=s.top_risk_factors,
+        features_used=s.features_used,
+        model_version=s.model_version,
+        feature_freshness_sec=s.feature_freshness_sec,
+        features_computed=s.features_computed,
+        latency_ms=latency_ms,
+    )
+
+
 class ScoreController(Controller):
     tags = ["scoring"]
     dependencies = {"scoring": Provide(provide_scoring)}
@@ -168,24 +192,5 @@ class ScoreController(Controller):
         reply = await scoring.score([tx])
         s = reply.results[0]
         assert s is not None  # Scoring.score raised otherwise
-        explanation = (
-            "; ".join(f.description for f in s.top_risk_factors)
-            if s.top_risk_factors
-            else "No risk factor stands out for this transaction."
-        )
-        out = FraudScoreResponse(
-            request_id=reply.request_id,
-            transaction_id=s.transaction_id,
-            fraud_score=s.fraud_score,
-            risk_level=s.risk_level,
-            recommended_action=s.recommended_action,
-            confidence=s.confidence,
-            explanation=explanation,
-            top_risk_factors=s.top_risk_factors,
-            features_used=s.features_used,
-            model_version=s.model_version,
-            feature_freshness_sec=s.feature_freshness_sec,
-            features_computed=s.features_computed,
-            latency_ms=scoring.latency_ms(),
-        )
+        out = fraud_score_response(s, reply.request_id, scoring.latency_ms())
         return Response(out, headers={"X-Request-Id": reply.request_id})

@@ -25,6 +25,8 @@ from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
 from gateway.controllers.info import VERSION, InfoController
 from gateway.controllers.mlflow import MlflowController, PingController
+from gateway.controllers.models import ModelsController
+from gateway.controllers.oip import OipHealthController, OipModelController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
@@ -36,13 +38,21 @@ from shared.settings import Settings
 __all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
-API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController, BatchController, MlflowController)
+API_CONTROLLERS: tuple[type[Controller], ...] = (
+    ScoreController,
+    FeaturesController,
+    BatchController,
+    MlflowController,
+    ModelsController,
+    OipModelController,
+)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
     HealthController,
     PrometheusController,
     InfoController,
     PingController,
+    OipHealthController,
 )
 """Probes and metrics: no key, no rate limit."""
 

@@ -189,3 +189,42 @@ class InvocationsRequest(Struct, Generic[TX], kw_only=True, forbid_unknown_field
     params: (
         Annotated[dict[str, Any], Meta(description="MLflow inference params: none are supported (send {}).")] | None
     ) = None
+
+
+# ------------------------------------------------------------------------------------ models (seeds 001, 003)
+class ModelView(Struct, kw_only=True):
+    version: Annotated[str, Meta(description="Model version.", examples=["bootstrap-20261201-000000"])]
+    kind: Annotated[str, Meta(description="Model kind.", examples=["hetero_graphsage"])]
+    created_at: Annotated[str, Meta(description="When it was trained (ISO 8601).")]
+    metrics: Annotated[dict[str, Any], Meta(description="Validation metrics recorded by the trainer.")]
+    thresholds: Annotated[dict[str, float], Meta(description="Score cut-offs of `medium`, `high`, `critical`.")]
+
+
+class ModelFamily(Struct, kw_only=True):
+    name: Annotated[Literal["fraud", "personalization"], Meta(description="Model family.")]
+    status: Annotated[
+        Literal["serving", "not_served"], Meta(description="`not_served`: the family is not deployed yet.")
+    ]
+    active: Annotated[ModelView | None, Meta(description="The version scoring requests (null if not served).")]
+    candidate: Annotated[ModelView | None, Meta(description="The A/B candidate, if any.")]
+    candidate_share: Annotated[float, Meta(ge=0, le=1, description="Share of partials the candidate scores.")]
+    versions: Annotated[list[str], Meta(description="Versions that can be activated (registry and model dir).")]
+
+
+class ModelsResponse(Struct, kw_only=True):
+    families: Annotated[list[ModelFamily], Meta(description="Every model family, served or not.")]
+
+
+class ModelMetadataView(Struct, kw_only=True):
+    name: Annotated[str, Meta(description="Model family.", examples=["fraud"])]
+    version: Annotated[str, Meta(description="The active version.")]
+    kind: Annotated[str, Meta(description="Model kind.")]
+    created_at: Annotated[str, Meta(description="When it was trained (ISO 8601).")]
+    metrics: Annotated[dict[str, Any], Meta(description="Validation metrics recorded by the trainer.")]
+    thresholds: Annotated[dict[str, float], Meta(description="Score cut-offs of `medium`, `high`, `critical`.")]
+    feature_count: Annotated[int, Meta(ge=0, description="Number of model features.")]
+    training: Annotated[dict[str, Any], Meta(description="What the trainer recorded about its data.")]
+    training_data_range: Annotated[
+        dict[str, str] | None,
+        Meta(description="The training data's time split (`start`, `train_end`, `val_end`, `end`); null if none."),
+    ]

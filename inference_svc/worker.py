@@ -39,6 +39,7 @@ from inference_svc.entity_features import EntityFeatureSource
 from inference_svc.heartbeat import Heartbeat
 from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel, load_model
+from inference_svc.model_info import ModelInfoEndpoint
 from inference_svc.registry import (
     STATE_KEYS,
     Registry,
@@ -57,6 +58,7 @@ from shared.model_messages import (
     ActivateModel,
     ClearCandidate,
     ModelControl,
+    ModelInfoRequest,
     ModelWorkerState,
     SetCandidate,
 )
@@ -408,6 +410,10 @@ class InferenceWorker(Service):
         self.model_registry = Registry(self.js, self.model_dir, replicas=self.settings.stream_replicas)
         await self._start_models()  # needs the NATS connection (registry, features.compute)
         self.endpoint(subjects.MODEL_CONTROL, ModelControl, self._control, concurrency=4, name="model_control")
+        info = ModelInfoEndpoint(
+            lambda: self.routing, self.model_registry, self.model_dir, self.instance_id, bool(self.pinned)
+        )
+        self.endpoint(subjects.MODEL_INFO, ModelInfoRequest, info, queue=subjects.QUEUE_INFERENCE, name="model_info")
         self._model_tasks = [asyncio.create_task(self._watch_kv()), asyncio.create_task(self._follow_kv())]
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)

@@ -214,3 +214,26 @@ def test_predict_batch_answers_one_result_per_inner_batch(stack: Stack) -> None:
     assert mismatch.status_code == 400 and mismatch.json()["errors"][0]["path"] == "$.request_ids"
     bad = post(stack, "/predict/batch", {"batch": [[SEED_001_FRAUD], [{"card_id": "c"}]]})
     assert bad.status_code == 400 and bad.json()["errors"][0]["path"] == "$.batch[1][0].transaction_amount"
+
+
+def test_models_lists_families_versions_active_and_metrics(stack: Stack) -> None:
+    r = httpx.get(f"{stack.gateway_url}/models", timeout=10)
+    assert r.status_code == 200, r.text
+    families = {f["name"]: f for f in r.json()["families"]}
+    fraud = families["fraud"]
+    assert fraud["status"] == "serving"
+    assert fraud["active"]["version"] in fraud["versions"]
+    assert {"val_roc_auc", "val_pr_auc"} <= set(fraud["active"]["metrics"])
+    assert set(fraud["active"]["thresholds"]) == {"medium", "high", "critical"}
+    assert families["personalization"]["status"] == "not_served"
+
+
+def test_model_metadata_and_features_describe_the_active_model(stack: Stack) -> None:
+    meta = httpx.get(f"{stack.gateway_url}/model/metadata", timeout=10).json()
+    feats = httpx.get(f"{stack.gateway_url}/model/features", timeout=10).json()
+    assert meta["name"] == "fraud" and meta["version"] == feats["model_version"]
+    assert meta["feature_count"] == feats["feature_count"] == len(feats["feature_names"]) > 0
+    assert meta["training"]["rows"] > 0 and "training_data_range" in meta
+    fields = {f["name"]: f for f in feats["input_fields"]}
+    assert fields["card_id"]["required"] and fields["transaction_amount"]["type"] == "number"
+    assert not fields["mcc_code"]["required"]

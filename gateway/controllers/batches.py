@@ -10,6 +10,7 @@ from litestar import Controller, Response, post
 from litestar.di import Provide
 
 from gateway.bridge import BridgeError
+from gateway.compression import GZIP
 from gateway.controllers.score import Scoring, fraud_score_response, provide_scoring
 from gateway.envelope import at, check_count, decode_envelope, decode_transactions, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
@@ -48,6 +49,7 @@ def personalization_refused(request_id: str) -> BridgeError:
 
 
 class BatchController(Controller):
+    middleware = [GZIP]
     tags = ["scoring"]
     dependencies = {"scoring": Provide(provide_scoring)}
 

@@ -10,6 +10,7 @@ from litestar import Controller, Response, get, post
 from litestar.di import Provide
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.compression import GZIP
 from gateway.controllers.health import REQUIRED, _service_health
 from gateway.controllers.score import Scoring, provide_scoring
 from gateway.envelope import Locate, at, check_count, decode_envelope, decode_transactions, json_body
@@ -25,7 +26,7 @@ from gateway.seed_schemas import (
     Prediction,
 )
 from gateway.validation import BodyError, echo
-from shared.messages import ErrorReply, FieldError
+from shared.messages import ErrorReply, FieldError, ScoreReply
 
 MAX_RECORDS = 1000
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -57,6 +58,7 @@ class PingController(Controller):
 
 
 class MlflowController(Controller):
+    middleware = [GZIP]
     tags = ["mlflow"]
     dependencies = {"scoring": Provide(provide_scoring)}
 
@@ -105,16 +107,7 @@ class MlflowController(Controller):
         check_count(len(raws), scoring.settings.max_batch_size)
         txs = decode_transactions(raws, locate, scoring.settings.card_ids_are_tokens)
         reply = await scoring.score(txs)
-        if not reply.complete:
-            raise BridgeError(
-                ErrorReply(
-                    code="deadline_exceeded",
-                    request_id=reply.request_id,
-                    retryable=True,
-                    message="Some rows were not scored before the deadline; retry with a larger timeout_ms.",
-                    missing_transaction_ids=reply.missing_transaction_ids[:1000],
-                )
-            )
+        all_scored(reply, "rows")
         predictions = [
             Prediction(
                 transaction_id=s.transaction_id,
@@ -127,6 +120,20 @@ class MlflowController(Controller):
             if s is not None
         ]
         return Response(InvocationsResponse(predictions=predictions), headers={"X-Request-Id": reply.request_id})
+
+
+def all_scored(reply: ScoreReply, what: str) -> None:
+    """For replies that cannot hold a gap (MLflow, OIP): a 504 naming what was not scored, unless all was."""
+    if not reply.complete:
+        raise BridgeError(
+            ErrorReply(
+                code="deadline_exceeded",
+                request_id=reply.request_id,
+                retryable=True,
+                message=f"Some {what} were not scored before the deadline; retry with a larger timeout_ms.",
+                missing_transaction_ids=reply.missing_transaction_ids[:1000],
+            )
+        )
 
 
 def _invalid(path: str, message: str) -> BodyError:

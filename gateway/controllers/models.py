@@ -7,6 +7,7 @@ import msgspec
 from litestar import Controller, get
 
 from gateway.bridge import NatsBridge
+from gateway.compression import GZIP
 from gateway.openapi_spec import error_responses
 from gateway.seed_schemas import (
     ModelFamily,
@@ -50,6 +51,7 @@ def input_fields() -> list[TransactionField]:
 
 
 class ModelsController(Controller):
+    middleware = [GZIP]
     tags = ["models"]
 
     @get(

@@ -16,8 +16,10 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.compression import GZIP
 from gateway.controllers.health import REQUIRED, _service_health
 from gateway.controllers.info import VERSION
+from gateway.controllers.mlflow import all_scored
 from gateway.controllers.score import Scoring, provide_scoring
 from gateway.envelope import check_count, decode_envelope, json_body
 from gateway.errors import STATUS
@@ -41,7 +43,6 @@ from gateway.oip import (
 )
 from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.validation import BodyError, TooManyTransactions, echo
-from shared.messages import ErrorReply
 from shared.model_messages import ModelInfo
 
 _infer_decoder = msgspec.json.Decoder(InferRequest)
@@ -128,6 +129,7 @@ class OipHealthController(Controller):
 
 
 class OipModelController(Controller):
+    middleware = [GZIP]
     path = "/v2/models"
     tags = ["open inference protocol"]
     exception_handlers = OIP_HANDLERS
@@ -232,16 +234,7 @@ class OipModelController(Controller):
         check_count(len(next(iter(columns.values()))), scoring.settings.max_batch_size)
         txs = to_transactions(req, columns, scoring.settings.card_ids_are_tokens)
         reply = await scoring.score(txs)
-        if not reply.complete:
-            raise BridgeError(
-                ErrorReply(
-                    code="deadline_exceeded",
-                    request_id=reply.request_id,
-                    retryable=True,
-                    message="Some transactions were not scored before the deadline; retry with a larger timeout_ms.",
-                    missing_transaction_ids=reply.missing_transaction_ids[:1000],
-                )
-            )
+        all_scored(reply, "transactions")
         scores = [s for s in reply.results if s is not None]
         out = InferResponse(
             model_name=MODEL_NAME,

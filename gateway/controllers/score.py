@@ -20,8 +20,10 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.compression import GZIP
 from gateway.dependencies import Gateway, provide_deadline, provide_request_id
 from gateway.openapi import body_operation
+from gateway.openapi_spec import error_responses
 from gateway.schemas import FraudScoreResponse, PredictRequest, PredictResponse, StrictTransaction
 from gateway.validation import BodyError, check_batch_size, decode_body
 from shared.messages import ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction, TransactionScore
@@ -156,6 +158,8 @@ class ScoreController(Controller):
         operation_class=body_operation(PredictRequest),
         summary="Score a batch of up to 10,000 transactions",
         status_code=200,
+        middleware=[GZIP],
+        responses=error_responses(503, 504),
     )
     async def predict(self, scoring: Scoring) -> Response[PredictResponse]:
         """One result per transaction, in order. Split into partials and scored by inference workers in parallel.
@@ -185,6 +189,7 @@ class ScoreController(Controller):
         operation_class=body_operation(StrictTransaction),
         summary="Score one transaction",
         status_code=200,
+        responses=error_responses(503, 504),
     )
     async def score_fraud(self, scoring: Scoring) -> Response[FraudScoreResponse]:
         """Seed 001's real-time endpoint: the score, risk level, action, confidence and the reasons."""

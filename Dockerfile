@@ -1,25 +1,39 @@
 # syntax=docker/dockerfile:1
 # One image for every fraudmesh service; compose / k8s pick the service with the command
-# (`python -m gateway|aggregator|inference_svc|feature_svc`). No extras are installed: the `train`
-# extra (torch, torch-geometric) never reaches the serving image.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# (`python -m gateway|aggregator|inference_svc|feature_svc`). Versions come from requirements.lock.
+# The serving image has no torch and no model-building tools: the `bootstrap` extra (scikit-learn,
+# skl2onnx, onnx) trains the seeded bootstrap model in its own stage and only the model is copied out.
+# Optional serving extras: --build-arg EXTRAS=neo4j (for FRAUDMESH_GRAPH_STORE=neo4j).
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
-# ---------------------------------------------------------------------------------------------- builder
-FROM ${PYTHON_IMAGE} AS builder
+# ------------------------------------------------------------------------------------------------- deps
+FROM ${PYTHON_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+ARG EXTRAS=""
 
-# Dependencies first, from pyproject.toml alone, so that code changes do not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" \
-        > /tmp/requirements.txt \
- && pip install -r /tmp/requirements.txt
+# Dependencies first, from pyproject.toml and the lock alone, so that code changes do not reinstall them.
+# deps_of.py prints the requirements of the project plus the given extras; the lock pins every version.
+COPY pyproject.toml requirements.lock deploy/compose/deps_of.py ./
+RUN python deps_of.py "$EXTRAS" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt -c requirements.lock
 
-# Then the package itself, without dependencies (already there) and without extras.
+# ------------------------------------------------------------------------------------- bootstrap model
+# The seeded bootstrap model (`fraudmesh model init`), built here so the serving image needs no scikit-learn.
+FROM deps AS bootstrap-model
+RUN python deps_of.py bootstrap --extras-only > /tmp/bootstrap.txt \
+ && pip install -r /tmp/bootstrap.txt -c requirements.lock
+COPY . .
+RUN pip install --no-deps . \
+ && python -m deploy.cli model init --model-dir /opt/bootstrap-models
+
+# ---------------------------------------------------------------------------------------------- builder
+FROM deps AS builder
+# The package itself, without dependencies (already there).
 COPY . .
 RUN pip install --no-deps . \
  # Guard: the serving image must not contain torch (it would also add ~2 GB).
@@ -28,29 +42,32 @@ RUN pip install --no-deps . \
 # ---------------------------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime
 # tini as PID 1: forwards SIGTERM to python (a PID-1 python without a handler ignores it) and reaps zombies.
+# The models dir exists in the image owned by the app user, so a fresh named volume mounted there
+# inherits that ownership and the non-root model-init / inference containers can write to it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends tini \
- && rm -rf /var/lib/apt/lists/* \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 fraudmesh \
- && useradd --system --uid 10001 --gid fraudmesh --home-dir /app --no-create-home --shell /usr/sbin/nologin fraudmesh
+ && useradd --system --uid 10001 --gid fraudmesh --home-dir /app --no-create-home --shell /usr/sbin/nologin fraudmesh \
+ && mkdir -p /app/var/models && chown -R fraudmesh:fraudmesh /app/var
 
+# Metadata before the large COPY: each instruction after it would copy the whole venv again on some
+# storage drivers (vfs), which makes the build much slower.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FRAUDMESH_HTTP_HOST=0.0.0.0 \
     FRAUDMESH_MODEL_DIR=/app/var/models
-
-COPY --from=builder /opt/venv /opt/venv
-COPY deploy/compose/healthcheck.py /opt/fraudmesh/healthcheck.py
 WORKDIR /app
-# The models dir exists in the image owned by the app user, so a fresh named volume mounted here
-# inherits that ownership and the non-root model-init / inference containers can write to it.
-RUN mkdir -p /app/var/models && chown -R fraudmesh:fraudmesh /app/var
-
-USER 10001:10001
 EXPOSE 8000 9100
 # Gateway: GET /ready on FRAUDMESH_HTTP_PORT; other services: GET /readyz on FRAUDMESH_METRICS_PORT.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "/opt/fraudmesh/healthcheck.py"]
 ENTRYPOINT ["tini", "--"]
 CMD ["python", "-m", "gateway"]
+USER 10001:10001
+
+COPY deploy/compose/healthcheck.py deploy/compose/install_bootstrap_model.py /opt/fraudmesh/
+# install_bootstrap_model.py copies this into FRAUDMESH_MODEL_DIR when it has no active model (model-init).
+COPY --from=bootstrap-model /opt/bootstrap-models /opt/fraudmesh/bootstrap-models
+COPY --from=builder /opt/venv /opt/venv

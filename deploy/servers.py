@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.limits import NATS_MAX_PAYLOAD
+
 PG_USER = "fraudmesh"
 PG_DB = "fraudmesh"
 
@@ -173,7 +175,7 @@ def start_nats(
         f"listen: 127.0.0.1:{port}\n"
         f"http: 127.0.0.1:{monitor_port}\n"
         f"server_name: fraudmesh-{port}\n"
-        "max_payload: 8MB\n"
+        f"max_payload: {NATS_MAX_PAYLOAD}\n"
         "max_pending: 256MB\n"
         f'jetstream {{\n  store_dir: "{store}"\n  max_memory_store: 256MB\n  max_file_store: 8GB\n}}\n'
     )

@@ -34,7 +34,8 @@ ensure_system_packages() {
   fi
 }
 
-# ensure_venv EXTRA : .venv with the project installed in editable mode (plus an extra such as dev)
+# ensure_venv EXTRAS : .venv with the project installed in editable mode (plus extras such as dev,train),
+# every version pinned by requirements.lock (used as constraints: it also pins extras not installed here)
 ensure_venv() {
   local extra=${1:-}
   if [ ! -x .venv/bin/python ]; then
@@ -47,7 +48,33 @@ ensure_venv() {
   local spec="."
   [ -n "$extra" ] && spec=".[$extra]"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v -E "^(WARNING: Location|WARNING: Running pip)" || true
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" -c requirements.lock 2>&1 | grep -v -E "^(WARNING: Location|WARNING: Running pip)" || true
   .venv/bin/python -c "import gateway, aggregator, inference_svc, feature_svc" || {
     echo "the project did not install into .venv; see the pip output above" >&2; exit 1; }
+}
+
+# ensure_docker: as root, a running docker engine and docker-compose for tests/test_compose.py (Debian's
+# docker.io, docker-compose, and debootstrap for the local base image). The engine is started with overlay2,
+# or vfs where overlay does not mount; no iptables and no default bridge (compose's own networks still work).
+# It keeps running after the tests; its log is /var/log/fraudmesh-dockerd.log.
+ensure_docker() {
+  ensure_system_packages dockerd:docker.io docker-compose:docker-compose debootstrap:debootstrap
+  docker info >/dev/null 2>&1 && return 0
+  local driver pid
+  for driver in overlay2 vfs; do
+    setsid dockerd --storage-driver="$driver" --iptables=false --bridge=none </dev/null >>/var/log/fraudmesh-dockerd.log 2>&1 &
+    pid=$!
+    for _ in $(seq 1 30); do
+      if docker info >/dev/null 2>&1; then
+        echo "docker engine started (storage driver $driver, pid $pid)" >&2
+        return 0
+      fi
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 1
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  echo "could not start a docker engine; see /var/log/fraudmesh-dockerd.log (tests/test_compose.py will skip)" >&2
+  return 1
 }

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_python
 ensure_system_packages redis-server:redis-server initdb:postgresql
-ensure_venv
+# bootstrap: scikit-learn + skl2onnx, which `fraudmesh up` uses to build the bootstrap model on a fresh clone
+ensure_venv bootstrap
 .venv/bin/fraudmesh down >/dev/null 2>&1 || true
 .venv/bin/fraudmesh up
 .venv/bin/fraudmesh demo -n "${DEMO_TRANSACTIONS:-1000}"

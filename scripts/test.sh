@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_python
 ensure_system_packages redis-server:redis-server initdb:postgresql
-# optional: lets tests/test_deploy_manifests.py validate docker-compose.yml (it skips, saying why, without it)
-[ "$(id -u)" = 0 ] && (ensure_system_packages docker-compose:docker-compose || true)
-# train: torch==2.13.0 (CPU) and torch-geometric, for the ONNX-vs-torch and training tests
-ensure_venv dev,train
+# optional, as root: a docker engine for tests/test_compose.py (builds the image and runs the compose stack)
+# and docker-compose for tests/test_deploy_manifests.py; without them those tests skip and say why.
+[ "$(id -u)" = 0 ] && (ensure_docker || true)
+# train: torch==2.13.0 (CPU) and torch-geometric, for the ONNX-vs-torch and training tests;
+# bootstrap: scikit-learn/skl2onnx (bootstrap model); neo4j: the driver (graph contract tests)
+ensure_venv dev,train,bootstrap,neo4j
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"

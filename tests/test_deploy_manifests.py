@@ -8,13 +8,30 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
+from deploy.servers import start_nats
+from shared.limits import NATS_MAX_PAYLOAD
+from shared.messages import (
+    MAX_AMOUNT,
+    PartialInfo,
+    RiskFactor,
+    ScoreReply,
+    ScoreRequest,
+    Transaction,
+    TransactionScore,
+)
 from shared.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +41,8 @@ K8S_DIR = ROOT / "deploy" / "k8s"
 PROMETHEUS_FILE = ROOT / "deploy" / "compose" / "prometheus" / "prometheus.yml"
 GRAFANA_DIR = ROOT / "deploy" / "compose" / "grafana"
 DASHBOARD_FILE = GRAFANA_DIR / "dashboards" / "fraudmesh.json"
+LOCK_FILE = ROOT / "requirements.lock"
+NATS_CONF = ROOT / "deploy" / "compose" / "nats" / "nats-server.conf"
 
 # The four services: python module -> does it serve HTTP (gateway) or only a metrics port.
 MODULES = {"gateway": "http", "aggregator": "metrics", "inference_svc": "metrics", "feature_svc": "metrics"}
@@ -100,7 +119,9 @@ def test_compose_services_and_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
     for store in ("nats", "redis", "postgres", "neo4j", "jaeger", "prometheus", "grafana"):
         assert store in services, f"docker-compose.yml has no `{store}` service"
-    assert "-js" in services["nats"]["command"], "nats must run with JetStream (-js)"
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats-server.conf"]
+    assert f"./{NATS_CONF.relative_to(ROOT)}:/etc/nats/nats-server.conf:ro" in services["nats"]["volumes"]
+    assert "jetstream" in NATS_CONF.read_text(), "nats must run with JetStream"
     assert any(v.split(":")[-1] == "/data" for v in services["nats"].get("volumes", [])), "nats needs a volume"
 
     apps = compose_app_services(compose)
@@ -121,9 +142,9 @@ def test_compose_services_and_start_order(compose: dict[str, Any]) -> None:
             if cond["condition"] == "service_healthy":
                 assert services[dep].get("healthcheck", {}).get("test"), f"{name} waits on {dep}'s healthcheck"
 
-    # The bootstrap model is written before inference starts, into the volume inference reads.
+    # The bootstrap model (built into the image) is installed before inference starts, into the volume it reads.
     init = services["model-init"]
-    assert init["command"][:5] == ["python", "-m", "deploy.cli", "model", "init"]
+    assert init["command"][:2] == ["python", "/opt/fraudmesh/install_bootstrap_model.py"]
     inference = services[by_module["inference_svc"]]
     assert inference["depends_on"]["model-init"]["condition"] == "service_completed_successfully"
     models_mount = [v for v in inference["volumes"] if v.split(":")[1] == "/app/var/models"]
@@ -144,12 +165,17 @@ def test_dockerfile_multistage_nonroot_without_torch() -> None:
     assert len(stages) >= 2, "the Dockerfile must be multi-stage"
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", text, re.M))
     final_image = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), stages[-1][0])
-    assert final_image.startswith("python:3.11-slim"), f"runtime stage is {final_image}"
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", final_image), f"runtime stage is {final_image}"
     final_stage = text[text.rfind("\nFROM ") :]
     users = re.findall(r"^USER\s+(\S+)", final_stage, re.M)
     assert users and users[-1].split(":")[0] not in {"root", "0"}, "the runtime stage must run as non-root"
-    installs = " ".join(re.findall(r"pip install[^\n]*", text))
-    assert "[" not in installs and "torch" not in installs, f"no extras / torch in the image: {installs}"
+    installs = re.findall(r"pip install[^\n]*", text)
+    assert "[" not in " ".join(installs) and "torch" not in " ".join(installs), f"no extras / torch: {installs}"
+    for line in installs:  # every version comes from the lock
+        assert "--no-deps" in line or "-c requirements.lock" in line, f"pip install without the lock: {line}"
+    # The model-building tools stay in their own stage: the runtime copies only the model out of it.
+    assert "bootstrap-model" in [name for _, name in stages], "no bootstrap-model stage"
+    assert "COPY --from=bootstrap-model /opt/bootstrap-models" in final_stage
     env_names = re.findall(r"\b(FRAUDMESH_\w+)=", text)
     check_env_names(env_names, "Dockerfile")
 
@@ -389,3 +415,252 @@ def test_nats_helm_values_jetstream_cluster() -> None:
     assert js["enabled"] is True
     assert js["fileStore"].get("enabled", True) is True
     assert js["fileStore"]["pvc"]["size"], "JetStream file storage needs a PVC size"
+
+
+def test_k8s_placeholder_secret_is_never_applied() -> None:
+    """`kubectl apply -k deploy/k8s` must not create or overwrite fraudmesh-secrets with placeholders."""
+    kustomization = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    for listed in kustomization["resources"]:
+        for doc in yaml.safe_load_all((K8S_DIR / listed).read_text()):
+            assert not doc or doc.get("kind") != "Secret", f"kustomization.yaml applies the Secret in {listed}"
+    assert not kustomization.get("secretGenerator"), "kustomization.yaml generates a Secret"
+    template = (K8S_DIR / "secret.example.yaml").read_text()
+    assert "kubectl -n fraudmesh create secret generic fraudmesh-secrets" in template
+    readme = (ROOT / "deploy" / "README.md").read_text()
+    assert "create secret generic fraudmesh-secrets" in readme, "deploy/README.md must say how to create the Secret"
+
+
+def test_k8s_streams_are_replicated_three_times() -> None:
+    cm = next(o for _, o in load_k8s() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "fraudmesh-config")
+    replicas = int(cm["data"]["FRAUDMESH_STREAM_REPLICAS"])
+    values = yaml.safe_load((K8S_DIR / "nats-values.yaml").read_text())
+    assert replicas == 3 <= values["config"]["cluster"]["replicas"]
+
+
+# ------------------------------------------------------------------------------------------- NATS limits
+
+
+def test_nats_max_payload_is_one_number_everywhere(tmp_path: Path) -> None:
+    """compose, the Helm values and `fraudmesh up` (deploy/servers.py) all use shared.limits.NATS_MAX_PAYLOAD."""
+    conf = dict(re.findall(r"^\s*(\w+)\s*:\s*(\S+)\s*$", NATS_CONF.read_text(), re.M))
+    assert int(conf["max_payload"]) == NATS_MAX_PAYLOAD, f"{NATS_CONF}: max_payload {conf['max_payload']}"
+    values = yaml.safe_load((K8S_DIR / "nats-values.yaml").read_text())
+    assert values["config"]["merge"]["max_payload"] == NATS_MAX_PAYLOAD, "nats-values.yaml: config.merge.max_payload"
+    # `fraudmesh up` and the test suite: ask the running server what it enforces.
+    server = start_nats(tmp_path)
+    try:
+        varz = httpx.get(f"http://127.0.0.1:{server.extra['monitor']}/varz", timeout=5).json()
+    finally:
+        server.stop()
+    assert varz["max_payload"] == NATS_MAX_PAYLOAD
+
+
+def _longest(n: int, prefix: str) -> str:
+    return (f"{prefix}{n}-" + "x" * 128)[:128]
+
+
+def test_largest_request_and_reply_fit_in_max_payload() -> None:
+    """A 10,000-transaction request and its reply, every field at its longest, fit in one NATS message."""
+    settings = Settings()
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    txs = [
+        Transaction(
+            card_id=_longest(i, "c"),
+            transaction_amount=MAX_AMOUNT,
+            merchant_id=_longest(i, "m"),
+            mcc_code="5411",
+            country_code="US",
+            transaction_id=_longest(i, "t"),
+            timestamp=ts,
+            device_id=_longest(i, "d"),
+            ip_address="ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            currency="USD",
+            channel="ecom",
+        )
+        for i in range(settings.max_batch_size)
+    ]
+    request = ScoreRequest(transactions=txs, request_id=_longest(0, "r"), partial_size=settings.max_batch_size)
+    factor = RiskFactor(code="x" * 40, description="y" * 120, weight=-123.4567, source="features")
+    score = TransactionScore(
+        transaction_id=_longest(0, "t"),
+        fraud_score=0.123456789,
+        risk_level="critical",
+        recommended_action="decline",
+        confidence=0.987654321,
+        model_version=_longest(0, "v")[:64],
+        top_risk_factors=[factor] * 3,  # inference_svc.reasons explains with k=3
+        features_used=1000,
+        feature_freshness_sec=86400.123,
+        features_computed=1000,
+    )
+    reply = ScoreReply(
+        request_id=_longest(0, "r"),
+        complete=False,
+        results=[score] * settings.max_batch_size,
+        partials=[PartialInfo(index=i, size=1, worker_id="w" * 64) for i in range(200)],
+        missing_transaction_ids=[_longest(i, "t") for i in range(1000)],
+        timings_ms={f"stage_{i}": 1.0 for i in range(20)},
+    )
+    for name, msg in (("request", request), ("reply", reply)):
+        size = len(msgspec.msgpack.encode(msg))
+        assert size <= NATS_MAX_PAYLOAD * 0.8, f"largest {name} is {size} bytes: NATS_MAX_PAYLOAD leaves <20% headroom"
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+
+def _compose_images() -> dict[str, str]:
+    return {n: s["image"] for n, s in yaml.safe_load(COMPOSE_FILE.read_text())["services"].items() if "image" in s}
+
+
+def test_third_party_images_are_pinned_to_exact_versions() -> None:
+    images = {f"compose {n}": i for n, i in _compose_images().items() if not i.startswith("fraudmesh:")}
+    values = yaml.safe_load((K8S_DIR / "nats-values.yaml").read_text())
+    images["helm nats"] = f"{values['container']['image']['repository']}:{values['container']['image']['tag']}"
+    text = DOCKERFILE.read_text()
+    images["Dockerfile PYTHON_IMAGE"] = re.search(r"^ARG PYTHON_IMAGE=(\S+)", text, re.M).group(1)  # type: ignore[union-attr]
+    for where, image in images.items():
+        tag = image.rsplit(":", 1)[-1] if ":" in image else "latest"
+        # PostgreSQL's releases have two parts since 10 (16.4); everything else has three.
+        exact = r"\d+\.\d+" if image.startswith("postgres:") else r"v?\d+\.\d+\.\d+"
+        assert re.match(exact + r"(-[a-z0-9.-]+)?$", tag), f"{where}: {image} is not pinned to an exact version"
+    assert {"nats", "redis", "postgres", "neo4j", "jaeger", "prometheus", "grafana"} <= {n.split()[-1] for n in images}
+
+
+# ---------------------------------------------------------------------------------------------- lock file
+
+
+def _requirements(project: dict[str, Any]) -> list[Requirement]:
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        reqs += [Requirement(r) for r in extra if not r.startswith(project["name"] + "[")]
+    return reqs
+
+
+def _lock() -> dict[str, Version]:
+    pins = {}
+    for line in LOCK_FILE.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            specs = list(req.specifier)
+            assert len(specs) == 1 and specs[0].operator == "==", f"requirements.lock: {line!r} is not an exact pin"
+            pins[canonicalize_name(req.name)] = Version(specs[0].version)
+    return pins
+
+
+def test_lock_satisfies_pyproject() -> None:
+    """requirements.lock pins every dependency and extra of pyproject.toml to a version its specifier allows.
+
+    Regenerate it after changing dependencies with the command at the top of requirements.lock."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = _lock()
+    for req in _requirements(project):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"requirements.lock has no pin for {req}: regenerate it (see its first lines)"
+        pinned = pins[name]
+        assert req.specifier.contains(pinned, prereleases=True), f"requirements.lock pins {name}=={pinned}, {req}"
+    # torch stays the CPU wheel's version (any other one downloads GBs of CUDA), and only in `train`.
+    assert pins["torch"] == Version("2.13.0")
+    assert not any(canonicalize_name(Requirement(r).name) == "torch" for r in project["dependencies"])
+    # model-building tools and the Neo4j driver are extras, not serving dependencies.
+    serving = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert not serving & {"scikit-learn", "skl2onnx", "onnx", "neo4j", "torch"}, serving
+
+
+def test_install_commands_use_the_lock() -> None:
+    lib = (ROOT / "scripts" / "lib.sh").read_text()
+    assert "-c requirements.lock" in lib, "scripts/lib.sh ensure_venv must install with the lock as constraints"
+    for script, extras in (("run.sh", {"bootstrap"}), ("test.sh", {"dev", "train", "bootstrap", "neo4j"})):
+        text = (ROOT / "scripts" / script).read_text()
+        found = re.search(r"^ensure_venv\s+(\S*)", text, re.M)
+        assert found, f"scripts/{script} does not call ensure_venv"
+        assert extras <= set(found.group(1).split(",")), f"scripts/{script} must install the extras {extras}"
+
+
+# ----------------------------------------------------------------------------- Prometheus Operator objects
+
+MONITORING_DIR = K8S_DIR / "monitoring"
+RULES_DIR = ROOT / "deploy" / "prometheus"
+
+
+def test_servicemonitor_scrapes_every_service_port(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    kustomization = yaml.safe_load((MONITORING_DIR / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {p.name for p in MONITORING_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    monitor = yaml.safe_load((MONITORING_DIR / "servicemonitor.yaml").read_text())
+    assert monitor["kind"] == "ServiceMonitor" and monitor["metadata"]["namespace"] == "fraudmesh"
+    endpoints = {e["port"]: e.get("path", "/metrics") for e in monitor["spec"]["endpoints"]}
+    for svc in of_kind(k8s, "Service"):
+        name = svc["metadata"]["name"]
+        assert matches(monitor["spec"]["selector"]["matchLabels"], svc["metadata"].get("labels", {})), (
+            f"the ServiceMonitor does not select Service {name}"
+        )
+        scraped = [p for p in svc["spec"]["ports"] if p.get("name") in endpoints]
+        assert scraped, f"the ServiceMonitor scrapes no port of Service {name}"
+        assert all(endpoints[p["name"]] == "/metrics" for p in scraped)
+
+
+def test_prometheusrule_holds_every_rules_file() -> None:
+    """Alert rules are written once: every group of every rules file in deploy/prometheus/ is in the
+    PrometheusRule unchanged (copy the group into deploy/k8s/monitoring/prometheusrule.yaml)."""
+    rule = yaml.safe_load((MONITORING_DIR / "prometheusrule.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule" and rule["metadata"]["namespace"] == "fraudmesh"
+    groups = {g["name"]: g for g in rule["spec"]["groups"]}
+    assert groups and all(g["rules"] for g in groups.values())
+    for g in groups.values():
+        for r in g["rules"]:
+            assert r.get("alert") or r.get("record"), f"group {g['name']}: a rule without a name"
+            assert r["expr"].strip(), f"{r.get('alert')}: empty expr"
+    for path in sorted(RULES_DIR.glob("*.y*ml")) if RULES_DIR.exists() else []:
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups", []):
+            assert groups.get(group["name"]) == group, (
+                f"group {group['name']!r} of {path.relative_to(ROOT)} is missing or different in prometheusrule.yaml"
+            )
+
+
+def test_k8s_model_init_job_installs_the_images_bootstrap_model(k8s: list[tuple[str, dict[str, Any]]]) -> None:
+    """The image has no scikit-learn: the Job copies the model built into the image, like compose's model-init."""
+    compose_init = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["model-init"]["command"]
+    jobs = [j for j in of_kind(k8s, "Job") if j["metadata"]["name"] == "model-init"]
+    assert jobs, "no model-init Job in deploy/k8s"
+    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == compose_init, f"Job args {container['args']} differ from compose {compose_init}"
+    assert (ROOT / "deploy" / "compose" / "install_bootstrap_model.py").exists()
+    assert "deploy/compose/install_bootstrap_model.py /opt/fraudmesh/" in DOCKERFILE.read_text()
+
+
+def _run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    path = ROOT / "deploy" / "compose" / script
+    return subprocess.run(["python", str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_install_bootstrap_model_copies_once_and_never_overwrites(tmp_path: Path) -> None:
+    source, target = tmp_path / "image-models", tmp_path / "volume"
+    (source / "bootstrap-1").mkdir(parents=True)
+    (source / "bootstrap-1" / "model.onnx").write_bytes(b"onnx")
+    (source / "active").write_text("bootstrap-1\n")
+
+    nothing = str(tmp_path / "nothing")
+    missing = _run_script("install_bootstrap_model.py", "--source", nothing, "--model-dir", str(target))
+    assert missing.returncode != 0 and "no bootstrap model" in missing.stderr
+
+    first = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
+    assert first.returncode == 0, first.stderr
+    assert (target / "active").read_text().strip() == "bootstrap-1"
+    assert (target / "bootstrap-1" / "model.onnx").read_bytes() == b"onnx"
+
+    (target / "active").write_text("published-2\n")  # a model activated since: left alone on a restart
+    again = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    assert (target / "active").read_text().strip() == "published-2"
+
+
+def test_deps_of_prints_serving_deps_and_expands_extras(tmp_path: Path) -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    serving = _run_script("deps_of.py", "").stdout.splitlines()
+    assert serving == project["dependencies"]
+    train = _run_script("deps_of.py", "train", "--extras-only").stdout.splitlines()
+    assert set(project["optional-dependencies"]["bootstrap"]) <= set(train), "fraudmesh[bootstrap] is expanded"
+    assert not any(r.startswith("fraudmesh") for r in train)
+    bad = _run_script("deps_of.py", "nosuch")
+    assert bad.returncode != 0 and "unknown extra 'nosuch'" in bad.stderr

@@ -8,6 +8,8 @@ implementations: PostgreSQL (embedded default, SQL over the ledger's edge table)
 Every query takes `as_of` for point-in-time answers; see feature_svc.graph.base for its exact meaning.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from feature_svc.graph.base import FrontierGraphStore, GraphStore
 from feature_svc.graph.factory import open_graph_store
 from feature_svc.graph.model import (
@@ -27,8 +29,20 @@ from feature_svc.graph.model import (
     edges_for_transaction,
     edges_from_transactions,
 )
-from feature_svc.graph.neo4j_store import Neo4jGraphStore
 from feature_svc.graph.postgres import PostgresGraphStore
+
+if TYPE_CHECKING:
+    from feature_svc.graph.neo4j_store import Neo4jGraphStore
+
+
+def __getattr__(name: str) -> Any:
+    """Neo4jGraphStore is imported on first use: its driver is the optional `neo4j` extra."""
+    if name == "Neo4jGraphStore":
+        from feature_svc.graph.neo4j_store import Neo4jGraphStore
+
+        return Neo4jGraphStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "IDENTITY",

@@ -6,7 +6,6 @@ import asyncpg
 
 from feature_svc.graph.base import GraphStore
 from feature_svc.graph.model import GraphError
-from feature_svc.graph.neo4j_store import Neo4jGraphStore
 from feature_svc.graph.postgres import PostgresGraphStore
 from feature_svc.ledger import migrate
 from shared.settings import Settings
@@ -23,5 +22,12 @@ async def open_graph_store(settings: Settings, *, pool: asyncpg.Pool | None = No
     if settings.graph_store == "neo4j":
         if not settings.neo4j_uri:
             raise GraphError("FRAUDMESH_GRAPH_STORE=neo4j needs FRAUDMESH_NEO4J_URI (e.g. neo4j://127.0.0.1:7687)")
+        try:  # the driver is the optional `neo4j` extra
+            from feature_svc.graph.neo4j_store import Neo4jGraphStore
+        except ModuleNotFoundError as exc:
+            raise GraphError(
+                f"FRAUDMESH_GRAPH_STORE=neo4j needs the neo4j driver ({exc}): pip install -e '.[neo4j]' "
+                "-c requirements.lock, or build the image with --build-arg EXTRAS=neo4j"
+            ) from exc
         return await Neo4jGraphStore.open(settings.neo4j_uri, settings.neo4j_user, settings.neo4j_password)
     raise GraphError(f"unknown graph store {settings.graph_store!r}; expected postgres or neo4j")

@@ -6,7 +6,8 @@
   where there is a body (a route's own statuses, such as 503 or 504, are in its `responses=`);
 - query constraints Litestar cannot know: `timeout_ms` within 1..FRAUDMESH_MAX_REQUEST_TIMEOUT_MS, the
   `entity_type` enum;
-- the `X-API-Key` security scheme (the API router names it; `create_app`).
+- the `X-API-Key` security scheme (the API router names it; `create_app`);
+- a description (and an example) for every field (gateway/openapi_fields.py).
 
 The UI is Swagger UI from the `swagger-ui-bundle` wheel, served by the gateway under `/docs/static`.
 """
@@ -25,6 +26,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 
 from gateway.compression import GZIP
+from gateway.openapi_fields import describe
 from gateway.openapi_spec import ERROR_TEXT
 from shared.feature_messages import ENTITY_TYPES
 from shared.messages import ErrorReply
@@ -65,6 +67,7 @@ class OpenAPIFinish:
             for method, op in item.items():
                 if isinstance(op, dict) and "responses" in op:
                     self._operation(path, method, op)
+        describe(doc)
         return doc
 
     def _operation(self, path: str, method: str, op: dict[str, Any]) -> None:

@@ -76,6 +76,27 @@ def test_constraints_are_documented(spec: dict[str, Any]) -> None:
     assert timeout["schema"] == {"type": "integer", "minimum": 1, "maximum": 60000}
 
 
+def test_every_field_has_a_description(spec: dict[str, Any]) -> None:
+    missing: list[str] = []
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            for name, prop in node.get("properties", {}).items():
+                if isinstance(prop, dict) and "description" not in prop:
+                    missing.append(f"{where}.{name}")
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}[{i}]")
+
+    walk(spec["components"]["schemas"], "components")
+    for method, path, op in operations(spec):
+        walk(op.get("requestBody", {}), f"{method} {path}")
+        assert op.get("summary"), (method, path)
+    assert not missing, missing
+
+
 def test_docs_ui_loads_nothing_from_another_origin(stack: Stack) -> None:
     html = httpx.get(f"{stack.gateway_url}/docs", timeout=10).text
     assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", html)

@@ -10,7 +10,7 @@ length in `Inference-Header-Content-Length`, then each input's bytes in order). 
 from __future__ import annotations
 
 import struct
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 from msgspec import Meta, Struct
@@ -95,13 +95,45 @@ class InferRequestedOutput(Struct, kw_only=True, forbid_unknown_fields=True):
     parameters: Annotated[dict[str, Any], Meta(description="Accepted and ignored (replies are JSON).")] | None = None
 
 
-class InferRequest(Struct, kw_only=True, forbid_unknown_fields=True):
+def _documented_input(name: str, datatype: str) -> Any:
+    """The exact shape of one input, for the OpenAPI document: its name (the tag) and its one datatype."""
+    element: Any = float if datatype == "FP64" else str
+    return msgspec.defstruct(
+        "".join(w.capitalize() for w in name.split("_")) + "Input",
+        [
+            ("shape", Annotated[list[Annotated[int, Meta(ge=0)]], Meta(min_length=1, max_length=2)]),
+            ("datatype", Literal[datatype]),
+            ("parameters", dict[str, Any] | None, None),
+            ("data", list[element | list[element]] | None, None),
+        ],
+        tag=name,
+        tag_field="name",
+        kw_only=True,
+        forbid_unknown_fields=True,
+    )
+
+
+_DOCUMENTED_INPUTS: Any = Union[tuple(_documented_input(n, t) for n, t in INPUTS)]  # noqa: UP007
+
+
+IN = TypeVar("IN")
+
+
+# Decoded as `InferRequest[InferInput]` (any name and datatype, so that a mistake gets a precise message);
+# documented as `InferRequest[DocumentedInput]` (one Struct per input, with its name and its one datatype).
+class InferRequest(Struct, Generic[IN], kw_only=True, forbid_unknown_fields=True):
+    """An inference request: the transactions as one tensor per field (see the model metadata)."""
+
     id: Annotated[str, Meta(max_length=128, description="Echoed in the reply.", examples=["req-1"])] | None = None
     parameters: Annotated[dict[str, Any], Meta(description="Request parameters (accepted, not used).")] | None = None
-    inputs: Annotated[list[InferInput], Meta(min_length=1, description="One tensor per transaction field.")]
+    inputs: Annotated[list[IN], Meta(min_length=1, description="One tensor per transaction field.")]
     outputs: Annotated[list[InferRequestedOutput], Meta(description="Outputs wanted (default: all three).")] | None = (
         None
     )
+
+
+DocumentedInferRequest: Any = InferRequest.__class_getitem__(_DOCUMENTED_INPUTS)  # type: ignore[attr-defined]
+"""`InferRequest[<one Struct per input>]`: the request body as the OpenAPI document gives it."""
 
 
 class InferOutput(Struct, kw_only=True):
@@ -178,7 +210,7 @@ def _binary_elements(raw: bytes, datatype: str, path: str) -> list[Any]:
     return out
 
 
-def tensors(req: InferRequest, binary: bytes) -> dict[str, list[Any]]:
+def tensors(req: InferRequest[InferInput], binary: bytes) -> dict[str, list[Any]]:
     """Each input's elements, checked against the model's inputs (name, datatype, shape, count)."""
     columns: dict[str, list[Any]] = {}
     offset = 0
@@ -212,7 +244,7 @@ def tensors(req: InferRequest, binary: bytes) -> dict[str, list[Any]]:
     return columns
 
 
-def to_transactions(req: InferRequest, columns: dict[str, list[Any]], tokens: bool) -> list[Transaction]:
+def to_transactions(req: InferRequest[InferInput], columns: dict[str, list[Any]], tokens: bool) -> list[Transaction]:
     n = len(next(iter(columns.values())))
     where = {t.name: k for k, t in enumerate(req.inputs)}
     encode = msgspec.json.Encoder().encode
@@ -228,7 +260,7 @@ def to_transactions(req: InferRequest, columns: dict[str, list[Any]], tokens: bo
     return decode_transactions(rows, locate, tokens)
 
 
-def outputs(req: InferRequest, scores: list[TransactionScore]) -> list[InferOutput]:
+def outputs(req: InferRequest[Any], scores: list[TransactionScore]) -> list[InferOutput]:
     wanted = [o.name for o in req.outputs] if req.outputs else list(_OUTPUT_NAMES)
     types = dict(OUTPUTS)
     columns: dict[str, list[float | str]] = {

@@ -78,6 +78,8 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "services": ("Each service behind NATS.", None),
     "details": ("Per instance: what it reports.", None),
     # OIP / MLflow leftovers
+    "name": ("The input: a transaction field.", None),
+    "datatype": ("BYTES for ids and codes, FP64 for transaction_amount (as the model metadata lists).", None),
     "shape": ("`[n]` or `[n, 1]`: n transactions.", [2]),
     "parameters": ("Protocol parameters (`binary_data_size` for binary tensor data); others are ignored.", None),
     "data": ("The elements, row-major (flat or nested); absent with binary data.", ["c1", "c2"]),

@@ -58,9 +58,19 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
+def _without_discriminators(node: Any) -> Any:
+    """A tagged union's `discriminator` names `$defs` that inlining removed; each member still says its tag."""
+    if isinstance(node, dict):
+        return {k: _without_discriminators(v) for k, v in node.items() if k != "discriminator"}
+    if isinstance(node, list):
+        return [_without_discriminators(v) for v in node]
+    return node
+
+
 def body_operation_of(type_: Any, example: Any) -> type[Operation]:
     """An Operation whose request body is `type_`'s msgspec schema (inlined), with `example`."""
-    schema = request_schema(type_)
+    schema = _without_discriminators(request_schema(type_))
+    schema["title"] = str(schema.get("title", "Body")).split("[", 1)[0]  # `Request[StrictTransaction]` -> `Request`
 
     @dataclass
     class BodyOperation(Operation):

@@ -27,6 +27,8 @@ from gateway.oip import (
     BINARY_HEADER,
     INFER_EXAMPLE,
     MODEL_NAME,
+    DocumentedInferRequest,
+    InferInput,
     InferRequest,
     InferResponse,
     LiveResponse,
@@ -45,7 +47,8 @@ from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.validation import BodyError, TooManyTransactions, echo
 from shared.model_messages import ModelInfo
 
-_infer_decoder = msgspec.json.Decoder(InferRequest)
+_infer_decoder = msgspec.json.Decoder(InferRequest[InferInput])
+INFER_BODY = body_operation_of(DocumentedInferRequest, INFER_EXAMPLE)
 _json = msgspec.json.Encoder()
 OIP_TEXT = {
     400: "Bad input, in OIP's error shape.",
@@ -198,7 +201,7 @@ class OipModelController(Controller):
     @post(
         "/{name:str}/infer",
         operation_id="oipInfer",
-        operation_class=body_operation_of(InferRequest, INFER_EXAMPLE),
+        operation_class=INFER_BODY,
         summary="OIP inference: transactions as named tensors in, scores out",
         status_code=200,
         responses=oip_errors(400, 401, 404, 413, 429, 503, 504),
@@ -210,7 +213,7 @@ class OipModelController(Controller):
     @post(
         "/{name:str}/versions/{version:str}/infer",
         operation_id="oipInferVersion",
-        operation_class=body_operation_of(InferRequest, INFER_EXAMPLE),
+        operation_class=INFER_BODY,
         summary="OIP inference on a version in service",
         status_code=200,
         responses=oip_errors(400, 401, 404, 413, 429, 503, 504),

@@ -237,3 +237,12 @@ def test_model_metadata_and_features_describe_the_active_model(stack: Stack) -> 
     fields = {f["name"]: f for f in feats["input_fields"]}
     assert fields["card_id"]["required"] and fields["transaction_amount"]["type"] == "number"
     assert not fields["mcc_code"]["required"]
+
+
+def test_a_bad_request_id_is_refused_where_ids_are_built_from_it_and_replaced_on_reads(stack: Stack) -> None:
+    bad = {"X-Request-Id": "not a usable id!"}
+    r = httpx.get(f"{stack.gateway_url}/models", headers=bad, timeout=10)
+    assert r.status_code == 200, r.text
+    assert httpx.get(f"{stack.gateway_url}/ping", headers=bad, timeout=10).status_code == 200
+    refused = post(stack, "/score/batch", SEED_001_BATCH, headers=bad)
+    assert refused.status_code == 400 and refused.json()["errors"][0]["path"] == "header.X-Request-Id"

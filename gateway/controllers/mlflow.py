@@ -12,6 +12,7 @@ from litestar.di import Provide
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.compression import GZIP
 from gateway.controllers.health import REQUIRED, _service_health
+from gateway.controllers.models import READ_ONLY
 from gateway.controllers.score import Scoring, provide_scoring
 from gateway.envelope import Locate, at, check_count, decode_envelope, decode_transactions, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
@@ -36,6 +37,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 class PingController(Controller):
+    dependencies = READ_ONLY
     tags = ["operations"]
 
     @get(

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
+from litestar.di import Provide
 
 from gateway.bridge import NatsBridge
 from gateway.compression import GZIP
 from gateway.openapi_spec import error_responses
+from gateway.request_context import request_id_of
 from gateway.seed_schemas import (
     ModelFamily,
     ModelFeaturesResponse,
@@ -36,6 +40,15 @@ _FIELD_DOCS = {
 }
 
 
+def lenient_request_id(request: Request[Any, Any, Any]) -> str:
+    """The request id of a read-only route: an unusable X-Request-Id is replaced, not refused (the scoring routes
+    refuse it because it becomes part of transaction ids; nothing is built from it here)."""
+    return request_id_of(request)
+
+
+READ_ONLY = {"request_id": Provide(lenient_request_id, sync_to_thread=False)}
+
+
 def _view(s: ModelSummary) -> ModelView:
     return ModelView(
         version=s.version, kind=s.kind, created_at=s.created_at, metrics=s.metrics, thresholds=s.thresholds
@@ -51,6 +64,7 @@ def input_fields() -> list[TransactionField]:
 
 
 class ModelsController(Controller):
+    dependencies = READ_ONLY
     middleware = [GZIP]
     tags = ["models"]
 

@@ -20,6 +20,7 @@ from gateway.compression import GZIP
 from gateway.controllers.health import REQUIRED, _service_health
 from gateway.controllers.info import VERSION
 from gateway.controllers.mlflow import all_scored
+from gateway.controllers.models import READ_ONLY
 from gateway.controllers.score import Scoring, provide_scoring
 from gateway.envelope import check_count, decode_envelope, json_body
 from gateway.errors import STATUS
@@ -136,7 +137,7 @@ class OipModelController(Controller):
     path = "/v2/models"
     tags = ["open inference protocol"]
     exception_handlers = OIP_HANDLERS
-    dependencies = {"scoring": Provide(provide_scoring)}
+    dependencies = {"scoring": Provide(provide_scoring), **READ_ONLY}
 
     async def _info(self, bridge: NatsBridge, request_id: str, name: str, version: str | None) -> ModelInfo:
         if name != MODEL_NAME:

@@ -13,26 +13,25 @@ import json
 import time
 import uuid
 
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
 from aggregator.coalesce import Coalescer
 from aggregator.pending import PendingBatch, split_bounds
 from shared import subjects
-from shared.jetstream import ensure_inference_consumer, ensure_streams
+from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_owner_notice
 from shared.logs import log_fields
 from shared.messages import (
     Partial,
-    PartialFailed,
     PartialInfo,
     PartialOutcome,
+    PartialResult,
     ScoreReply,
     ScoreRequest,
     Transaction,
     TransactionScore,
 )
-from shared.service import Context, Service, ServiceError, now_ms
+from shared.service import RAW, Context, Service, ServiceError, now_ms
 from shared.settings import Settings
 
 REPLY_MARGIN_S = 0.05
@@ -58,9 +57,6 @@ class AggregatorMetrics:
             "fraudmesh_partial_results_late",
             "Partial results that arrived after their request was answered.",
             registry=r,
-        )
-        self.dead_lettered = Counter(
-            "fraudmesh_partials_dead_lettered", "Partials moved to the dead-letter stream.", registry=r
         )
         self.requests = Counter(
             "fraudmesh_score_requests", "Scoring requests answered, by outcome.", ["outcome"], registry=r
@@ -94,10 +90,15 @@ class Aggregator(Service):
         self.js = self.nc.jetstream(timeout=5.0)
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
-        await self.nc.subscribe(self.inbox, cb=self._on_result, pending_msgs_limit=65536)
-        await self.nc.subscribe(
-            subjects.max_deliveries_advisory(), queue="aggregator-dead-letters", cb=self._on_max_deliveries
+        self.listener(self.inbox, PartialOutcome, self._on_result, name="results", destination=subjects.RESULTS_PREFIX)
+        self.listener(
+            subjects.max_deliveries_advisory(),
+            RAW,
+            self._on_max_deliveries,
+            queue=subjects.QUEUE_DEAD_LETTERS,
+            name="max_deliveries",
         )
+        self.dead_letters.expose(subjects.INFERENCE_CONSUMER)
         self.endpoint(subjects.SCORE, ScoreRequest, self.score, queue=subjects.QUEUE_AGGREGATOR, name="score")
 
     def health_details(self) -> dict[str, str]:
@@ -200,7 +201,8 @@ class Aggregator(Service):
             acks = []
             enqueued = now_ms()
             for i, (start, end) in enumerate(bounds):
-                with self.span(f"partial {i} publish", **{"fraudmesh.partial": i}):
+                msg_id = f"{batch_id}:{i}"
+                with self.producer_span(subjects.PARTIALS_SUBJECT, msg_id, **{"fraudmesh.partial": i}):
                     payload = self.codec.encode(
                         Partial(
                             request_id=batch_id,
@@ -211,7 +213,7 @@ class Aggregator(Service):
                         )
                     )
                     headers = self.outgoing_headers(
-                        ctx, **{subjects.HDR_MSG_ID: f"{batch_id}:{i}", subjects.HDR_REPLY_TO: self.inbox}
+                        ctx, **{subjects.HDR_MSG_ID: msg_id, subjects.HDR_REPLY_TO: self.inbox}
                     )
                     acks.append(await self.js.publish_async(subjects.PARTIALS_SUBJECT, payload, headers=headers))
             try:
@@ -240,49 +242,31 @@ class Aggregator(Service):
             self.m.in_flight.dec(batch.outstanding)
 
     # -------------------------------------------------------------------------------------- results
-    async def _on_result(self, msg: Msg) -> None:
-        try:
-            outcome = self.codec.decode(msg.data, PartialOutcome)  # type: ignore[arg-type]
-        except Exception as exc:
-            self.log.error("undecodable partial result", extra=log_fields(error=str(exc)))
-            return
+    async def _on_result(self, outcome: PartialOutcome, _ctx: Context) -> None:
         batch = self.pending.get(outcome.request_id)
         if batch is None:
             self.m.late.inc()
             return
         if batch.accept(outcome):
             self.m.in_flight.dec()
-            if isinstance(outcome, PartialFailed):
-                self.m.dead_lettered.inc()
-            elif outcome.deliveries > 1:
+            if isinstance(outcome, PartialResult) and outcome.deliveries > 1:
                 self.m.redeliveries.inc()
         else:
             self.m.duplicates.inc()
 
-    async def _on_max_deliveries(self, msg: Msg) -> None:
-        """A partial reached max_deliver without an ack (its workers kept dying): dead-letter it, tell its owner."""
+    async def _on_max_deliveries(self, data: bytes, _ctx: Context) -> None:
+        """A partial reached max_deliver without an ack (its workers kept dying or timing out): dead-letter it
+        (which tells its owner), then remove it from the work queue."""
         assert self.js is not None
-        try:
-            advisory = json.loads(msg.data)
-            seq = int(advisory["stream_seq"])
-            raw = await self.js.get_msg(subjects.PARTIALS_STREAM, seq)
-        except Exception as exc:
-            self.log.error("cannot read max-deliveries advisory", extra=log_fields(error=repr(exc)))
-            return
-        headers = dict(raw.headers or {})
-        reason = f"not acked after {advisory.get('deliveries')} deliveries (workers crashed or timed out)"
-        headers[subjects.HDR_DLQ_REASON] = reason
-        headers.pop(subjects.HDR_MSG_ID, None)
-        await self.js.publish(subjects.DLQ_SUBJECT, raw.data or b"", headers=headers)
+        advisory = json.loads(data)
+        seq = int(advisory["stream_seq"])
+        raw = await self.js.get_msg(subjects.PARTIALS_STREAM, seq)
+        await self.dead_letters.send(
+            consumer=subjects.INFERENCE_CONSUMER,
+            data=raw.data or b"",
+            headers=dict(raw.headers or {}),
+            reason=f"not acked after {advisory.get('deliveries')} deliveries (workers crashed or timed out)",
+            kind="max_deliveries",
+            notice=partials_owner_notice(),
+        )
         await self.js.delete_msg(subjects.PARTIALS_STREAM, seq)
-        reply_to = headers.get(subjects.HDR_REPLY_TO)
-        try:
-            partial = self.codec.decode(raw.data or b"", Partial)
-        except Exception:
-            return
-        self.log.error("partial dead-lettered", extra=log_fields(batch=partial.request_id, index=partial.index))
-        if reply_to:
-            await self.nc.publish(
-                reply_to,
-                self.codec.encode(PartialFailed(request_id=partial.request_id, index=partial.index, reason=reason)),
-            )

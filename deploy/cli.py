@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from deploy.servers import ServerError
 
 if TYPE_CHECKING:
-    from inference_svc.registry import Registry
+    from deploy.model_registry import RegistryAdmin as Registry
     from shared.settings import Settings
 
 DEFAULT_RUN_DIR = Path("var")
@@ -140,7 +140,8 @@ def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) ->
 
     import nats
 
-    from inference_svc.registry import Registry, RegistryError
+    from deploy.model_registry import RegistryAdmin as Registry
+    from inference_svc.registry import RegistryError
     from shared.nats_conn import NatsAuthError, auth_options, redact
 
     url, model_dir, settings = _model_target(args)
@@ -241,7 +242,8 @@ async def _validate_version(registry: Registry, version: str) -> str:
 
 def _cmd_model_list(args: argparse.Namespace) -> int:
     async def body(nc: Any, registry: Registry, url: str) -> int:
-        from inference_svc.registry import broadcast, count_workers, local_active
+        from deploy.model_registry import broadcast, count_workers
+        from inference_svc.registry import local_active
         from shared.model_messages import ModelStatus
 
         state = await registry.read_state()
@@ -281,7 +283,8 @@ def _cmd_model_publish(args: argparse.Namespace) -> int:
 
 def _cmd_model_activate(args: argparse.Namespace) -> int:
     async def body(nc: Any, registry: Registry, _url: str) -> int:
-        from inference_svc.registry import KEY_ACTIVE, broadcast, count_workers
+        from deploy.model_registry import broadcast, count_workers
+        from inference_svc.registry import KEY_ACTIVE
         from shared.model_messages import ActivateModel, ModelWorkerState
 
         how = await _validate_version(registry, args.version)
@@ -312,7 +315,7 @@ def _cmd_model_activate(args: argparse.Namespace) -> int:
 
 def _cmd_model_candidate(args: argparse.Namespace) -> int:
     async def body(nc: Any, registry: Registry, _url: str) -> int:
-        from inference_svc.registry import broadcast, count_workers
+        from deploy.model_registry import broadcast, count_workers
         from shared.model_messages import ClearCandidate, SetCandidate
 
         request: ClearCandidate | SetCandidate

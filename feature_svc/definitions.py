@@ -26,23 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
+from shared.entities import ENTITY_ID_FIELD as ENTITY_COLUMN
+from shared.entities import ENTITY_TABLE as ENTITY_TABLE
+from shared.entities import ENTITY_TYPES as ENTITY_TYPES
+from shared.entities import EntityType as EntityType
+
 if TYPE_CHECKING:
     from feature_svc.graph.base import GraphStore
 
-EntityType = Literal["card", "merchant", "device", "ip"]
-ENTITY_TYPES: Final[tuple[EntityType, ...]] = ("card", "merchant", "device", "ip")
-ENTITY_COLUMN: Final[dict[EntityType, str]] = {
-    "card": "card_id",
-    "merchant": "merchant_id",
-    "device": "device_id",
-    "ip": "ip_address",
-}
-ENTITY_TABLE: Final[dict[EntityType, str]] = {
-    "card": "cards",
-    "merchant": "merchants",
-    "device": "devices",
-    "ip": "ips",
-}
 Dtype = Literal["float64", "int64", "bool"]
 GraphFn = Callable[["GraphStore", str, datetime], Awaitable[float]]
 

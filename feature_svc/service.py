@@ -43,7 +43,7 @@ from shared.messages import ErrorReply, FieldError
 from shared.service import Context, Service, ServiceError, StartupError
 from shared.settings import Settings
 
-COMPUTE_CHUNK = "features.compute.chunk"
+COMPUTE_CHUNK = subjects.FEATURES_COMPUTE_CHUNK
 """Internal: one chunk of a large features.compute request (never split again). Same body and reply."""
 CHUNK_SIZE = 200
 CURRENT_WINDOW = timedelta(seconds=60)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import msgspec
 
+from shared.entities import ENTITY_TYPES
+
 
 class Thresholds(msgspec.Struct, kw_only=True):
     """Score cut-offs of the risk levels, chosen on validation data: low < medium < high < critical."""
@@ -26,8 +28,9 @@ class LinearExplainer(msgspec.Struct, kw_only=True, tag="linear"):
 class EmbeddingSpec(msgspec.Struct, kw_only=True):
     """Entity embeddings a model takes as inputs (`emb_<type>_<k>` columns), shipped beside it as Parquet.
 
-    Serving loads them into Redis once per model version; an entity without a row (new, or absent from the
-    transaction) gets `default[type]`: what the model saw in training for an entity new to the graph."""
+    Serving loads them into the worker's memory with the model (never from Redis); an entity without a row (new,
+    or absent from the transaction) gets `default[type]`: what the model saw in training for an entity new to the
+    graph."""
 
     file: str
     dim: int
@@ -59,7 +62,7 @@ class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
             return self.embeddings
         raw = self.training.get("embeddings")
         if isinstance(raw, dict) and "file" in raw and "dim" in raw:
-            types = list(raw.get("types") or raw.get("default", {}).keys() or ("card", "merchant", "device", "ip"))
+            types = list(raw.get("types") or raw.get("default", {}).keys() or ENTITY_TYPES)
             return msgspec.convert({**raw, "types": types}, EmbeddingSpec, strict=False)
         return None
 

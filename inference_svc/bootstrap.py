@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def synthetic_sample(n: int, seed: int) -> tuple[list[Transaction], np.ndarray]:
             mcc_code=str(mcc[i]),
             country_code=str(country[i]),
             currency=str(currency[i]),
-            channel=str(channel[i]),  # type: ignore[arg-type]
+            channel=cast(Channel, str(channel[i])),
             timestamp=start + dt.timedelta(seconds=int(seconds[i])),
             device_id=f"dev_{i:07d}" if has_device[i] else None,
             ip_address=f"10.{i % 250}.{(i // 250) % 250}.{i % 7}",
@@ -84,7 +85,8 @@ def synthetic_sample(n: int, seed: int) -> tuple[list[Transaction], np.ndarray]:
 def _probs(k: int, heavy: int) -> np.ndarray:
     w = np.ones(k)
     w[:heavy] = 6.0
-    return w / w.sum()
+    probs: np.ndarray = w / w.sum()
+    return probs
 
 
 def train_bootstrap(model_dir: Path, n: int = 40_000, seed: int = 7, activate: bool = True) -> ModelMetadata:

@@ -32,7 +32,8 @@ def confidence(scores: np.ndarray, t: Thresholds) -> np.ndarray:
     lo, hi = edges[band], edges[band + 1]
     width = np.maximum(hi - lo, 1e-9)
     dist = np.minimum(scores - lo, hi - scores) / width  # 0 at an edge, 0.5 mid-band
-    return np.clip(0.5 + dist, 0.5, 1.0)
+    confidence: np.ndarray = np.clip(0.5 + dist, 0.5, 1.0)
+    return confidence
 
 
 def top_factors(

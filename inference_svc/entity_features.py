@@ -23,11 +23,13 @@ from nats.aio.client import Client as NATS
 from feature_svc.client import compute_remote
 from feature_svc.online import OnlineStore
 from inference_svc.embeddings import EmbeddingBlock
+from shared import subjects
+from shared.entities import ENTITY_ID_FIELD, ENTITY_TYPES
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
 
-ENTITY_ORDER: tuple[str, ...] = ("card", "merchant", "device", "ip")
-_ID_FIELD = {"card": "card_id", "merchant": "merchant_id", "device": "device_id", "ip": "ip_address"}
+ENTITY_ORDER: tuple[str, ...] = ENTITY_TYPES
+_ID_FIELD: dict[str, str] = {k: v for k, v in ENTITY_ID_FIELD.items()}
 
 
 @dataclass
@@ -60,8 +62,10 @@ class EntityFeatureSource:
         *,
         max_age_s: float,
         span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
+        producer_span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self.span = span or (lambda name, **attrs: contextlib.nullcontext())
+        self.producer_span = producer_span or (lambda destination, msg_id="", **attrs: contextlib.nullcontext())
         self.store = store
         self.nc = nc
         self.max_age_s = max_age_s
@@ -103,10 +107,9 @@ class EntityFeatureSource:
 
         t0 = time.perf_counter()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
-            # one command: the packed feature vectors, and the model's embeddings when it has any
-            extra = embeddings.keys(entities) if embeddings is not None else []
-            reads, raw_emb = await self.store.read_packed(entities, extra, max_age_s=self.max_age_s)
-        emb_vectors = embeddings.vectors(entities, raw_emb) if embeddings is not None else []
+            # one command: the packed feature vectors (the embeddings are in memory, static per model version)
+            reads, _ = await self.store.read_packed(entities, (), max_age_s=self.max_age_s)
+        emb_vectors = embeddings.vectors(entities) if embeddings is not None else []
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
@@ -119,7 +122,7 @@ class EntityFeatureSource:
         if missing:
             t1 = time.perf_counter()
             try:
-                with self.span("features.compute request", **{"fraudmesh.entities": len(missing)}):
+                with self.producer_span(subjects.FEATURES_COMPUTE, **{"fraudmesh.entities": len(missing)}):
                     reply = await compute_remote(
                         self.nc,
                         [entities[i] for i in missing],

@@ -3,30 +3,50 @@
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from inference_svc.entity_features import EntityStats
-from shared.service import Service
 
 SCORE_BUCKETS = tuple(round(i * 0.05, 2) for i in range(1, 21))
 
 
-class InferenceMetrics:
-    def __init__(self, service: Service) -> None:
-        r = service.registry
+class ModelMetrics:
+    """The model versions a worker serves (inference_svc/model_manager.py)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.active_info = Gauge(
+            "fraudmesh_model_active_info", "The model version this worker serves (value 1).", ["version"], registry=r
+        )
+        self.candidate_share = Gauge(
+            "fraudmesh_model_candidate_share",
+            "A/B: share of partials this worker routes to the candidate version.",
+            ["version"],
+            registry=r,
+        )
+        self.swaps = Counter(
+            "fraudmesh_model_swaps", "Times this worker switched its active model version.", registry=r
+        )
+        self.swap_failures = Counter(
+            "fraudmesh_model_swap_failures",
+            "Model versions this worker was told to serve but could not load.",
+            registry=r,
+        )
+
+
+class InferenceMetrics(ModelMetrics):
+    """Everything an inference worker measures besides the handler metric of the base (which counts partials by
+    outcome: `fraudmesh_handler_messages_total{handler="partials"}`: ok, expired, retried, poison, ...)."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        super().__init__(r)
         self.partials = Counter(
             "fraudmesh_inference_partials",
-            "Partials handled by this worker, by outcome (scored, expired, retried, dead_lettered).",
+            "Partials scored by this worker and their results published (outcome: scored).",
             ["outcome"],
             registry=r,
         )
         self.redeliveries = Counter(
-            "fraudmesh_partial_redeliveries", "Partials this worker received on a redelivery.", registry=r
-        )
-        self.dead_lettered = Counter(
-            "fraudmesh_partials_dead_lettered",
-            "Partials this worker sent to the dead-letter stream.",
-            registry=r,
+            "fraudmesh_inference_redeliveries", "Partials this worker received on a redelivery.", registry=r
         )
         self.queue_time = Histogram(
             "fraudmesh_partial_queue_seconds",
@@ -42,8 +62,8 @@ class InferenceMetrics:
             registry=r,
         )
         self.feature_cache = Counter(
-            "fraudmesh_feature_cache_requests",
-            "Entity feature reads on the scoring path, by result (hit, miss, stale).",
+            "fraudmesh_inference_feature_reads",
+            "Entity feature reads from the online store on the scoring path, by result (hit, miss, stale).",
             ["result"],
             registry=r,
         )
@@ -70,23 +90,6 @@ class InferenceMetrics:
             "Fraud scores produced, by model version.",
             ["model_version"],
             buckets=SCORE_BUCKETS,
-            registry=r,
-        )
-        self.active_info = Gauge(
-            "fraudmesh_model_active_info", "The model version this worker serves (value 1).", ["version"], registry=r
-        )
-        self.candidate_share = Gauge(
-            "fraudmesh_model_candidate_share",
-            "A/B: share of partials this worker routes to the candidate version.",
-            ["version"],
-            registry=r,
-        )
-        self.swaps = Counter(
-            "fraudmesh_model_swaps", "Times this worker switched its active model version.", registry=r
-        )
-        self.swap_failures = Counter(
-            "fraudmesh_model_swap_failures",
-            "Model versions this worker was told to serve but could not load.",
             registry=r,
         )
         self.model_partials = Counter(

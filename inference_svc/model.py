@@ -1,4 +1,5 @@
-"""An ONNX model served by onnxruntime, with its metadata (feature order, thresholds, explainer)."""
+"""An ONNX model served by onnxruntime, with its metadata (feature order, thresholds, explainer) and, for a GNN,
+its entity embeddings (in memory: inference_svc/embeddings.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import numpy as np
 import onnxruntime as ort
 
 from inference_svc.artifact import ArtifactError, ModelMetadata, active_version, artifact_paths, read_metadata
+from inference_svc.embeddings import EmbeddingBlock
 
 
 class OnnxModel:
-    def __init__(self, onnx_path: Path, meta: ModelMetadata, threads: int = 1) -> None:
+    def __init__(
+        self, onnx_path: Path, meta: ModelMetadata, threads: int = 1, embeddings: EmbeddingBlock | None = None
+    ) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -22,6 +26,7 @@ class OnnxModel:
             raise ArtifactError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
         self.meta = meta
         self.version = meta.version
+        self.embeddings = embeddings
         self.input_name = self.session.get_inputs()[0].name
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = meta.output_name if meta.output_name in outputs else outputs[-1]
@@ -44,4 +49,7 @@ def load_model(model_dir: Path, version: str = "", threads: int = 1) -> OnnxMode
     """Load `version` (or the active one) from `model_dir`; raises ArtifactError with a fix when it cannot."""
     version = version or active_version(model_dir)
     onnx_path, meta_path = artifact_paths(model_dir, version)
-    return OnnxModel(onnx_path, read_metadata(meta_path), threads=threads)
+    meta = read_metadata(meta_path)
+    spec = meta.embedding_spec()
+    embeddings = EmbeddingBlock.load(spec, meta.version, onnx_path.parent) if spec is not None else None
+    return OnnxModel(onnx_path, meta, threads=threads, embeddings=embeddings)

@@ -21,26 +21,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import re
 import shutil
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import msgspec
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-MODELS_BUCKET = "fraudmesh_models"
-STATE_BUCKET = "fraudmesh_model_state"
+from shared import subjects
+
+MODELS_BUCKET = subjects.MODEL_ARTIFACTS_BUCKET
+STATE_BUCKET = subjects.MODEL_STATE_BUCKET
 KEY_ACTIVE = "active"
 KEY_CANDIDATE = "candidate"
 KEY_SHARE = "candidate_share"
@@ -93,10 +91,10 @@ class RegistryState:
         revs = list(self.revisions)
         revs[STATE_KEYS.index(key)] = revision
         if key == KEY_ACTIVE:
-            return RegistryState(value, self.candidate, self.candidate_share, tuple(revs))  # type: ignore[arg-type]
+            return RegistryState(value, self.candidate, self.candidate_share, (revs[0], revs[1], revs[2]))
         if key == KEY_CANDIDATE:
-            return RegistryState(self.active, value, self.candidate_share, tuple(revs))  # type: ignore[arg-type]
-        return RegistryState(self.active, self.candidate, parse_share(value), tuple(revs))  # type: ignore[arg-type]
+            return RegistryState(self.active, value, self.candidate_share, (revs[0], revs[1], revs[2]))
+        return RegistryState(self.active, self.candidate, parse_share(value), (revs[0], revs[1], revs[2]))
 
     def revision(self, key: str) -> int:
         return self.revisions[STATE_KEYS.index(key)]
@@ -126,24 +124,6 @@ class Manifest(msgspec.Struct, kw_only=True):
     summary: dict[str, object] = {}
 
 
-class VersionInfo(msgspec.Struct, kw_only=True):
-    version: str
-    local: bool = False
-    published: bool = False
-    kind: str = ""
-    created_at: str = ""
-    size: int = 0
-    metrics: dict[str, object] = {}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def local_files(version_dir: Path) -> list[Path]:
     """Every file of a version's directory (recursively), skipping hidden and temporary ones."""
     out = []
@@ -157,23 +137,6 @@ def local_files(version_dir: Path) -> list[Path]:
 def is_local(model_dir: Path, version: str) -> bool:
     base = model_dir / version
     return all((base / f).is_file() for f in REQUIRED_FILES)
-
-
-def metadata_summary(raw: bytes) -> dict[str, object]:
-    """kind, created_at, feature count and the scalar metrics of a metadata.json, for listings."""
-    try:
-        doc = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        return {}
-    if not isinstance(doc, dict):
-        return {}
-    metrics = doc.get("metrics") or {}
-    return {
-        "kind": doc.get("kind", ""),
-        "created_at": doc.get("created_at", ""),
-        "features": len(doc.get("feature_names") or []),
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | str)},
-    }
 
 
 def local_versions(model_dir: Path) -> list[str]:
@@ -256,22 +219,6 @@ class Registry:
             state = state.with_key(key, value, revision)
         return state
 
-    async def set_active(self, version: str) -> int:
-        return await (await self.state_kv()).put(KEY_ACTIVE, check_version(version).encode())
-
-    async def set_candidate(self, version: str, share: float) -> None:
-        if not 0.0 <= share <= 1.0:
-            raise RegistryError(f"share {share} is not between 0 and 1")
-        kv = await self.state_kv()
-        await kv.put(KEY_SHARE, repr(float(share)).encode())
-        await kv.put(KEY_CANDIDATE, check_version(version).encode())
-
-    async def clear_candidate(self) -> None:
-        kv = await self.state_kv()
-        for key in (KEY_CANDIDATE, KEY_SHARE):
-            with contextlib.suppress(KeyNotFoundError):
-                await kv.delete(key)
-
     # ------------------------------------------------------------------------------ artifacts
     async def manifest(self, version: str) -> Manifest | None:
         obs = await self.objects()
@@ -280,55 +227,6 @@ class Registry:
         except NotFoundError:
             return None
         return msgspec.json.decode(res.data or b"{}", type=Manifest)
-
-    async def published_versions(self) -> list[Manifest]:
-        obs = await self.objects()
-        try:
-            infos = await obs.list(ignore_deletes=True)
-        except NotFoundError:  # an empty bucket
-            return []
-        out = []
-        for info in infos:
-            if info.name and info.name.endswith("/" + MANIFEST) and not info.deleted:
-                m = await self.manifest(info.name.split("/", 1)[0])
-                if m is not None:
-                    out.append(m)
-        return sorted(out, key=lambda m: m.version)
-
-    async def exists(self, version: str) -> bool:
-        return is_local(self.model_dir, version) or await self.manifest(version) is not None
-
-    async def publish(self, version: str) -> Manifest:
-        """Upload a local version (every file of its directory), manifest last. Files the store already holds
-        with the same content are not uploaded again."""
-        check_version(version)
-        base = self.model_dir / version
-        if not is_local(self.model_dir, version):
-            raise VersionNotFound(
-                f"model version {version!r} is not in {self.model_dir} (it needs {' and '.join(REQUIRED_FILES)})"
-            )
-        obs = await self.objects()
-        old = await self.manifest(version)
-        old_sha = {f.name: f.sha256 for f in old.files} if old else {}
-        files = []
-        for path in local_files(base):
-            rel = path.relative_to(base).as_posix()
-            sha = await asyncio.to_thread(_sha256, path)
-            files.append(ManifestFile(name=rel, size=path.stat().st_size, sha256=sha))
-            if old_sha.get(rel) == sha:
-                continue
-            with path.open("rb") as fh:
-                await obs.put(f"{version}/{rel}", fh)
-        if old is not None and [(f.name, f.sha256) for f in old.files] == [(f.name, f.sha256) for f in files]:
-            return old  # already published as it is
-        manifest = Manifest(
-            version=version,
-            files=files,
-            published_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            summary=metadata_summary((base / "metadata.json").read_bytes()),
-        )
-        await obs.put(f"{version}/{MANIFEST}", msgspec.json.encode(manifest))
-        return manifest
 
     async def fetch(self, version: str, manifest: Manifest | None = None) -> Path:
         """Download a published version into the local model dir (into a temporary directory first, then renamed,
@@ -397,91 +295,3 @@ class Registry:
         if self.local_complete(version, manifest):
             return self.model_dir / version
         return await self.fetch(version, manifest)
-
-    async def list_versions(self) -> list[VersionInfo]:
-        out: dict[str, VersionInfo] = {}
-        for m in await self.published_versions():
-            s = m.summary
-            out[m.version] = VersionInfo(
-                version=m.version,
-                published=True,
-                kind=str(s.get("kind", "")),
-                created_at=str(s.get("created_at", "")),
-                size=sum(f.size for f in m.files),
-                metrics=dict(s.get("metrics") or {}),  # type: ignore[call-overload]
-            )
-        for v in local_versions(self.model_dir):
-            info = out.get(v) or VersionInfo(version=v)
-            info.local = True
-            if not info.kind:
-                s = metadata_summary((self.model_dir / v / "metadata.json").read_bytes())
-                info.kind, info.created_at = str(s.get("kind", "")), str(s.get("created_at", ""))
-                info.metrics = dict(s.get("metrics") or {})  # type: ignore[call-overload]
-                info.size = sum(p.stat().st_size for p in local_files(self.model_dir / v))
-            out[v] = info
-        return sorted(out.values(), key=lambda i: (i.created_at, i.version))
-
-
-# ------------------------------------------------------------------------------------ operator side (CLI)
-
-
-async def count_workers(nc: Any, window_s: float = 0.4) -> int:
-    """How many inference workers answer their health subject within `window_s`."""
-    from shared import subjects
-    from shared.messages import Codec, HealthPing
-
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish(subjects.health_subject("inference"), Codec().encode(HealthPing()), reply=inbox)
-        return len(await _gather(sub, expect=0, window_s=window_s))
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-
-
-async def broadcast(nc: Any, request: object, *, expect: int, timeout_s: float) -> list[object]:
-    """Publish a control request on `fraud.model.control` and gather the workers' answers: until `expect` have
-    answered (then a short grace for more) or `timeout_s` passes; with `expect` 0, for half a second."""
-    from shared import subjects
-    from shared.messages import Codec
-    from shared.model_messages import ModelControlReply
-
-    codec = Codec()
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        deadline_ms = int((time.time() + timeout_s) * 1000)
-        await nc.publish(
-            subjects.MODEL_CONTROL,
-            codec.encode(request),
-            reply=inbox,
-            headers={subjects.HDR_DEADLINE: str(deadline_ms)},
-        )
-        raw = await _gather(sub, expect=expect, window_s=timeout_s if expect else 0.5)
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-    out: list[object] = []
-    for data in raw:
-        try:
-            out.append(codec.decode(data, ModelControlReply))  # type: ignore[arg-type]
-        except msgspec.DecodeError as exc:
-            out.append(RegistryError(f"undecodable reply: {exc}"))
-    return out
-
-
-async def _gather(sub: Any, *, expect: int, window_s: float, grace_s: float = 0.2) -> list[bytes]:
-    out: list[bytes] = []
-    end = time.monotonic() + window_s
-    while (left := end - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except (TimeoutError, NatsTimeoutError):
-            break
-        if not msg.data:  # a "no responders" status (nobody listens on the subject), not an answer
-            continue
-        out.append(msg.data)
-        if expect and len(out) >= expect:
-            end = min(end, time.monotonic() + grace_s)
-    return out

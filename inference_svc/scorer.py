@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from inference_svc.decisions import ACTIONS, confidence, risk_levels, top_factors
-from inference_svc.embeddings import EmbeddingBlock
 from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
 from inference_svc.reasons import OcclusionExplainer
@@ -36,7 +35,9 @@ class Scorer:
         self, model: OnnxModel, entities: EntityFeatureSource | None = None, *, always_fetch: bool = False
     ) -> None:
         spec = model.meta.embedding_spec()
-        self.embeddings = EmbeddingBlock(spec, model.version) if spec is not None else None
+        self.embeddings = model.embeddings if spec is not None else None
+        if spec is not None and self.embeddings is None:
+            raise ModelInputMismatch(f"model {model.version} declares embeddings that were not loaded with it")
         entity_names = (entities.names if entities is not None else []) + (
             spec.column_names() if spec is not None and entities is not None else []
         )

@@ -14,10 +14,11 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from shared.entities import ENTITY_TYPES, EntityType
 from shared.messages import ErrorReply, Identifier
 
-EntityType = Literal["card", "merchant", "device", "ip"]
-ENTITY_TYPES: tuple[EntityType, ...] = ("card", "merchant", "device", "ip")
+__all__ = ["ENTITY_TYPES", "EntityType"]
+
 MAX_ENTITIES = 10_000
 
 

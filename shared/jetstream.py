@@ -1,10 +1,12 @@
-"""The JetStream streams and the shared inference consumer, declared idempotently by whoever starts first."""
+"""The JetStream streams and the shared inference consumer, declared idempotently by whoever starts first,
+and the failure policy of the partials (what a dead-lettered partial's aggregator is told)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 
+import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -18,6 +20,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 
 from shared import subjects
+from shared.messages import PartialFailed
+from shared.policy import ConsumerPolicy, OwnerNotice
 from shared.settings import Settings
 
 
@@ -82,3 +86,32 @@ async def ensure_inference_consumer(js: JetStreamContext, settings: Settings) ->
         logging.getLogger("fraudmesh.jetstream").warning(
             "inference consumer exists with other settings; keeping it (delete it to apply new ones): %s", exc
         )
+
+
+class _PartialRef(msgspec.Struct, tag="partial", tag_field="type", kw_only=True):
+    """The identity of a partial, decoded without its transactions."""
+
+    request_id: str
+    index: int
+
+
+_partial_ref = msgspec.msgpack.Decoder(_PartialRef)
+
+
+def partials_owner_notice(worker_id: str = "") -> OwnerNotice:
+    """Tells a dead-lettered partial's aggregator to stop waiting for it (a `PartialFailed` on its inbox)."""
+
+    def notice(data: bytes, reason: str) -> PartialFailed:
+        ref = _partial_ref.decode(data)
+        return PartialFailed(request_id=ref.request_id, index=ref.index, reason=reason, worker_id=worker_id)
+
+    return notice
+
+
+def partials_policy(settings: Settings, worker_id: str = "") -> ConsumerPolicy:
+    """What happens to a partial that fails (shared/policy.py), for the inference consumer."""
+    return ConsumerPolicy(
+        max_deliver=settings.max_deliver,
+        dead_letter_subject=subjects.DLQ_SUBJECT,
+        owner_notice=partials_owner_notice(worker_id),
+    )

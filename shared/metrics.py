@@ -85,7 +85,7 @@ def serve_metrics(
             ok = ready()
             start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"ready\n" if ok else b"not ready\n"]
-        return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+        return metrics_app(environ, start_response)  # type: ignore[no-any-return]  # prometheus_client is untyped
 
     server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
     thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)

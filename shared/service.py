@@ -1,14 +1,16 @@
-"""The actor/service base every fraudmesh service stands on.
+"""The actor/service base every fraudmesh service stands on: the one way a message enters a service.
 
-A `Service` owns one NATS connection (reconnecting forever, short ping interval, drained on SIGTERM/SIGINT)
-and a set of typed endpoints. For each message an endpoint:
-- decodes the msgpack body into its Struct type, answering an `ErrorReply` (never crashing) when it is bad;
-- reads the request deadline from the `Fraudmesh-Deadline` header and refuses work that is already late;
-- continues the W3C trace carried in the headers;
-- runs the handler with bounded concurrency (a semaphore per endpoint: back-pressure, not unbounded tasks);
-- records a Prometheus counter by outcome and a latency histogram.
+A `Service` owns one NATS connection (reconnecting forever, drained on SIGTERM/SIGINT) and its routes, in
+three forms that share one dispatch core (shared/dispatch.py: log context, an OpenTelemetry `process <subject>`
+span, the handler metric `fraudmesh_handler_messages_total{handler,outcome}` and its latency histogram):
+- `endpoint(...)`: request-reply (shared/endpoint.py): decode, deadline, bounded concurrency, typed reply or
+  `ErrorReply`;
+- `consumer(...)`: JetStream pull consumers (shared/consumer.py): fetch per free slot, `in_progress`
+  heartbeats, ack after the handler, nak/term/dead-letter by a `ConsumerPolicy` (shared/policy.py);
+- `listener(...)` and `kv_watch(...)`: inboxes, advisories and KV buckets (shared/listener.py).
+Every service also answers the NATS micro discovery verbs `$SRV.PING|INFO|STATS` (shared/discovery.py).
 
-Subclasses declare endpoints in `on_start` with `self.endpoint(...)` and keep their own state on `self`.
+Subclasses declare routes in `on_start` and keep their own state on `self`.
 """
 
 from __future__ import annotations
@@ -18,266 +20,245 @@ import contextlib
 import logging
 import os
 import signal
-import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ClassVar, TypeVar
 
-import msgspec
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
+from nats.js.kv import KeyValue
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from shared import subjects
-from shared.logs import configure_logging, log_fields, request_id_var, trace_id_of, trace_id_var
-from shared.messages import Codec, ErrorCode, ErrorReply, FieldError, HealthPing, HealthReply, field_error_of
+from shared.consumer import BatchHandler, Consumer, MessageHandler
+from shared.context import (
+    Context,
+    DeadlineExceeded,
+    Delivered,
+    Delivery,
+    Poison,
+    ServiceError,
+    Transient,
+    deadline_from_headers,
+    now_ms,
+)
+from shared.dead_letter import DeadLetters
+from shared.discovery import Discovery
+from shared.dispatch import Dispatcher, Route, messaging_attributes
+from shared.endpoint import EndpointRoute, Handler
+from shared.listener import RAW, KvHandler, KvWatchRoute, ListenerHandler, ListenerRoute
+from shared.logs import configure_logging, log_fields
+from shared.messages import Codec, HealthPing, HealthReply
 from shared.metrics import HandlerMetrics, serve_metrics
 from shared.nats_conn import connect_nats
+from shared.policy import ConsumerPolicy
 from shared.settings import Settings
-from shared.telemetry import extract, inject, pass_through, setup_tracing, shutdown_tracing, tracing_enabled
+from shared.telemetry import inject, pass_through, setup_tracing, shutdown_tracing, tracing_enabled
 
-Req = TypeVar("Req")
+__all__ = [
+    "RAW",
+    "ConsumerPolicy",
+    "Context",
+    "DeadlineExceeded",
+    "Delivered",
+    "Delivery",
+    "Poison",
+    "Service",
+    "ServiceError",
+    "StartupError",
+    "Transient",
+    "deadline_from_headers",
+    "now_ms",
+    "run_service",
+]
+
+T = TypeVar("T")
 log = logging.getLogger("fraudmesh.service")
 
 
-class ServiceError(Exception):
-    """An error that becomes an `ErrorReply` for the caller."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        message: str,
-        *,
-        errors: list[FieldError] | None = None,
-        retryable: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
-        self.errors = errors or []
-        self.retryable = retryable
-
-    def reply(self, request_id: str = "") -> ErrorReply:
-        return ErrorReply(
-            code=self.code,
-            message=self.message,
-            request_id=request_id,
-            errors=self.errors,
-            retryable=self.retryable,
-        )
-
-
-class DeadlineExceeded(ServiceError):
-    def __init__(self, step: str, late_ms: float) -> None:
-        super().__init__(
-            "deadline_exceeded",
-            f"The request deadline passed {late_ms:.1f} ms before '{step}'; ask for a longer timeout or a "
-            f"smaller batch.",
-            retryable=True,
-        )
-
-
-def now_ms() -> float:
-    return time.time() * 1000.0
-
-
-def deadline_from_headers(headers: dict[str, str] | None, default_ms: float, max_ms: float) -> float:
-    """Absolute deadline (epoch ms) from the header, or now + default when the caller sent none. A deadline
-    further out than `max_ms` is capped; one that is not a number is the caller's error."""
-    raw = (headers or {}).get(subjects.HDR_DEADLINE)
-    now = now_ms()
-    if not raw:
-        return now + default_ms
-    try:
-        deadline = float(raw)
-    except ValueError:
-        raise ServiceError(
-            "bad_request",
-            f"Header {subjects.HDR_DEADLINE}={raw!r} is not a number: send the deadline as Unix epoch milliseconds.",
-            errors=[FieldError(path=f"headers.{subjects.HDR_DEADLINE}", message="expected epoch milliseconds")],
-        ) from None
-    return min(deadline, now + max_ms)
-
-
-@dataclass
-class Context:
-    """What a handler knows about the message it is handling."""
-
-    subject: str
-    headers: dict[str, str]
-    request_id: str
-    deadline_ms: float
-    received_ms: float = field(default_factory=now_ms)
-
-    def remaining_s(self) -> float:
-        return max(0.0, (self.deadline_ms - now_ms()) / 1000.0)
-
-    def check_deadline(self, step: str) -> None:
-        late = now_ms() - self.deadline_ms
-        if late >= 0:
-            raise DeadlineExceeded(step, late)
-
-
-Handler = Callable[[Any, Context], Awaitable[msgspec.Struct | None]]
-
-
-@dataclass
-class Endpoint(Generic[Req]):
-    name: str
-    subject: str
-    request_type: type[Req]
-    handler: Handler
-    queue: str | None
-    concurrency: int
-    sub: Subscription | None = None
+class StartupError(RuntimeError):
+    """The service cannot start (e.g. no model). The message says what is missing and how to fix it."""
 
 
 class Service:
     """Base class of the fraudmesh actors. See the module docstring."""
 
     name: ClassVar[str] = "service"
+    description: ClassVar[str] = "a fraudmesh service"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, tracer_provider: TracerProvider | None = None) -> None:
+        """`tracer_provider`: record spans with this provider (tests); by default spans are recorded when
+        shared.telemetry.setup_tracing installed an exporter, and not made at all otherwise."""
         self.settings = settings
         self.instance_id = settings.instance_id or f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = Codec()
         self.registry = CollectorRegistry(auto_describe=True)
         self.handler_metrics = HandlerMetrics(self.registry, self.name)
-        self.tracer = trace.get_tracer(f"fraudmesh.{self.name}")
+        self._own_tracing = tracer_provider is not None
+        self.tracer = (
+            tracer_provider.get_tracer(f"fraudmesh.{self.name}")
+            if tracer_provider is not None
+            else trace.get_tracer(f"fraudmesh.{self.name}")
+        )
+        self.dispatcher = Dispatcher(self.tracer, self.handler_metrics)
+        self.dead_letters = DeadLetters(self)
         self.log = logging.getLogger(f"fraudmesh.{self.name}")
         self.nc: NATS = NATS()
         self.ready = False
-        self._endpoints: list[Endpoint[Any]] = []
+        self.discovery: Discovery | None = None
+        self._endpoints: list[EndpointRoute] = []
+        self._listeners: list[ListenerRoute] = []
+        self._consumers: list[Consumer[Any]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._stop_metrics: Callable[[], None] | None = None
 
     @property
     def tracing(self) -> bool:
-        return tracing_enabled()
+        return self._own_tracing or tracing_enabled()
+
+    @property
+    def routes(self) -> list[Route]:
+        return [*self._endpoints, *self._consumers, *self._listeners]
 
     # ------------------------------------------------------------------------------ lifecycle hooks
     async def on_start(self) -> None:
-        """Connect stores, declare endpoints. Runs after NATS is connected."""
+        """Connect stores, declare routes. Runs after NATS is connected."""
 
     async def on_stop(self) -> None:
-        """Release resources. Runs after endpoints are drained, before NATS is closed."""
+        """Release resources. Runs after in-flight work is drained, before NATS is closed."""
 
     def health_details(self) -> dict[str, str]:
         return {}
 
-    # ---------------------------------------------------------------------------------- endpoints
+    # ------------------------------------------------------------------------------------ routes
     def endpoint(
         self,
         subject: str,
-        request_type: type[Req],
+        request_type: Any,
         handler: Handler,
         *,
         queue: str | None = None,
         concurrency: int | None = None,
         name: str | None = None,
     ) -> None:
+        """A request-reply endpoint: `handler(request, ctx)` returns the reply Struct (or raises ServiceError)."""
         self._endpoints.append(
-            Endpoint(
-                name=name or subject,
-                subject=subject,
-                request_type=request_type,
-                handler=handler,
-                queue=queue,
-                concurrency=concurrency or self.settings.handler_concurrency,
+            EndpointRoute(
+                self,
+                name or subject,
+                subject,
+                request_type,
+                handler,
+                queue,
+                concurrency or self.settings.handler_concurrency,
             )
         )
 
-    async def _subscribe(self, ep: Endpoint[Any]) -> None:
-        sem = asyncio.Semaphore(ep.concurrency)
-        decoder = self.codec.decoder(ep.request_type)
+    def consumer(
+        self,
+        *,
+        name: str,
+        stream: str,
+        durable: str,
+        message_type: type[T],
+        handler: MessageHandler[T] | None = None,
+        batch_handler: BatchHandler[T] | None = None,
+        batch_size: int = 1,
+        max_wait_s: float = 0.5,
+        concurrency: int = 1,
+        policy: ConsumerPolicy | None = None,
+    ) -> None:
+        """A JetStream pull consumer bound to the existing durable `durable` of `stream` (declare it first,
+        shared/jetstream.py). Give `handler(message, delivery)` (one message at a time) or
+        `batch_handler(list[Delivered])` (micro-batches of up to `batch_size`, waiting at most `max_wait_s`).
+        `concurrency` messages (or batches) are handled at once. The message is acked when the handler returns;
+        what happens when it raises is the `policy` (shared/policy.py)."""
+        self._consumers.append(
+            Consumer(
+                self,
+                name=name,
+                stream=stream,
+                durable=durable,
+                message_type=message_type,
+                handler=handler,
+                batch_handler=batch_handler,
+                batch_size=batch_size,
+                max_wait_s=max_wait_s,
+                concurrency=concurrency,
+                policy=policy or ConsumerPolicy(max_deliver=self.settings.max_deliver),
+            )
+        )
 
-        async def on_msg(msg: Msg) -> None:
+    def listener(
+        self,
+        subject: str,
+        message_type: Any,
+        handler: ListenerHandler,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        destination: str | None = None,
+    ) -> None:
+        """A plain subscription (an inbox, an advisory): `handler(message, ctx)`, no reply. `message_type=RAW`
+        hands over the body as bytes. `destination` names it in spans when the subject holds an id."""
+        self._listeners.append(ListenerRoute(self, name or subject, subject, message_type, handler, queue, destination))
+
+    def kv_watch(
+        self, bucket: str, handler: KvHandler, open_bucket: Callable[[], Awaitable[KeyValue]], *, name: str
+    ) -> None:
+        """Watch every key of a KV bucket: `handler(entry, ctx)` for each current value, then each change."""
+        self._listeners.append(KvWatchRoute(self, name, bucket, handler, open_bucket))
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], done: Callable[[], None] | None = None) -> None:
+        """Run `coro` as a task the service waits for when it stops; `done()` runs when it ends."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            if done is not None:
+                done()
+
+        task.add_done_callback(finished)
+
+    async def _subscribe(self, ep: EndpointRoute) -> None:
+        sem = asyncio.Semaphore(ep.concurrency)
+        dispatcher = self.dispatcher
+
+        async def on_msg(msg: Any) -> None:
             await sem.acquire()  # back-pressure: the subscription stops being drained while we are full
-            task = asyncio.create_task(self._handle(ep, decoder, msg))
-            self._tasks.add(task)
-            task.add_done_callback(lambda t: (self._tasks.discard(t), sem.release()))
+            self.spawn(dispatcher.run(ep, msg, msg.subject, msg.headers or {}, len(msg.data)), sem.release)
 
         ep.sub = await self.nc.subscribe(ep.subject, queue=ep.queue or "", cb=on_msg, pending_msgs_limit=65536)
 
-    async def _handle(self, ep: Endpoint[Any], decoder: msgspec.msgpack.Decoder, msg: Msg) -> None:
-        started = time.perf_counter()
-        headers = msg.headers or {}
-        rid = headers.get(subjects.HDR_REQUEST_ID, "")
-        token = request_id_var.set(rid)
-        trace_token = trace_id_var.set(trace_id_of(headers.get("traceparent")))
-        outcome = "ok"
-        span_cm = (
-            self.tracer.start_as_current_span(
-                f"{ep.name} process",
-                context=extract(headers),
-                kind=SpanKind.CONSUMER,
-                attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},
-            )
-            if self.tracing
-            else contextlib.nullcontext(None)
-        )
-        with span_cm as span:
-            reply: msgspec.Struct | None
-            try:
-                ctx = Context(
-                    subject=msg.subject,
-                    headers=headers,
-                    request_id=rid,
-                    deadline_ms=deadline_from_headers(
-                        headers, self.settings.request_timeout_ms, self.settings.max_request_timeout_ms
-                    ),
-                )
-                ctx.check_deadline(f"{ep.name}: start")
-                try:
-                    # an empty body is a valid health ping (`nats req fraudmesh.health.inference ""`)
-                    req = HealthPing() if ep.request_type is HealthPing and not msg.data else decoder.decode(msg.data)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    raise ServiceError(
-                        "bad_request", f"Invalid {ep.request_type.__name__}: {exc}", errors=[field_error_of(exc)]
-                    ) from None
-                reply = await ep.handler(req, ctx)
-            except ServiceError as exc:
-                outcome = exc.code
-                reply = exc.reply(rid)
-                if span is not None:
-                    span.set_status(Status(StatusCode.ERROR, exc.message))
-            except Exception as exc:
-                outcome = "error"
-                self.log.exception("handler failed", extra=log_fields(handler=ep.name))
-                reply = ErrorReply(
-                    code="internal",
-                    message=f"{self.name} failed on {ep.name}: {type(exc).__name__}. The request id is in the "
-                    f"service log.",
-                    request_id=rid,
-                    retryable=True,
-                )
-                if span is not None:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
-            if reply is not None and msg.reply:
-                with contextlib.suppress(Exception):
-                    await self.nc.publish(msg.reply, self.codec.encode(reply))
-        self.handler_metrics.observe(ep.name, outcome, time.perf_counter() - started)
-        request_id_var.reset(token)
-        trace_id_var.reset(trace_token)
-
-    def span(self, name: str, **attributes: object) -> contextlib.AbstractContextManager[Any]:
+    # ------------------------------------------------------------------------------ NATS helpers
+    def span(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Any]:
         """A child span of the current one, or nothing at all when tracing is off."""
         if not self.tracing:
             return contextlib.nullcontext(None)
-        return self.tracer.start_as_current_span(name, attributes=attributes)  # type: ignore[arg-type]
+        return self.tracer.start_as_current_span(name, attributes=attributes)
 
-    # ------------------------------------------------------------------------------ NATS helpers
+    def producer_span(
+        self, destination: str, msg_id: str = "", **attributes: object
+    ) -> contextlib.AbstractContextManager[Any]:
+        """A `publish <destination>` PRODUCER span (OpenTelemetry messaging conventions), or nothing when
+        tracing is off. Build the outgoing headers inside it, so the consumer's span becomes its child."""
+        if not self.tracing:
+            return contextlib.nullcontext(None)
+        return self.tracer.start_as_current_span(
+            f"publish {destination}",
+            kind=SpanKind.PRODUCER,
+            attributes=messaging_attributes("publish", destination, **{"messaging.message.id": msg_id}, **attributes),
+        )
+
     def outgoing_headers(self, ctx: Context | None = None, **extra: str) -> dict[str, str]:
         """Headers for a message sent on behalf of `ctx`: deadline, request id and the current trace context."""
         headers: dict[str, str] = {}
         if ctx is not None:
-            headers[subjects.HDR_DEADLINE] = str(int(ctx.deadline_ms))
+            if ctx.has_deadline:
+                headers[subjects.HDR_DEADLINE] = str(int(ctx.deadline_ms))
             if ctx.request_id:
                 headers[subjects.HDR_REQUEST_ID] = ctx.request_id
         headers.update(extra)
@@ -291,6 +272,7 @@ class Service:
             self.instance_id,
             on_disconnect=self.handler_metrics.disconnects.labels(self.name).inc,
             on_reconnect=self.handler_metrics.reconnects.labels(self.name).inc,
+            settings=self.settings,
         )
 
     async def _health(self, _req: HealthPing, _ctx: Context) -> HealthReply:
@@ -304,21 +286,35 @@ class Service:
 
     # ---------------------------------------------------------------------------------- running
     async def start(self) -> None:
+        self.dispatcher.tracing = self.tracing
         await self.connect()
         await self.on_start()
         self.endpoint(subjects.health_subject(self.name), HealthPing, self._health, name="health", concurrency=4)
         for ep in self._endpoints:
             await self._subscribe(ep)
+        for listener in self._listeners:
+            await listener.start()
+        for consumer in self._consumers:
+            await consumer.start()
+        self.discovery = Discovery(
+            self.nc,
+            name=self.name,
+            description=self.description,
+            metadata={"instance_id": self.instance_id},
+            routes=lambda: self.routes,
+        )
+        await self.discovery.start()
         await self.nc.flush()
         if self.settings.metrics_port and self._stop_metrics is None:
             self._stop_metrics = serve_metrics(
                 self.registry, self.settings.metrics_port, lambda: self.ready and self.nc.is_connected
             )
         self.ready = True
-        self.log.info("started", extra=log_fields(endpoints=[e.subject for e in self._endpoints]))
+        self.log.info("started", extra=log_fields(routes=[f"{r.kind} {r.destination}" for r in self.routes]))
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """Graceful stop: stop taking messages, finish what is in flight, drain the connection."""
+        """Graceful stop: stop taking messages (endpoints, listeners, consumers stop fetching), finish what is
+        in flight, drain the connection."""
         if not self.ready and self.nc.is_closed:
             return
         self.ready = False
@@ -327,7 +323,10 @@ class Service:
             if ep.sub is not None:
                 with contextlib.suppress(Exception):
                     await ep.sub.unsubscribe()
-        await self.before_drain()
+        await asyncio.gather(*(c.stop() for c in self._consumers), *(li.stop() for li in self._listeners))
+        if self.discovery is not None:
+            with contextlib.suppress(Exception):
+                await self.discovery.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         await self.on_stop()
@@ -336,9 +335,6 @@ class Service:
         if self._stop_metrics:
             self._stop_metrics()
         self.log.info("stopped")
-
-    async def before_drain(self) -> None:
-        """Stop pulling new work (pull consumers); in-flight tasks are awaited after this."""
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -356,8 +352,11 @@ def run_service(factory: Callable[[Settings], Service]) -> None:
     """Entry point of `python -m <service>`: settings, logs, tracing, uvloop, run until SIGTERM."""
     import sys
 
-    from shared.settings import SettingsError, load_settings
+    from shared.settings import SettingsError, load_settings, parse_cli
 
+    parse_cli(
+        f"python -m {factory.__module__.split('.')[0]}", "A fraudmesh service; every setting is a FRAUDMESH_* variable."
+    )
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -366,10 +365,11 @@ def run_service(factory: Callable[[Settings], Service]) -> None:
     service = factory(settings)
     configure_logging(service.name, service.instance_id, settings.log_level)
     setup_tracing(f"fraudmesh-{service.name}", service.instance_id)
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
 
-        runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
+        runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency, but asyncio works too
         runner = asyncio.run
     try:
@@ -380,7 +380,3 @@ def run_service(factory: Callable[[Settings], Service]) -> None:
         raise SystemExit(3) from None
     finally:
         shutdown_tracing()
-
-
-class StartupError(RuntimeError):
-    """The service cannot start (e.g. no model). The message says what is missing and how to fix it."""

@@ -13,6 +13,10 @@ SCORE = "fraud.score"
 FEATURES_COMPUTE = "features.compute"
 """Compute features for entities from the ledger and the graph, write them to Redis, reply with vectors."""
 
+FEATURES_COMPUTE_CHUNK = "features.compute.chunk"
+"""Internal: a feature worker cuts a large `features.compute` request into chunks and sends them here (same
+queue group), so several workers share one request. Not for other systems."""
+
 FEATURES_GET = "features.get"
 """Read features through the Redis online store."""
 
@@ -43,6 +47,8 @@ def results_subject(instance_id: str) -> str:
 # --- queue groups ----------------------------------------------------------------------------------
 QUEUE_AGGREGATOR = "aggregator"
 QUEUE_FEATURES = "feature_svc"
+QUEUE_DEAD_LETTERS = "aggregator-dead-letters"
+"""Aggregators share the max-deliveries advisory: one of them dead-letters each unacked partial."""
 QUEUE_INFERENCE = "inference"
 
 # --- JetStream -------------------------------------------------------------------------------------
@@ -54,7 +60,8 @@ INFERENCE_CONSUMER = "inference"
 
 DLQ_STREAM = "FRAUD_DLQ"
 DLQ_SUBJECT = "fraud.partials.dlq"
-"""Partials that exhausted max_deliver land here, with the failure in the headers."""
+"""Partials that will not be scored land here (undecodable, poison, failed on their last delivery, or never acked
+within max_deliver), unchanged, with the reason in the `Fraudmesh-Dead-Letter-Reason` header."""
 
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
@@ -62,6 +69,12 @@ MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 def max_deliveries_advisory(stream: str = PARTIALS_STREAM, consumer: str = INFERENCE_CONSUMER) -> str:
     return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"
 
+
+# --- buckets ---------------------------------------------------------------------------------------
+MODEL_ARTIFACTS_BUCKET = "fraudmesh_models"
+"""Object Store: model versions, `<version>/<file>` then `<version>/.manifest.json` (inference_svc/registry.py)."""
+MODEL_STATE_BUCKET = "fraudmesh_model_state"
+"""KV: `active`, `candidate`, `candidate_share`: what every inference worker serves."""
 
 # --- headers ---------------------------------------------------------------------------------------
 HDR_DEADLINE = "Fraudmesh-Deadline"

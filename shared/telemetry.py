@@ -38,6 +38,20 @@ def setup_tracing(service_name: str, instance_id: str) -> None:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), schedule_delay_millis=500))
     trace.set_tracer_provider(provider)
     _provider_installed = True
+    instrument_clients()
+
+
+def instrument_clients() -> None:
+    """Client spans for Redis commands (opentelemetry-instrumentation-redis), only when tracing is on: with tracing
+    off the commands stay unwrapped, so the hot path pays nothing. (asyncpg has no instrumentation release that
+    matches this OpenTelemetry version; the feature service's SQL has its own `postgres <group>` spans.)"""
+    try:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+    except ImportError:  # pragma: no cover - an optional extra in a slim image
+        return
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
 
 
 def tracing_enabled() -> bool:

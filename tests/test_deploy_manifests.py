@@ -53,9 +53,9 @@ DASHBOARD_METRICS = {
     "fraudmesh_http_requests_total",
     "fraudmesh_partials_in_flight",
     "fraudmesh_partial_redeliveries_total",
-    "fraudmesh_partials_dead_lettered_total",
+    "fraudmesh_dead_lettered_total",
     "fraudmesh_feature_age_seconds",
-    "fraudmesh_feature_cache_requests_total",
+    "fraudmesh_inference_feature_reads_total",
     "fraudmesh_model_score",
     "fraudmesh_nats_reconnects_total",
 }

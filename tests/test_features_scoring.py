@@ -174,7 +174,7 @@ def test_feature_metrics_move_on_the_scoring_path(fstack: Stack, world: World, r
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert moved("fraudmesh_feature_cache_requests_total", result="miss") > 0
-    assert moved("fraudmesh_feature_cache_requests_total", result="hit") > 0
+    assert moved("fraudmesh_inference_feature_reads_total", result="miss") > 0
+    assert moved("fraudmesh_inference_feature_reads_total", result="hit") > 0
     assert moved("fraudmesh_features_computed_on_the_fly_total") > 0
     assert moved("fraudmesh_feature_age_seconds_count") == 2 * len(batch)

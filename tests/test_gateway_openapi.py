@@ -154,6 +154,7 @@ def test_schemathesis_finds_no_server_error_and_no_reply_that_breaks_the_spec(
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
     )
     (tmp_path / "schemathesis.txt").write_text(run.stdout + run.stderr)
     print(run.stdout[-3000:])

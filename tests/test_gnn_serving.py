@@ -1,5 +1,5 @@
 """The GNN served without torch, end to end: a model trained on a tiny world (the `train` extra), served by real
-inference processes with its embeddings in Redis and registry features from route 1; the /score/fraud answer
+inference processes with its embeddings in memory and registry features from route 1; the /score/fraud answer
 carries every field of the issue, with a graph reason for ring fraud."""
 
 from __future__ import annotations
@@ -112,3 +112,27 @@ def test_ring_fraud_gets_a_graph_reason(gstack: Stack, world: World) -> None:
     for x in doc["results"]:
         weights = [f["weight"] for f in x["top_risk_factors"]]
         assert weights == sorted(weights, reverse=True)
+
+
+def test_decisions_do_not_depend_on_redis_keeping_the_embeddings(gstack: Stack, world: World, redis_url: str) -> None:
+    """Embeddings live in the workers' memory, loaded with the model (issue 10): a Redis restart without
+    persistence (here: deleting every embedding key there could be) changes no decision."""
+    import redis
+
+    batch = ring_transactions(world, 40)
+
+    def scores() -> list[tuple[float, str]]:
+        doc = httpx.post(f"{gstack.gateway_url}/predict", json={"transactions": batch}, timeout=60).json()
+        assert doc["complete"], doc
+        return [(x["fraud_score"], x["risk_level"]) for x in doc["results"]]
+
+    before = scores()
+    r = redis.Redis.from_url(redis_url)
+    try:
+        embedding_keys = list(r.scan_iter("fm:emb:*"))
+        assert embedding_keys == [], "embeddings were written to Redis"
+        for key in r.scan_iter("fm:emb:*"):
+            r.delete(key)
+    finally:
+        r.close()
+    assert scores() == before

@@ -132,7 +132,7 @@ def test_aggregator_handler_partials_and_batch_size(scored_batch: dict[str, obje
     # the failure-path series exist (their movement is covered by tests/test_failures.py)
     for family in (
         "fraudmesh_partial_redeliveries",
-        "fraudmesh_partials_dead_lettered",
+        "fraudmesh_dead_lettered",
         "fraudmesh_partial_results_duplicate",
         "fraudmesh_partial_results_late",
     ):

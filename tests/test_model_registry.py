@@ -19,6 +19,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from deploy.model_registry import RegistryAdmin, broadcast, count_workers
 from deploy.servers import Server
 from deploy.stack import ServiceProc
 from inference_svc.artifact import read_metadata
@@ -28,8 +29,6 @@ from inference_svc.registry import (
     Registry,
     RegistryState,
     ab_point,
-    broadcast,
-    count_workers,
     goes_to_candidate,
     local_active,
 )
@@ -208,7 +207,9 @@ def test_ab_split_is_a_deterministic_function_of_request_and_index() -> None:
 async def test_activating_a_version_mid_batch_scores_every_transaction_once_with_one_version_each(  # type: ignore[no-untyped-def]
     make_stack, models: Path, v1: str, tmp_path: Path
 ) -> None:
-    s: Stack = make_stack({"FRAUDMESH_CHAOS_INFERENCE_DELAY_MS": "50", "FRAUDMESH_INFERENCE_CONCURRENCY": "1"})
+    # 150 ms a partial: the batch (100 partials on 2 workers, ~7.5 s) outlasts the CLI process that activates v2
+    # (2-5 s to start on a loaded machine; with 50 ms the batch could finish first)
+    s: Stack = make_stack({"FRAUDMESH_CHAOS_INFERENCE_DELAY_MS": "150", "FRAUDMESH_INFERENCE_CONCURRENCY": "1"})
     url = s.state.nats_url
     s.start("aggregator")
     workers = s.start("inference", 2)
@@ -386,7 +387,7 @@ async def test_a_worker_started_after_activation_fetches_and_serves_the_registry
     # a KV change alone, with no control message (one a worker missed), reaches the worker through its watch
     nc = await nats.connect(url)
     try:
-        await Registry(nc.jetstream(), models).set_active(v1)
+        await RegistryAdmin(nc.jetstream(), models).set_active(v1)
         end = time.monotonic() + 5.0  # well within the 15 s re-read: this is the watch
         while True:
             (state,) = await broadcast(nc, ModelStatus(), expect=1, timeout_s=5.0)

@@ -54,6 +54,14 @@ def _traceparent() -> tuple[str, str, str]:
     return trace_id, span_id, f"00-{trace_id}-{span_id}-01"
 
 
+def assert_messaging(s: SpanRecord, operation: str, destination: str) -> None:
+    """OpenTelemetry messaging semantic conventions on a NATS span."""
+    assert s.attributes.get("messaging.system") == "nats", str(s)
+    assert s.attributes.get("messaging.operation.type") == operation, str(s)
+    assert s.attributes.get("messaging.destination.name") == destination, str(s)
+    assert s.name == f"{operation} {destination}", str(s)
+
+
 def _dump(spans: list[SpanRecord]) -> str:
     by_trace: dict[str, list[SpanRecord]] = defaultdict(list)
     for s in spans:
@@ -87,7 +95,9 @@ def make_stack(tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_d
 
 def _predict(stack: Stack, traceparent: str) -> dict[str, object]:
     r = httpx.post(
-        f"{stack.gateway_url}/predict",
+        # a generous deadline: the first request computes every entity's features cold, with tracing on, and
+        # took 3-5 s on a loaded 2-core machine (the default deadline is 5 s)
+        f"{stack.gateway_url}/predict?timeout_ms=20000",
         json={"transactions": sample_batch(N_TX, seed=5)},
         headers={"traceparent": traceparent},
         timeout=30,
@@ -123,7 +133,7 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
             ids = {s.span_id for s in spans}
             return (
                 {GATEWAY, AGGREGATOR, INFERENCE, FEATURE} <= {s.service for s in spans}
-                and names["inference partial"] >= N_PARTIALS
+                and names["process fraud.partials"] >= N_PARTIALS
                 and names["onnx score"] >= N_PARTIALS
                 and sum(1 for s in spans if s.parent_span_id not in ids) <= 1
             )
@@ -153,10 +163,11 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
             return by_id[s.parent_span_id]
 
         # gateway -> NATS fraud.score -> aggregator
-        consumers = [s for s in spans if s.service == AGGREGATOR and s.name == "score process"]
+        consumers = [s for s in spans if s.service == AGGREGATOR and s.name == "process fraud.score"]
         assert len(consumers) == 1, _dump(spans)
         consumer = consumers[0]
         assert consumer.kind == "CONSUMER"
+        assert_messaging(consumer, "process", "fraud.score")
         assert parent(consumer).service == GATEWAY
 
         # the split, and one publish span per partial under it
@@ -165,27 +176,38 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
         split = splits[0]
         assert parent(split).span_id == consumer.span_id
         assert split.attributes.get("fraudmesh.partials") == N_PARTIALS
-        publishes = {s.span_id: s for s in spans if s.name.startswith("partial ") and s.name.endswith(" publish")}
-        assert sorted(s.name for s in publishes.values()) == [f"partial {i} publish" for i in range(N_PARTIALS)]
+        publishes = {s.span_id: s for s in spans if s.name == "publish fraud.partials"}
+        assert sorted(s.attributes["fraudmesh.partial"] for s in publishes.values()) == list(range(N_PARTIALS))
         assert all(s.service == AGGREGATOR and s.parent_span_id == split.span_id for s in publishes.values())
+        for s in publishes.values():
+            assert s.kind == "PRODUCER"
+            assert_messaging(s, "publish", "fraud.partials")
+            assert s.attributes["messaging.message.id"].endswith(f":{s.attributes['fraudmesh.partial']}")
 
         # aggregator -> JetStream FRAUD_PARTIALS -> inference: each partial's span is a child of its publish span
-        partials = [s for s in spans if s.name == "inference partial"]
+        partials = [s for s in spans if s.name == "process fraud.partials"]
         assert all(s.service == INFERENCE and s.kind == "CONSUMER" for s in partials)
+        for s in partials:
+            assert_messaging(s, "process", "fraud.partials")
+            assert (
+                s.attributes["messaging.message.id"] == publishes[s.parent_span_id].attributes["messaging.message.id"]
+            )
+            assert s.attributes["messaging.consumer.group.name"] == "inference"
         assert all(s.parent_span_id in publishes for s in partials), "\n".join(map(str, partials))
         assert {s.parent_span_id for s in partials} == set(publishes), "a partial was scored outside the trace"
 
         # ONNX inference inside each partial
         onnx = [s for s in spans if s.name == "onnx score"]
         assert len(onnx) >= N_PARTIALS
-        assert all(s.service == INFERENCE and parent(s).name == "inference partial" for s in onnx)
+        assert all(s.service == INFERENCE and parent(s).name == "process fraud.partials" for s in onnx)
 
         # route 1: the Redis read of each partial, and features.compute -> feature service, under its partial
         reads = [s for s in spans if s.name == "redis read features"]
         assert len(reads) >= N_PARTIALS and all(parent(s).name == "onnx score" for s in reads)
-        requests = {s.span_id: s for s in spans if s.name == "features.compute request"}
+        requests = {s.span_id: s for s in spans if s.name == "publish features.compute"}
+        assert all(s.kind == "PRODUCER" for s in requests.values())
         assert requests, "no features.compute call in the trace (new entities must be computed)"
-        computes = [s for s in spans if s.service == FEATURE and s.name == "compute process"]
+        computes = [s for s in spans if s.service == FEATURE and s.name == "process features.compute"]
         assert computes and all(s.parent_span_id in requests for s in computes), _dump(spans)
         # inside the feature service: PostgreSQL, graph and Redis calls
         feature_names = {s.name for s in spans if s.service == FEATURE}

@@ -138,7 +138,7 @@ def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  
 
     import nats
 
-    from inference_svc.registry import Registry
+    from deploy.model_registry import RegistryAdmin
     from trainer.cli import train_main
 
     write_world(world, tmp_path / "world")
@@ -157,7 +157,7 @@ def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  
     async def published() -> list[str]:
         nc = await nats.connect(nats_url)
         try:
-            return [m.version for m in await Registry(nc.jetstream(), tmp_path / "models").published_versions()]
+            return [m.version for m in await RegistryAdmin(nc.jetstream(), tmp_path / "models").published_versions()]
         finally:
             await nc.close()
 

@@ -130,7 +130,7 @@ def _publish(model_dir: Path, version: str, nats_url: str = "") -> str:
 
     import nats
 
-    from inference_svc.registry import Registry
+    from deploy.model_registry import RegistryAdmin
     from shared.settings import load_settings
 
     settings = load_settings()
@@ -148,7 +148,9 @@ def _publish(model_dir: Path, version: str, nats_url: str = "") -> str:
                 f"not reachable: {type(exc).__name__}). Publish later: fraudmesh model publish {version}"
             )
         try:
-            manifest = await Registry(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas).publish(version)
+            manifest = await RegistryAdmin(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas).publish(
+                version
+            )
             return (
                 f"registry: {version} published to the NATS Object Store ({len(manifest.files)} files) and kept in "
                 f"{model_dir}; serve it with: fraudmesh model activate {version}"

@@ -16,7 +16,8 @@ from typing import Final, Literal, get_args
 import pyarrow as pa
 import pyarrow.compute as pc
 
-NodeType = Literal["card", "merchant", "device", "ip"]
+from shared.entities import EntityType as NodeType
+
 LinkType = Literal["device", "ip", "merchant"]  # the non-card end of an edge
 NODE_TYPES: Final[tuple[NodeType, ...]] = get_args(NodeType)
 LINK_TYPES: Final[tuple[LinkType, ...]] = get_args(LinkType)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Operation
 
@@ -47,15 +48,9 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
             data_container=ErrorReply,
             description=description,
             generate_examples=False,
-            examples=[Example(summary=code, value=_plain(example))],
+            examples=[Example(summary=code, value=msgspec.to_builtins(example))],
         )
     return out
-
-
-def _plain(value: Any) -> Any:
-    import msgspec
-
-    return msgspec.to_builtins(value)
 
 
 def _without_discriminators(node: Any) -> Any:

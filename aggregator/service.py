@@ -17,9 +17,10 @@ from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
 from aggregator.coalesce import Coalescer
+from aggregator.ingest_publisher import IngestPublisher
 from aggregator.pending import PendingBatch, split_bounds
 from shared import subjects
-from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_owner_notice
+from shared.jetstream import ensure_inference_consumer, ensure_ingest_streams, ensure_streams, partials_owner_notice
 from shared.logs import log_fields
 from shared.messages import (
     Partial,
@@ -78,6 +79,7 @@ class Aggregator(Service):
         self.pending: dict[str, PendingBatch] = {}
         self.inbox = subjects.results_subject(self.instance_id)
         self.js: JetStreamContext | None = None
+        self.ingest: IngestPublisher | None = None
         self.coalescer = Coalescer(
             self._publish_coalesced,
             self._finish,
@@ -90,6 +92,8 @@ class Aggregator(Service):
         self.js = self.nc.jetstream(timeout=5.0)
         await ensure_streams(self.js, self.settings)
         await ensure_inference_consumer(self.js, self.settings)
+        await ensure_ingest_streams(self.js, self.settings)
+        self.ingest = IngestPublisher(self.js, self.registry)
         self.listener(self.inbox, PartialOutcome, self._on_result, name="results", destination=subjects.RESULTS_PREFIX)
         self.listener(
             subjects.max_deliveries_advisory(),
@@ -101,8 +105,13 @@ class Aggregator(Service):
         self.dead_letters.expose(subjects.INFERENCE_CONSUMER)
         self.endpoint(subjects.SCORE, ScoreRequest, self.score, queue=subjects.QUEUE_AGGREGATOR, name="score")
 
+    async def on_stop(self) -> None:
+        if self.ingest is not None:  # let the scored transactions in flight reach FRAUD_TXNS
+            await self.ingest.drain()
+
     def health_details(self) -> dict[str, str]:
-        return {"pending_batches": str(len(self.pending))}
+        ingest = self.ingest.health() if self.ingest is not None else {}
+        return {"pending_batches": str(len(self.pending)), **ingest}
 
     # ------------------------------------------------------------------------------------- scoring
     async def score(self, req: ScoreRequest, ctx: Context) -> ScoreReply:
@@ -149,6 +158,8 @@ class Aggregator(Service):
             scores, infos = batch.scores(n), batch.infos()
         reply = self._reply(rid, txs, scores, infos, started)
         reply.timings_ms = timings
+        if self.ingest is not None and req.ingest:
+            self.ingest.publish_scored(txs, reply.results)
         return reply
 
     def _reply(

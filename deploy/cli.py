@@ -376,6 +376,57 @@ def _cmd_features_export(args: argparse.Namespace) -> int:
     return features_cli.export(args)
 
 
+def _add_check_arguments(p: argparse.ArgumentParser) -> None:
+    from feature_svc.ingest.check_cli import add_check_arguments
+
+    add_check_arguments(p)
+
+
+def _cmd_features_check(args: argparse.Namespace) -> int:
+    from feature_svc.ingest.check_cli import check
+
+    _stack_env(args)
+    return check(args)
+
+
+def _embeddings_arguments(p: argparse.ArgumentParser) -> None:
+    from feature_svc.ingest.embeddings_cli import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_embeddings_refresh(args: argparse.Namespace) -> int:
+    from feature_svc.ingest.embeddings_cli import refresh
+
+    _stack_env(args)
+    version = refresh(args)
+    if version is None:
+        return 2
+    if args.no_activate:
+        return 0
+    args.version = version  # publish + activate through the registry: every worker hot-swaps to it
+    return _cmd_model_activate(args)
+
+
+def _traffic_arguments(p: argparse.ArgumentParser) -> None:
+    from deploy.traffic import add_arguments
+
+    add_arguments(p)
+
+
+def _cmd_traffic(args: argparse.Namespace) -> int:
+    from deploy.stack import StackState
+    from deploy.traffic import main
+
+    _stack_env(args)
+    state = StackState.load(args.run_dir.resolve())
+    url = args.url or (state.gateway_url if state is not None else "")
+    if not url:
+        print("no stack running; start one with `fraudmesh up` (or pass --url)", file=sys.stderr)
+        return 1
+    return main(args, url)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         from trainer.cli import train_main
@@ -470,6 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
     s = f.add_parser("export", help="write the point-in-time-correct Parquet offline store, partitioned by day")
     features_cli.add_export_arguments(s)
     s.set_defaults(func=_cmd_features_export)
+    s = f.add_parser("check", help="compare online feature values with a recompute from the ledger (issue 9)")
+    _add_check_arguments(s)
+    s.set_defaults(func=_cmd_features_check)
+
+    e = sub.add_parser("embeddings", help="GNN embeddings").add_subparsers(dest="embeddings_command", required=True)
+    s = e.add_parser("refresh", help="the active GNN with embeddings recomputed from the ledger, as a new version")
+    _embeddings_arguments(s)
+    registry_options(s)
+    s.set_defaults(func=_cmd_embeddings_refresh)
+
+    s = sub.add_parser("traffic", help="live traffic with injected fraud episodes through POST /score/fraud")
+    _traffic_arguments(s)
+    s.set_defaults(func=_cmd_traffic)
 
     s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")

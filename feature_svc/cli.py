@@ -24,7 +24,7 @@ from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
 from feature_svc.graph import GraphError, open_graph_store
 from feature_svc.ledger import LedgerError, connect, load_world, migrate, redact
 from feature_svc.offline import export_offline
-from feature_svc.world import FRAUD_KINDS, WorldError, WorldParams, generate_world, write_world
+from feature_svc.world import FRAUD_KINDS, World, WorldError, WorldParams, generate_world, write_world
 from shared.settings import Settings, SettingsError, load_settings
 
 
@@ -98,14 +98,14 @@ def simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _load(settings: Settings, world: object, schema: str | None) -> dict[str, int]:
+async def _load(settings: Settings, world: World, schema: str | None) -> dict[str, int]:
     pool = await connect(settings.postgres_dsn, schema=schema)
     try:
         await migrate(pool)
-        counts = await load_world(pool, world)  # type: ignore[arg-type]
+        counts = await load_world(pool, world)
         graph = await open_graph_store(settings, pool=pool)
         try:
-            counts.update(await graph.load_world(world))  # type: ignore[arg-type]
+            counts.update(await graph.load_world(world))
         finally:
             await graph.close()
     finally:

@@ -30,9 +30,11 @@ from feature_svc.definitions import (
     ENTITY_TYPES,
     FEATURES,
     GROUPS,
+    EntityType,
     Feature,
     SqlGroup,
 )
+from feature_svc.graph.batch import BatchGraphStore
 
 if TYPE_CHECKING:
     from feature_svc.graph.base import GraphStore
@@ -55,7 +57,7 @@ def check_as_of(as_of: datetime) -> datetime:
     return as_of
 
 
-def _check_type(entity_type: str) -> str:
+def _check_type(entity_type: str) -> EntityType:
     if entity_type not in ENTITY_TYPES:
         raise FeatureError(f"unknown entity type {entity_type!r}; expected one of {', '.join(ENTITY_TYPES)}")
     return entity_type
@@ -115,16 +117,36 @@ async def _run_graph(
     tracer: Tracer,
     concurrency: int,
 ) -> None:
+    """Set-based features in one query each when the store offers it (feature_svc/graph/batch.py), the others
+    (and every feature on a store without batches) one traversal per entity, `concurrency` at a time."""
     sem = asyncio.Semaphore(concurrency)
+    batched = isinstance(graph, BatchGraphStore)
 
     async def one(k: int, f: Feature) -> None:
         assert f.graph is not None
         async with sem:
             out[k][f.name] = float(await f.graph(graph, points[k][1], points[k][2]))
 
+    async def batch(f: Feature) -> None:
+        assert isinstance(graph, BatchGraphStore) and f.graph_batch is not None
+        values = await graph.batch_values(
+            f.graph_batch,
+            f.entity_type,
+            [p[1] for p in points],
+            [p[2] for p in points],
+        )
+        for k, v in enumerate(values):
+            out[k][f.name] = v
+
     etype = points[0][0]
+    jobs = []
+    for f in features:
+        if batched and f.graph_batch is not None:
+            jobs.append(batch(f))
+        else:
+            jobs.extend(one(k, f) for k in range(len(points)))
     with _span(tracer, f"graph {etype}", **{"fraudmesh.points": len(points), "fraudmesh.features": len(features)}):
-        await asyncio.gather(*(one(k, f) for k in range(len(points)) for f in features))
+        await asyncio.gather(*jobs)
 
 
 async def compute_points(
@@ -178,14 +200,14 @@ async def known_entities(
 ) -> set[Entity]:
     """The entities the ledger knows: a row in their entity table or at least one transaction."""
     tracer = tracer or _default_tracer
-    by_type: dict[str, list[str]] = defaultdict(list)
+    by_type: dict[EntityType, list[str]] = defaultdict(list)
     for t, i in entities:
         by_type[_check_type(t)].append(i)
     known: set[Entity] = set()
     with _span(tracer, "postgres known entities", **{"db.system": "postgresql"}):
         for etype, ids in by_type.items():
-            key = ENTITY_COLUMN[etype]  # type: ignore[index]
-            table = ENTITY_TABLE[etype]  # type: ignore[index]
+            key = ENTITY_COLUMN[etype]
+            table = ENTITY_TABLE[etype]
             rows = await pool.fetch(
                 f"""SELECT x.id FROM unnest($1::text[]) AS x(id)
                     WHERE EXISTS (SELECT 1 FROM {table} e WHERE e.{key} = x.id)

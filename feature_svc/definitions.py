@@ -26,17 +26,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
-from shared.entities import ENTITY_ID_FIELD as ENTITY_COLUMN
+from shared.entities import ENTITY_ID_FIELD
 from shared.entities import ENTITY_TABLE as ENTITY_TABLE
 from shared.entities import ENTITY_TYPES as ENTITY_TYPES
 from shared.entities import EntityType as EntityType
 
+ENTITY_COLUMN: Final = ENTITY_ID_FIELD
+"""The transactions column holding each entity type's id."""
+
 if TYPE_CHECKING:
     from feature_svc.graph.base import GraphStore
+    from feature_svc.graph.batch import BatchKind
 
 Dtype = Literal["float64", "int64", "bool"]
 GraphFn = Callable[["GraphStore", str, datetime], Awaitable[float]]
 
+FRESH_S: Final = 1.0
+"""Freshness bound of every feature of an entity an ingested transaction or label touches directly."""
+LAGGING_S: Final = 10.0
+"""Freshness bound of graph features that change second-hand: the sharing counts, component sizes and 2-hop
+fraud counts of the OTHER cards on a device or IP that a new transaction used (refreshed by the deferred pass)."""
+COMPONENT_LAG_S: Final = 300.0
+"""card_component_size changes when an edge is added anywhere in the component, not just next to the card: the
+live path refreshes it when the card or a card sharing a device or IP with it transacts; beyond that, the
+scoring path's max age (FRAUDMESH_FEATURE_MAX_AGE_S, default 300 s) bounds it."""
 COMPONENT_CAP: Final = 200
 """component_size stops walking at this many nodes (a hub costs no more than this)."""
 SMALL_AMOUNT: Final = 5.0
@@ -64,6 +77,11 @@ class Feature:
     group: str = ""
     sql: str | None = None
     graph: GraphFn | None = None
+    graph_batch: BatchKind | None = None
+    """The set-based form of `graph` (a kind of feature_svc/graph/batch.py), used when the store offers it."""
+    freshness_s: float = 1.0
+    """Freshness bound under live ingestion: an ingested transaction or label shows in this feature's online
+    value within this many seconds (see docs/architecture.md, live features)."""
 
     @property
     def kind(self) -> Literal["sql", "graph"]:
@@ -241,8 +259,39 @@ def _fraud_cards(entity: EntityType) -> GraphFn:
     return fraud_cards
 
 
-def _graph(name: str, entity: EntityType, dtype: Dtype, description: str, fn: GraphFn) -> Feature:
-    return Feature(name, entity, dtype, description, group=f"{entity}_graph", graph=fn)
+_BATCH: Final[dict[str, BatchKind]] = {
+    "card_cards_sharing_device": "shared_device",
+    "card_cards_sharing_ip": "shared_ip",
+    "card_fraud_cards_2hop": "fraud_2hop",
+    "card_degree": "degree",
+    "merchant_degree": "degree",
+    "device_degree": "degree",
+    "ip_degree": "degree",
+    "device_fraud_cards": "fraud_1hop",
+    "ip_fraud_cards": "fraud_1hop",
+    "card_component_size": "component_device",
+}
+"""Graph features with a set-based form (feature_svc/graph/batch.py)."""
+
+
+def _graph(
+    name: str,
+    entity: EntityType,
+    dtype: Dtype,
+    description: str,
+    fn: GraphFn,
+    freshness_s: float = FRESH_S,
+) -> Feature:
+    return Feature(
+        name,
+        entity,
+        dtype,
+        description,
+        group=f"{entity}_graph",
+        graph=fn,
+        graph_batch=_BATCH.get(name),
+        freshness_s=freshness_s,
+    )
 
 
 # ------------------------------------------------------------------------------------------- registry
@@ -286,15 +335,23 @@ _FEATURES: list[Feature] = [
         "count(*)",
     ),
     _graph(
-        "card_cards_sharing_device", "card", "int64", "Other cards that used a device this card used.", _sharing_device
+        "card_cards_sharing_device",
+        "card",
+        "int64",
+        "Other cards that used a device this card used.",
+        _sharing_device,
+        LAGGING_S,
     ),
-    _graph("card_cards_sharing_ip", "card", "int64", "Other cards that used an IP this card used.", _sharing_ip),
+    _graph(
+        "card_cards_sharing_ip", "card", "int64", "Other cards that used an IP this card used.", _sharing_ip, LAGGING_S
+    ),
     _graph(
         "card_fraud_cards_2hop",
         "card",
         "int64",
         "Fraud-labelled cards (label known before as_of) within 2 hops through devices and IPs.",
         _card_fraud_2hop,
+        LAGGING_S,
     ),
     _graph(
         "card_component_size",
@@ -302,6 +359,7 @@ _FEATURES: list[Feature] = [
         "int64",
         f"Nodes in the card's connected component through devices (capped at {COMPONENT_CAP}).",
         _card_component,
+        COMPONENT_LAG_S,
     ),
     _graph("card_degree", "card", "int64", "Devices, IPs and merchants linked to the card.", _degree("card")),
     # merchants

@@ -73,7 +73,10 @@ async def select_transactions(
     """The transactions to export, in time order: all labelled, plus the sampled unlabelled ones."""
     if not 0.0 <= legit_fraction <= 1.0:
         raise ValueError(f"legit_fraction must be in [0, 1], got {legit_fraction}")
-    return await pool.fetch(_SELECT, start, end, legit_fraction + (1e-12 if legit_fraction >= 1 else 0), str(seed))
+    rows: list[asyncpg.Record] = await pool.fetch(
+        _SELECT, start, end, legit_fraction + (1e-12 if legit_fraction >= 1 else 0), str(seed)
+    )
+    return rows
 
 
 def _points(rows: list[asyncpg.Record]) -> tuple[list[Point], list[tuple[int, str]]]:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 import numpy as np
 from redis.asyncio import ConnectionPool, Redis
+from redis.typing import EncodableT, FieldT
 
 DEFAULT_PREFIX = "fm:feat"
 COMPUTED_AT = "computed_at"
@@ -46,6 +47,33 @@ for i = 1, #KEYS do
   end
 end
 return out
+"""
+
+_WRITE_IF_NEWER = """
+local ttl = tonumber(ARGV[1])
+local p = 2
+local written = 0
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[p])
+  local fields = {}
+  local at = nil
+  for j = 0, n - 1 do
+    local k = ARGV[p + 1 + 2 * j]
+    local v = ARGV[p + 2 + 2 * j]
+    fields[#fields + 1] = k
+    fields[#fields + 1] = v
+    if k == 'computed_at' then at = tonumber(v) end
+  end
+  local cur = redis.call('HGET', KEYS[i], 'computed_at')
+  if (not cur) or (at ~= nil and tonumber(cur) <= at) then
+    redis.call('DEL', KEYS[i])
+    redis.call('HSET', KEYS[i], unpack(fields))
+    redis.call('EXPIRE', KEYS[i], ttl)
+    written = written + 1
+  end
+  p = p + 1 + 2 * n
+end
+return written
 """
 
 
@@ -118,6 +146,7 @@ class OnlineStore:
         self.prefix = prefix
         self._layout = layout
         self._script: Any = None
+        self._newer_script: Any = None
 
     @property
     def layout(self) -> Mapping[str, Sequence[str]]:
@@ -156,27 +185,48 @@ class OnlineStore:
         await self.redis.aclose()
 
     # ------------------------------------------------------------------------------------------ write
+    def _mapping(self, rec: FeatureRecord) -> dict[FieldT, EncodableT]:
+        mapping: dict[FieldT, EncodableT] = {name: repr(float(v)) for name, v in rec.values.items()}
+        names = self.layout.get(rec.entity_type)
+        if names is not None:
+            packed = [rec.values.get(name, np.nan) for name in names]
+            mapping[VEC] = np.asarray(packed, dtype="<f8").tobytes()
+        mapping[COMPUTED_AT] = repr(float(rec.computed_at))
+        mapping[VERSION] = self.version
+        mapping[KNOWN] = "1" if rec.known else "0"
+        return mapping
+
     async def write(self, records: Iterable[FeatureRecord]) -> int:
         """HSET every record (replacing its fields) and set its TTL, in one pipelined round trip."""
         n = 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for rec in records:
                 key = self.key(rec.entity_type, rec.entity_id)
-                mapping: dict[str, str | bytes] = {name: repr(float(v)) for name, v in rec.values.items()}
-                names = self.layout.get(rec.entity_type)
-                if names is not None:
-                    packed = [rec.values.get(name, np.nan) for name in names]
-                    mapping[VEC] = np.asarray(packed, dtype="<f8").tobytes()
-                mapping[COMPUTED_AT] = repr(float(rec.computed_at))
-                mapping[VERSION] = self.version
-                mapping[KNOWN] = "1" if rec.known else "0"
                 pipe.delete(key)
-                pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+                pipe.hset(key, mapping=self._mapping(rec))
                 pipe.expire(key, self.ttl_s)
                 n += 1
             if n:
                 await pipe.execute()
         return n
+
+    async def write_if_newer(self, records: Sequence[FeatureRecord]) -> int:
+        """Like `write`, but an entity whose stored `computed_at` is newer than the record's keeps its entry
+        (two workers computing the same entity never regress it to the older value). ONE Lua call, atomic per
+        entity. Returns how many records were written."""
+        if not records:
+            return 0
+        keys: list[str] = []
+        args: list[EncodableT] = [self.ttl_s]
+        for rec in records:
+            keys.append(self.key(rec.entity_type, rec.entity_id))
+            mapping = self._mapping(rec)
+            args.append(len(mapping))
+            for k, v in mapping.items():
+                args.extend((k, v))
+        if self._newer_script is None:
+            self._newer_script = self.redis.register_script(_WRITE_IF_NEWER)
+        return int(await self._newer_script(keys=keys, args=args))
 
     # ------------------------------------------------------------------------------------------- read
     async def read(
@@ -280,7 +330,7 @@ class OnlineStore:
                     stale=stale,
                     age_s=age,
                     known=known != b"0",
-                    vector=None if stale else np.frombuffer(vec, dtype="<f8"),
+                    vector=None if stale or vec is None else np.frombuffer(vec, dtype="<f8"),
                 )
             )
         return out
@@ -297,7 +347,7 @@ class OnlineStore:
         if wanted is None:
             fields = {
                 _text(k) or "": _text(v)
-                for k, v in item.items()  # type: ignore[union-attr]
+                for k, v in item.items()  # type: ignore[union-attr]  # an HGETALL reply (a mapping) whenever wanted is None
                 if k not in (VEC, VEC.encode())  # packed bytes, not text
             }
         else:

@@ -27,6 +27,8 @@ from prometheus_client import Counter, Histogram
 from feature_svc.compute import Entity, compute_features, known_entities
 from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
 from feature_svc.graph import GraphStore, open_graph_store
+from feature_svc.ingest.refresh import now_ms
+from feature_svc.ingest.wiring import IngestWiring
 from feature_svc.ledger import LedgerError, connect, migrate
 from feature_svc.online import DEFAULT_PREFIX, FeatureRecord, OnlineStore
 from shared import subjects
@@ -92,6 +94,7 @@ class FeatureService(Service):
         self.online: OnlineStore | None = None
         self._status: dict[str, str] = {"postgres": "connecting", "redis": "connecting"}
         self._monitor: asyncio.Task[None] | None = None
+        self.ingest: IngestWiring | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def on_start(self) -> None:
@@ -111,6 +114,9 @@ class FeatureService(Service):
         self.endpoint(subjects.FEATURES_COMPUTE, FeaturesComputeRequest, self.compute, queue=queue, name="compute")
         self.endpoint(COMPUTE_CHUNK, FeaturesComputeRequest, self.compute_chunk, queue=queue, name="compute_chunk")
         self.endpoint(subjects.FEATURES_GET, FeaturesGetRequest, self.get, queue=queue, name="get")
+        if self.settings.ingest_enabled:
+            self.ingest = IngestWiring(self, self.pool, self.graph, self.online)
+            await self.ingest.start(self.nc.jetstream(timeout=10.0))
 
     async def _connect_ledger(self) -> asyncpg.Pool:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
@@ -126,6 +132,8 @@ class FeatureService(Service):
                 await asyncio.sleep(1.0)
 
     async def on_stop(self) -> None:
+        if self.ingest is not None:
+            await self.ingest.stop()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -153,11 +161,12 @@ class FeatureService(Service):
             await self._check()
 
     def health_details(self) -> dict[str, str]:
-        return {**self._status, "feature_set_version": FEATURE_SET_VERSION, "features": str(len(FEATURES))}
+        ingest = self.ingest.health() if self.ingest is not None else {"ingest": "off"}
+        return {**self._status, "feature_set_version": FEATURE_SET_VERSION, "features": str(len(FEATURES)), **ingest}
 
     # ------------------------------------------------------------------------------------- compute
     def _as_of(self, as_of: datetime | None) -> tuple[datetime, bool]:
-        now = datetime.now(UTC)
+        now = now_ms()
         if as_of is None:
             return now, True
         if as_of.tzinfo is None:
@@ -200,7 +209,7 @@ class FeatureService(Service):
                 for (t, i), v in values.items()
             ]
             with self.tracer.start_as_current_span("redis write", attributes={"db.system": "redis", "n": len(records)}):
-                await self.online.write(records)
+                await self.online.write_if_newer(records)
         elapsed = time.perf_counter() - started
         self.m.computed.inc(len(values))
         self.m.compute_seconds.observe(elapsed)
@@ -258,7 +267,7 @@ class FeatureService(Service):
             ) from None
         except NoRespondersError:
             raise ServiceError("unavailable", "no feature worker took a chunk", retryable=True) from None
-        answer = self.codec.decode(msg.data, FeaturesComputeAnswer)  # type: ignore[arg-type]
+        answer: FeaturesComputeReply | ErrorReply = self.codec.decoder(FeaturesComputeAnswer).decode(msg.data)
         if isinstance(answer, ErrorReply):
             raise ServiceError(answer.code, f"feature chunk failed: {answer.message}", retryable=answer.retryable)
         return answer
@@ -290,7 +299,7 @@ class FeatureService(Service):
                     type=t,
                     id=i,
                     values=r.values,
-                    computed_at=r.computed_at or 0.0,  # type: ignore[arg-type]
+                    computed_at=r.computed_at or 0.0,
                     version=r.version,
                     source="cache",
                     age_s=r.age_s or 0.0,
@@ -299,12 +308,12 @@ class FeatureService(Service):
             else:
                 stale += r.present
                 misses += not r.present
-                todo.append(EntityRef(type=t, id=i))  # type: ignore[arg-type]
+                todo.append(EntityRef(type=t, id=i))
         self.m.cache.labels("hit").inc(hits)
         self.m.cache.labels("miss").inc(misses)
         self.m.cache.labels("stale").inc(stale)
         if todo:
-            as_of = datetime.now(UTC)
+            as_of = now_ms()
             if len(todo) <= self.chunk_size:
                 reply = await self._compute_local(todo, as_of, True, ctx)
             else:

@@ -29,6 +29,7 @@ from gateway.controllers.oip import OipHealthController, OipModelController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
+from gateway.ingest import IngestController
 from gateway.openapi_docs import SECURITY, openapi_config, static_docs
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
@@ -52,6 +53,7 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     MlflowController,
     ModelsController,
     OipModelController,
+    IngestController,
 )
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (

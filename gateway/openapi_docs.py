@@ -47,6 +47,22 @@ client sends `Accept-Encoding: gzip`. The Open Inference Protocol routes (`/v2/.
 `{"error": "..."}` shape."""
 
 
+SEED_TX = {
+    "card_id": "card_00001234",
+    "transaction_amount": 150.0,
+    "merchant_id": "merchant_12345",
+    "mcc_code": "5411",
+    "country_code": "US",
+}
+BODY_EXAMPLES: dict[str, Any] = {
+    "/score/fraud": SEED_TX,
+    "/predict": {"transactions": [SEED_TX, {"card_id": "card_2", "transaction_amount": 500.0}]},
+    "/transactions": {"transactions": [{**SEED_TX, "transaction_id": "tx-1", "timestamp": "2026-11-01T14:00:00Z"}]},
+    "/labels": {"labels": [{"transaction_id": "tx-1", "label": "fraud", "fraud_kind": "card_testing"}]},
+}
+"""Request body examples of the routes whose handlers do not give one."""
+
+
 class OpenAPIFinish:
     """Completes the generated document (see the module doc); the result is computed once and shared."""
 
@@ -86,6 +102,9 @@ class OpenAPIFinish:
         for code in wanted:
             responses.setdefault(str(code), _error_response(code))
         op["responses"] = dict(sorted(responses.items()))
+        body = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if body is not None and "example" not in body and path in BODY_EXAMPLES:
+            body["example"] = BODY_EXAMPLES[path]
         for param in op.get("parameters", []):
             self._parameter(param)
 

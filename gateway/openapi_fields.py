@@ -77,6 +77,15 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "nats": ("The gateway's NATS connection.", "connected"),
     "services": ("Each service behind NATS.", None),
     "details": ("Per instance: what it reports.", None),
+    # ingestion
+    "accepted": ("Items stored in the stream now.", 1),
+    "duplicates": ("Items already stored under the same transaction id (sent before): not stored twice.", 0),
+    "stream": ("The JetStream stream that holds them.", "FRAUD_TXNS"),
+    "labels": ("1 to 10,000 labels.", None),
+    "label": ("fraud or legit.", "fraud"),
+    "fraud_kind": ("What kind of fraud (free text: letters, digits, _ and -).", "card_testing"),
+    "label_time": ("When the label became known, RFC 3339 (default: now).", "2026-11-20T09:00:00Z"),
+    "published_at": ("Set by the publisher (epoch seconds); leave it out.", None),
     # OIP / MLflow leftovers
     "name": ("The input: a transaction field.", None),
     "datatype": ("BYTES for ids and codes, FP64 for transaction_amount (as the model metadata lists).", None),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from nats.js import JetStreamContext
@@ -21,7 +23,7 @@ from nats.js.errors import BadRequestError
 
 from shared import subjects
 from shared.messages import PartialFailed
-from shared.policy import ConsumerPolicy, OwnerNotice
+from shared.policy import TRANSIENT_ERRORS, Action, ConsumerPolicy, Decision, OwnerNotice
 from shared.settings import Settings
 
 
@@ -114,4 +116,96 @@ def partials_policy(settings: Settings, worker_id: str = "") -> ConsumerPolicy:
         max_deliver=settings.max_deliver,
         dead_letter_subject=subjects.DLQ_SUBJECT,
         owner_notice=partials_owner_notice(worker_id),
+    )
+
+
+# --- live ingestion (issue 9) ----------------------------------------------------------------------
+def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
+    """FRAUD_TXNS and FRAUD_LABELS (limits retention: every feature worker's consumer reads them, and a replay
+    from the stream rebuilds the ledger), plus the ingest dead-letter stream."""
+    common: dict[str, Any] = {
+        "retention": RetentionPolicy.LIMITS,
+        "storage": StorageType.FILE,
+        "discard": DiscardPolicy.OLD,
+        "max_age": settings.ingest_max_age_s,
+        "max_bytes": settings.ingest_max_bytes,
+        "duplicate_window": min(settings.ingest_dedupe_window_s, settings.ingest_max_age_s),
+        "num_replicas": settings.stream_replicas,
+    }
+    return [
+        StreamConfig(
+            name=subjects.TXNS_STREAM,
+            subjects=[subjects.TXNS_SUBJECT],
+            description="Transactions for the ledger, the graph and the online features (one per message).",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.LABELS_STREAM,
+            subjects=[subjects.LABELS_SUBJECT],
+            description="Chargebacks and confirmations (one label per message).",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.INGEST_DLQ_STREAM,
+            subjects=[subjects.INGEST_DLQ_SUBJECT],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=settings.stream_replicas,
+            description="Ingest messages that cannot be applied, with the reason in a header.",
+        ),
+    ]
+
+
+async def ensure_ingest_streams(js: JetStreamContext, settings: Settings) -> None:
+    for config in ingest_stream_configs(settings):
+        await _ensure_stream(js, config)
+
+
+INGEST_MAX_DELIVER = 20
+"""Deliveries of an ingest micro-batch that keeps failing for a reason of its own (not a dependency being down)
+before it is dead-lettered. The durable consumer itself redelivers without limit (max_deliver -1)."""
+
+
+def ingest_consumer_config(durable: str, subject: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable,
+        description="Feature workers: every replica pulls micro-batches from this one durable consumer.",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=60.0,
+        max_deliver=-1,
+        max_ack_pending=20_000,
+        max_waiting=512,
+        filter_subject=subject,
+    )
+
+
+async def ensure_ingest_consumers(js: JetStreamContext) -> None:
+    """The durable pull consumers of FRAUD_TXNS and FRAUD_LABELS (kept as they are when they exist)."""
+    for stream, durable, subject in (
+        (subjects.TXNS_STREAM, subjects.TXNS_CONSUMER, subjects.TXNS_SUBJECT),
+        (subjects.LABELS_STREAM, subjects.LABELS_CONSUMER, subjects.LABELS_SUBJECT),
+    ):
+        try:
+            await js.add_consumer(stream, ingest_consumer_config(durable, subject))
+        except BadRequestError as exc:
+            logging.getLogger("fraudmesh.jetstream").warning("ingest consumer %s kept as it is: %s", durable, exc)
+
+
+@dataclass(frozen=True)
+class IngestPolicy(ConsumerPolicy):
+    """The ingest streams never give up on a message because a store is down: an accepted transaction must reach
+    the ledger, so a batch that failed for a transient reason is nak'ed with backoff (up to `backoff_max_s`) for as
+    long as it takes; only a batch that fails for a reason of its own is dead-lettered after `max_deliver`."""
+
+    def decide(self, exc: BaseException, deliveries: int) -> Decision:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            return Decision(Action.NAK, "retried", self.backoff(deliveries), f"{type(exc).__name__}: {exc}"[:500])
+        return super().decide(exc, deliveries)
+
+
+def ingest_policy() -> ConsumerPolicy:
+    return IngestPolicy(
+        max_deliver=INGEST_MAX_DELIVER, backoff_max_s=30.0, dead_letter_subject=subjects.INGEST_DLQ_SUBJECT
     )

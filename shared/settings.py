@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 from msgspec import Meta, Struct
@@ -141,6 +141,30 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         ),
     ] = "auto"
 
+    # --- live ingestion ----------------------------------------------------------------------------
+    ingest_dedupe_window_s: Annotated[
+        float, Meta(gt=0), _doc("FRAUD_TXNS/FRAUD_LABELS: a re-published transaction id within this is dropped.")
+    ] = 120.0
+    ingest_max_age_s: Annotated[
+        float, Meta(gt=0), _doc("FRAUD_TXNS/FRAUD_LABELS keep messages this long (the ledger keeps them for good).")
+    ] = 7 * 24 * 3600.0
+    ingest_max_bytes: Annotated[
+        int, Meta(ge=-1), _doc("FRAUD_TXNS/FRAUD_LABELS size limit each, in bytes (oldest dropped); -1 unlimited.")
+    ] = 1 << 30
+    ingest_batch_size: Annotated[Positive, _doc("Feature workers: most stream messages in one ingest micro-batch.")] = (
+        500
+    )
+    ingest_max_wait_ms: Annotated[
+        float, Meta(gt=0), _doc("Feature workers: longest wait to fill an ingest micro-batch, in ms.")
+    ] = 50.0
+    ingest_concurrency: Annotated[
+        Positive, _doc("Feature workers: FRAUD_TXNS micro-batches one worker applies at once.")
+    ] = 2
+    ingest_enabled: Annotated[bool, _doc("Feature workers consume FRAUD_TXNS/FRAUD_LABELS; false turns it off.")] = True
+    consistency_check_interval_s: Annotated[
+        float, Meta(ge=0), _doc("Feature workers: seconds between consistency samples (online vs ledger); 0 off.")
+    ] = 60.0
+
 
 def _env_name(field: str) -> str:
     return PREFIX + field.upper()
@@ -219,5 +243,5 @@ def _type_name(tp: object) -> str:
     if origin is not None and hasattr(tp, "__metadata__"):
         return _type_name(origin)
     if getattr(tp, "__origin__", None) is Literal:
-        return " \\| ".join(f"`{a}`" for a in tp.__args__)  # type: ignore[attr-defined]
+        return " \\| ".join(f"`{a}`" for a in get_args(tp))
     return getattr(tp, "__name__", str(tp))

@@ -33,6 +33,10 @@ def stack(tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: s
     s.stop()
 
 
+OWNER = subjects.results_subject("test-owner")
+"""Where the partial's owner (an aggregator) waits for its results: the only subjects an aggregator may notify."""
+
+
 def scrape(port: int) -> str:
     return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
 
@@ -50,7 +54,7 @@ async def test_a_partial_never_acked_is_dead_lettered_by_an_aggregator_once(stac
     codec = Codec()
     nc = await nats.connect(stack.state.nats_url)
     try:
-        owner = await nc.subscribe("test.owner.inbox")
+        owner = await nc.subscribe(OWNER)
         js = nc.jetstream()
         partial = Partial(
             request_id="never-acked",
@@ -61,7 +65,7 @@ async def test_a_partial_never_acked_is_dead_lettered_by_an_aggregator_once(stac
         await js.publish(
             subjects.PARTIALS_SUBJECT,
             codec.encode(partial),
-            headers={subjects.HDR_MSG_ID: "never-acked:3", subjects.HDR_REPLY_TO: "test.owner.inbox"},
+            headers={subjects.HDR_MSG_ID: "never-acked:3", subjects.HDR_REPLY_TO: OWNER},
         )
         psub = await js.pull_subscribe_bind(durable=subjects.INFERENCE_CONSUMER, stream=subjects.PARTIALS_STREAM)
         deliveries = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 
 from feature_svc.graph.postgres import PostgresGraphStore
@@ -23,3 +25,14 @@ async def load_world_into(dsn: str, world: World, *, schema: str | None = None, 
     await load_world(pool, world, progress=False)
     await PostgresGraphStore(pool).load_world(world, progress=False)
     return pool
+
+
+def train_tiny_gnn(world: World, model_dir: Path, **config: object) -> Path:
+    """Train the GNN (the `train` extra) on a small world with a few epochs and export it into `model_dir`."""
+    from trainer.export import export
+    from trainer.train import TrainConfig, run
+
+    defaults: dict[str, object] = {"epochs": 3, "patience": 3, "val_days": 5, "test_days": 5, "baseline_iter": 30}
+    result = run(world, None, TrainConfig(progress=False, **{**defaults, **config}))  # type: ignore[arg-type]
+    export(result, model_dir, world_params=world.params.to_json())
+    return model_dir

@@ -11,14 +11,16 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Literal, get_args
+from typing import Final, Literal, TypeAlias, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.entities import EntityType as NodeType
+from shared.entities import EntityType
 
 LinkType = Literal["device", "ip", "merchant"]  # the non-card end of an edge
+NodeType: TypeAlias = EntityType
+"""The graph's node types are the entity types (shared/entities.py)."""
 NODE_TYPES: Final[tuple[NodeType, ...]] = get_args(NodeType)
 LINK_TYPES: Final[tuple[LinkType, ...]] = get_args(LinkType)
 IDENTITY: Final[tuple[LinkType, ...]] = ("device", "ip")
@@ -87,20 +89,19 @@ class SharedCard:
 def check_node_type(entity_type: str) -> NodeType:
     if entity_type not in NODE_TYPES:
         raise GraphError(f"unknown entity type {entity_type!r}; expected one of {', '.join(NODE_TYPES)}")
-    return entity_type  # type: ignore[return-value]
+    return entity_type
 
 
 def check_node(entity_type: str, entity_id: str) -> Node:
-    check_node_type(entity_type)
     if not isinstance(entity_id, str) or not IDENTIFIER.match(entity_id):
         raise GraphError(f"malformed {entity_type} id {entity_id!r}: 1-128 characters of A-Z a-z 0-9 _ . : @ -")
-    return Node(entity_type, entity_id)  # type: ignore[arg-type]
+    return Node(check_node_type(entity_type), entity_id)
 
 
 def check_link_type(link_type: str) -> LinkType:
     if link_type not in LINK_TYPES:
         raise GraphError(f"unknown link type {link_type!r}; expected one of {', '.join(LINK_TYPES)}")
-    return link_type  # type: ignore[return-value]
+    return link_type
 
 
 def check_via(via: Iterable[str]) -> tuple[LinkType, ...]:

@@ -8,17 +8,19 @@ rather than in one recursive CTE, because a CTE cannot deduplicate across depths
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 import asyncpg
 from tqdm import tqdm
 
 from feature_svc.graph.base import FrontierGraphStore
+from feature_svc.graph.batch import BATCH_SQL, COMPONENT_CAP, BatchKind
 from feature_svc.graph.model import (
     EDGES_SCHEMA,
     CardLabel,
     Edge,
+    GraphError,
     LinkType,
     Neighbour,
     Node,
@@ -166,6 +168,72 @@ class PostgresGraphStore(FrontierGraphStore):
                 as_of,
             )
         )
+
+    # ------------------------------------------------------------------------------ set-based batches
+
+    async def batch_values(
+        self, kind: BatchKind, entity_type: str, ids: Sequence[str], as_ofs: Sequence[datetime]
+    ) -> list[float]:
+        """See feature_svc/graph/batch.py: one query for every point."""
+        if kind == "component_device" and entity_type == "card":
+            return await self._components(ids, as_ofs)
+        sql = BATCH_SQL.get((kind, entity_type))
+        if sql is None:
+            raise GraphError(f"no batch query for {kind} of {entity_type}")
+        rows = await self._pool.fetch(sql, list(ids), list(as_ofs))
+        return [float(r["v"]) for r in rows]
+
+    async def _components(self, ids: Sequence[str], as_ofs: Sequence[datetime]) -> list[float]:
+        """component_size(card, COMPONENT_CAP, as_of, via devices) of many cards: a breadth-first walk from all
+        of them at once, one query per hop for the union of their frontiers (per distinct as_of). Each walk
+        stops, like the per-entity one, when its frontier is empty or it has seen COMPONENT_CAP nodes, so its
+        answer, min(component size, cap), is the same."""
+        out = [0.0] * len(ids)
+        by_time: dict[datetime, list[int]] = {}
+        for k, t in enumerate(as_ofs):
+            by_time.setdefault(t, []).append(k)
+        for as_of, idx in by_time.items():
+            starts = [Node("card", ids[k]) for k in idx]
+            seen = {n: {n} for n in starts}
+            frontier = {n: {n} for n in starts}
+            active = set(starts)
+            while active:
+                adjacency = await self._adjacency(set().union(*(frontier[n] for n in active)), as_of)
+                for n in list(active):
+                    nxt = set().union(*(adjacency.get(x, set()) for x in frontier[n])) - seen[n]
+                    seen[n] |= nxt
+                    frontier[n] = nxt
+                    if not nxt or len(seen[n]) >= COMPONENT_CAP:
+                        active.discard(n)
+            for k, n in zip(idx, starts, strict=True):
+                out[k] = float(min(len(seen[n]), COMPONENT_CAP))
+        return out
+
+    async def _adjacency(self, nodes: set[Node], as_of: datetime) -> dict[Node, set[Node]]:
+        """One hop from each node through devices (the traversal rule of base.py with via=("device",))."""
+        cards = [n.id for n in nodes if n.type == "card"]
+        others = [n for n in nodes if n.type != "card"]
+        rows = await self._pool.fetch(
+            """SELECT 0 AS side, card_id, entity_type, entity_id FROM edges
+               WHERE card_id = ANY($1::text[]) AND entity_type = 'device' AND first_seen < $2
+               UNION ALL
+               SELECT 1, e.card_id, e.entity_type, e.entity_id
+               FROM unnest($3::text[], $4::text[]) AS f(entity_type, entity_id)
+               JOIN edges e ON e.entity_type = f.entity_type AND e.entity_id = f.entity_id
+               WHERE e.first_seen < $2""",
+            cards,
+            as_of,
+            [n.type for n in others],
+            [n.id for n in others],
+        )
+        adjacency: dict[Node, set[Node]] = {}
+        for r in rows:
+            card, other = Node("card", r["card_id"]), Node(r["entity_type"], r["entity_id"])
+            if r["side"] == 0:
+                adjacency.setdefault(card, set()).add(other)
+            else:
+                adjacency.setdefault(other, set()).add(card)
+        return adjacency
 
     # -------------------------------------------------------------------------------------- writes
 

@@ -101,7 +101,7 @@ async def copy_table(
         bar.set_postfix_str(f"{table} indexes")
     for statement in recreate:
         await conn.execute(statement)
-    return source.num_rows
+    return int(source.num_rows)
 
 
 async def load_world(pool: asyncpg.Pool, world: World, progress: bool = True) -> dict[str, int]:

@@ -1,0 +1,49 @@
+"""Bring the online features of some entities up to date: recompute them from the ledger and the graph as of
+now (the registry's own definitions, so online = offline by construction) and write them to Redis unless a
+newer computation is already there."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+from opentelemetry.trace import Tracer
+
+from feature_svc.compute import Entity, compute_features, known_entities
+from feature_svc.graph import GraphStore
+from feature_svc.online import FeatureRecord, OnlineStore
+
+CHUNK = 2000
+"""Entities per compute call (each SQL group is one query over all of them)."""
+
+
+def now_ms() -> datetime:
+    """Now, to the millisecond: `computed_at` (epoch float seconds) then maps back to exactly this instant, so a
+    recompute "as of computed_at" (the consistency check) uses the very same window bounds."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+async def refresh(
+    pool: asyncpg.Pool,
+    graph: GraphStore,
+    online: OnlineStore,
+    entities: Sequence[Entity],
+    *,
+    tracer: Tracer | None = None,
+) -> tuple[float, int]:
+    """Recompute and write `entities`; return (computed_at epoch seconds, records written)."""
+    unique = list(dict.fromkeys(entities))
+    as_of = now_ms()
+    written = 0
+    for start in range(0, len(unique), CHUNK):
+        part = unique[start : start + CHUNK]
+        values = await compute_features(pool, graph, part, as_of, tracer=tracer)
+        known = await known_entities(pool, part, tracer=tracer)
+        records = [
+            FeatureRecord(entity_type=t, entity_id=i, values=v, computed_at=as_of.timestamp(), known=(t, i) in known)
+            for (t, i), v in values.items()
+        ]
+        written += await online.write_if_newer(records)
+    return as_of.timestamp(), written

@@ -1,0 +1,119 @@
+"""POST /transactions and POST /labels: ingestion over HTTP for systems without NATS.
+
+Each item becomes one message on FRAUD_TXNS (FRAUD_LABELS) with `Nats-Msg-Id` = its transaction id, exactly as a
+NATS publisher would send it (docs/nats-api.md). The answer is 202 once JetStream has stored every message:
+`accepted` counts the messages stored, `duplicates` those JetStream dropped because the same transaction id came
+within its dedupe window (the ledger is idempotent on the id as well, so re-sending a whole batch is safe).
+If JetStream fails part-way the answer is 503 and the batch can be re-sent as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Controller, Request, Response, post
+
+from gateway.bridge import BridgeError, NatsBridge
+from gateway.openapi import body_operation
+from gateway.openapi_spec import error_responses
+from gateway.validation import BodyError
+from shared import subjects
+from shared.ingest_messages import (
+    MAX_INGEST_BATCH,
+    MSGPACK,
+    IngestAccepted,
+    Label,
+    LabelBatch,
+    TxnIngest,
+    TxnIngestBatch,
+    encode_for_stream,
+    stream_msg_id,
+)
+from shared.messages import ErrorReply, field_error_of
+
+B = TypeVar("B", TxnIngestBatch, LabelBatch)
+ACK_TIMEOUT_S = 10.0
+_txn_decoder = msgspec.json.Decoder(TxnIngestBatch)
+_label_decoder = msgspec.json.Decoder(LabelBatch)
+
+
+def _decode(body: bytes, decoder: msgspec.json.Decoder[B], what: str) -> B:
+    if not body.strip():
+        raise BodyError([field_error_of(ValueError("The request body is empty; send a JSON object."))])
+    try:
+        return decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise BodyError(
+            [field_error_of(exc)],
+            f"The {what} batch is invalid (1 to {MAX_INGEST_BATCH} items; see docs/nats-api.md for the fields).",
+        ) from None
+
+
+async def publish_all(
+    bridge: NatsBridge, subject: str, stream: str, items: list[TxnIngest] | list[Label], request_id: str
+) -> IngestAccepted:
+    js = bridge.require_nc(request_id).jetstream(timeout=ACK_TIMEOUT_S)
+    futures = []
+    try:
+        for item in items:
+            headers = {subjects.HDR_MSG_ID: stream_msg_id(item.transaction_id), subjects.HDR_CONTENT_TYPE: MSGPACK}
+            futures.append(await js.publish_async(subject, encode_for_stream(item), headers=headers))
+        acks = await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT_S)
+    except Exception as exc:
+        for f in futures:
+            f.cancel()
+        raise BridgeError(
+            ErrorReply(
+                code="unavailable",
+                request_id=request_id,
+                retryable=True,
+                message=f"JetStream did not store the batch ({type(exc).__name__}); is the {stream} stream up? "
+                f"Re-send the same batch: it is idempotent on transaction_id.",
+            )
+        ) from None
+    duplicates = sum(1 for a in acks if a.duplicate)
+    return IngestAccepted(accepted=len(acks) - duplicates, duplicates=duplicates, stream=stream)
+
+
+class IngestController(Controller):
+    path = "/"
+    tags = ["ingestion"]
+
+    @post(
+        "/transactions",
+        operation_class=body_operation(TxnIngestBatch),
+        summary="Ingest 1 to 10,000 transactions without scoring them",
+        status_code=202,
+        responses=error_responses(503),
+    )
+    async def transactions(
+        self, request: Request[Any, Any, Any], bridge: NatsBridge, request_id: str
+    ) -> Response[IngestAccepted]:
+        """Each transaction (with `transaction_id` and `timestamp`) enters FRAUD_TXNS; the feature workers write it
+        to the ledger and the graph and update the online features of its card, merchant, device and IP."""
+        rid = request_id
+        body = _decode(await request.body(), _txn_decoder, "transactions")
+        for t in body.transactions:
+            t.source = "api"
+        out = await publish_all(bridge, subjects.TXNS_SUBJECT, subjects.TXNS_STREAM, body.transactions, rid)
+        return Response(out, status_code=202, headers={"X-Request-Id": rid})
+
+    @post(
+        "/labels",
+        operation_class=body_operation(LabelBatch),
+        summary="Ingest 1 to 10,000 labels (chargebacks, confirmations)",
+        status_code=202,
+        responses=error_responses(503),
+    )
+    async def labels(
+        self, request: Request[Any, Any, Any], bridge: NatsBridge, request_id: str
+    ) -> Response[IngestAccepted]:
+        """Each label (`transaction_id`, `label` fraud|legit, optional `fraud_kind`, `label_time`) enters
+        FRAUD_LABELS; a fraud label updates the features of the card, its merchant, and its devices, IPs and
+        2-hop neighbours. A label for a transaction not ingested yet waits for it."""
+        rid = request_id
+        body = _decode(await request.body(), _label_decoder, "labels")
+        out = await publish_all(bridge, subjects.LABELS_SUBJECT, subjects.LABELS_STREAM, body.labels, rid)
+        return Response(out, status_code=202, headers={"X-Request-Id": rid})

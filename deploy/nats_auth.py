@@ -120,7 +120,9 @@ def permissions(user: str) -> Permissions:
             publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=False
         )
     if user == "gateway":
-        return _service(user, [subjects.SCORE, subjects.FEATURES_GET, TXNS_SUBJECT, LABELS_SUBJECT], [])
+        return _service(
+            user, [subjects.SCORE, subjects.FEATURES_GET, subjects.MODEL_INFO, TXNS_SUBJECT, LABELS_SUBJECT], []
+        )
     if user == "aggregator":
         return _service(
             user,
@@ -154,7 +156,7 @@ def permissions(user: str) -> Permissions:
                 *_read_bucket(MODEL_STATE_STREAM),
                 *_read_bucket(MODELS_STREAM),
             ],
-            [subjects.MODEL_CONTROL],
+            [subjects.MODEL_CONTROL, f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}"],
         )
     if user == "feature":
         return _service(

@@ -13,19 +13,24 @@ from typing import Any
 
 from litestar import Controller, Litestar, Router
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from redis.asyncio import Redis
 
 from gateway.auth import api_key_guard, parse_keys
 from gateway.bridge import NatsBridge
+from gateway.compression import GZIP
+from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
+from gateway.controllers.info import VERSION, InfoController
+from gateway.controllers.mlflow import MlflowController, PingController
+from gateway.controllers.models import ModelsController
+from gateway.controllers.oip import OipHealthController, OipModelController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.ingest import IngestController
+from gateway.openapi_docs import SECURITY, openapi_config, static_docs
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
 from gateway.telemetry import otel_plugins
@@ -34,9 +39,30 @@ from shared.settings import Settings
 __all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
-API_CONTROLLERS: tuple[type[Controller], ...] = (ScoreController, FeaturesController, IngestController)
+
+class MetricsController(PrometheusController):
+    """`GET /metrics`, gzipped for scrapers that accept it."""
+
+    middleware = [GZIP]
+
+
+API_CONTROLLERS: tuple[type[Controller], ...] = (
+    ScoreController,
+    FeaturesController,
+    BatchController,
+    MlflowController,
+    ModelsController,
+    OipModelController,
+    IngestController,
+)
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
-OPEN_CONTROLLERS: tuple[type[Controller], ...] = (HealthController, PrometheusController)
+OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
+    HealthController,
+    MetricsController,
+    InfoController,
+    PingController,
+    OipHealthController,
+)
 """Probes and metrics: no key, no rate limit."""
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -67,9 +93,10 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         path="/",
         route_handlers=list(API_CONTROLLERS),
         guards=api_key_guard(settings.api_keys),
+        security=SECURITY,
     )
     return Litestar(
-        route_handlers=[api, *OPEN_CONTROLLERS],
+        route_handlers=[api, *OPEN_CONTROLLERS, static_docs()],
         dependencies=dependencies(settings, nats),
         plugins=otel_plugins(settings),
         lifespan=[lifespan],
@@ -78,11 +105,5 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the process's JSON logging (shared.logs) stays in charge; Litestar's would replace it
-        openapi_config=OpenAPIConfig(
-            title="fraudmesh",
-            version="0.1.0",
-            description="Real-time fraud scoring. The same API is on NATS: see docs/nats-api.md.",
-            path="/docs",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
-        ),
+        openapi_config=openapi_config(settings, VERSION),
     )

@@ -18,6 +18,7 @@ from shared import subjects
 from shared.discovery import Discovery
 from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
+from shared.model_messages import ModelInfo, ModelInfoReply, ModelInfoRequest
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
@@ -139,6 +140,22 @@ class NatsBridge:
             late="The feature service did not answer in time.",
         )
         assert isinstance(answer, FeaturesGetReply)
+        return answer
+
+    async def model_info(self, request_id: str, family: str = "fraud") -> ModelInfo:
+        """What the inference fleet serves, from one worker on `fraud.model.info` (the registry's view)."""
+        answer = await self._request(
+            subjects.MODEL_INFO,
+            ModelInfoRequest(family=family),
+            ModelInfoReply,
+            request_id,
+            self.settings.request_timeout_ms / 1000.0,
+            {},
+            down=f"No inference worker answers {subjects.MODEL_INFO}: the inference service is down. Start it "
+            "(`fraudmesh up`) or retry.",
+            late="The inference service did not say which model it serves in time; retry.",
+        )
+        assert isinstance(answer, ModelInfo)
         return answer
 
     async def _request(

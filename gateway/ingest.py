@@ -17,6 +17,7 @@ from litestar import Controller, Request, Response, post
 
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.openapi import body_operation
+from gateway.openapi_spec import error_responses
 from gateway.validation import BodyError
 from shared import subjects
 from shared.ingest_messages import (
@@ -85,6 +86,7 @@ class IngestController(Controller):
         operation_class=body_operation(TxnIngestBatch),
         summary="Ingest 1 to 10,000 transactions without scoring them",
         status_code=202,
+        responses=error_responses(503),
     )
     async def transactions(
         self, request: Request[Any, Any, Any], bridge: NatsBridge, request_id: str
@@ -103,6 +105,7 @@ class IngestController(Controller):
         operation_class=body_operation(LabelBatch),
         summary="Ingest 1 to 10,000 labels (chargebacks, confirmations)",
         status_code=202,
+        responses=error_responses(503),
     )
     async def labels(
         self, request: Request[Any, Any, Any], bridge: NatsBridge, request_id: str

@@ -33,7 +33,8 @@ from gateway.request_context import request_id_of
 from shared.messages import ErrorReply
 
 log = logging.getLogger("fraudmesh.gateway.ratelimit")
-EXCLUDED = ["/health", "/healthz", "/ready", "/metrics", "/docs", "/swagger"]
+EXCLUDED = ["/health", "/healthz", "/ready", "/metrics", "/docs", "/swagger", "/ping", "/v2/health", "/v2$", "/$"]
+"""Probes, metrics and docs (prefixes; `/$` is the root and `/v2$` the OIP server metadata only)."""
 WINDOW_S = 1
 
 

@@ -29,13 +29,14 @@ from feature_svc.online import OnlineStore
 from inference_svc.entity_features import EntityFeatureSource
 from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel
+from inference_svc.model_info import ModelInfoEndpoint
 from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
 from inference_svc.registry import Registry
 from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
 from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_policy
 from shared.messages import Partial, PartialResult
-from shared.model_messages import ModelControl, ModelWorkerState
+from shared.model_messages import ModelControl, ModelInfoRequest, ModelWorkerState
 from shared.service import Context, Delivery, Service, StartupError
 from shared.settings import Settings
 from shared.telemetry import pass_through
@@ -112,6 +113,10 @@ class InferenceWorker(Service):
         except NoModel as exc:
             raise StartupError(str(exc)) from None
         self.endpoint(subjects.MODEL_CONTROL, ModelControl, self._control, concurrency=4, name="model_control")
+        info = ModelInfoEndpoint(
+            lambda: self.models.routing, registry, self.models.model_dir, self.instance_id, bool(self.models.pinned)
+        )
+        self.endpoint(subjects.MODEL_INFO, ModelInfoRequest, info, queue=subjects.QUEUE_INFERENCE, name="model_info")
         self.kv_watch(subjects.MODEL_STATE_BUCKET, self._on_kv_entry, registry.state_kv, name="model_state")
         self._follower = asyncio.create_task(self.models.follow())
         await ensure_streams(js, self.settings)

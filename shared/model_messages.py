@@ -14,7 +14,7 @@ renamed or reused, unknown fields are ignored, and every top-level Struct carrie
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
 from msgspec import Meta, Struct
 
@@ -75,3 +75,39 @@ class ModelWorkerState(Struct, tag="model_state", tag_field="type", kw_only=True
 
 
 ModelControlReply = ModelWorkerState | ErrorReply
+
+
+# ------------------------------------------------------------------------------------ model info (read only)
+class ModelInfoRequest(Struct, tag="model_info", tag_field="type", kw_only=True):
+    """Body of a request on `fraud.model.info`: what does the fleet serve? One inference worker answers (queue
+    group), from what it has loaded and from the registry (`fraudmesh_models`, `fraudmesh_model_state`)."""
+
+    family: str = "fraud"
+
+
+class ModelSummary(Struct, kw_only=True):
+    """One model version as its metadata describes it (`<model_dir>/<version>/metadata.json`)."""
+
+    version: str
+    kind: str = ""
+    created_at: str = ""
+    feature_names: list[str] = []
+    thresholds: dict[str, float] = {}
+    """Score cut-offs of the risk levels: `medium`, `high`, `critical`."""
+    metrics: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    """What the trainer recorded: source, rows, seed, and the training data's time range where it has one."""
+
+
+class ModelInfo(Struct, tag="model_info_reply", tag_field="type", kw_only=True):
+    family: str
+    instance_id: str
+    active: ModelSummary
+    candidate: ModelSummary | None = None
+    candidate_share: float = 0.0
+    versions: list[str] = []
+    """Every version this worker can serve: published in the registry or present in its model dir."""
+    pinned: bool = False
+
+
+ModelInfoReply = ModelInfo | ErrorReply

@@ -23,6 +23,10 @@ FEATURES_GET = "features.get"
 MODEL_CONTROL = "fraud.model.control"
 """Model control (activate a version, A/B split). Every inference worker listens (no queue group)."""
 
+MODEL_INFO = "fraud.model.info"
+"""What the inference fleet serves (active and candidate versions, their metadata, the registry's versions).
+Body: ModelInfoRequest; reply: ModelInfo | ErrorReply. One worker answers (queue group `QUEUE_INFERENCE`)."""
+
 HEALTH_PREFIX = "fraudmesh.health"
 """`fraudmesh.health.<service>`: every instance of the service answers (no queue group), so a caller that
 gathers replies for a moment learns how many instances are up."""
@@ -45,6 +49,7 @@ QUEUE_AGGREGATOR = "aggregator"
 QUEUE_FEATURES = "feature_svc"
 QUEUE_DEAD_LETTERS = "aggregator-dead-letters"
 """Aggregators share the max-deliveries advisory: one of them dead-letters each unacked partial."""
+QUEUE_INFERENCE = "inference"
 
 # --- JetStream -------------------------------------------------------------------------------------
 PARTIALS_STREAM = "FRAUD_PARTIALS"

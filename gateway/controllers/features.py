@@ -7,6 +7,7 @@ import re
 from litestar import Controller, Response, get
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.openapi_spec import error_responses
 from gateway.schemas import FeaturesResponse
 from gateway.validation import BodyError, card_id_error, echo
 from shared.feature_messages import ENTITY_TYPES, EntityType
@@ -43,7 +44,11 @@ def _query_errors(entity_type: str, entity_id: str, wanted: list[str] | None, to
 class FeaturesController(Controller):
     tags = ["features"]
 
-    @get("/features", summary="The online features of one entity (read through Redis)")
+    @get(
+        "/features",
+        summary="The online features of one entity (read through Redis)",
+        responses=error_responses(404, 503, 504),
+    )
     async def features(
         self,
         bridge: NatsBridge,

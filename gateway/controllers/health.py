@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from litestar import Controller, Response, get
+from litestar.openapi.datastructures import ResponseSpec
 
 from gateway.bridge import NatsBridge
 from gateway.schemas import HealthResponse, ServiceHealth
@@ -25,7 +26,11 @@ async def _service_health(bridge: NatsBridge) -> dict[str, ServiceHealth]:
 class HealthController(Controller):
     tags = ["operations"]
 
-    @get("/health", summary="Status of NATS and of every service behind it")
+    @get(
+        "/health",
+        summary="Status of NATS and of every service behind it",
+        responses={503: ResponseSpec(HealthResponse, description="A required service (or NATS) is down.")},
+    )
     async def health(self, bridge: NatsBridge) -> Response[HealthResponse]:
         services = await _service_health(bridge)
         required_up = bridge.connected and all(services[s].instances > 0 for s in REQUIRED)
@@ -41,7 +46,11 @@ class HealthController(Controller):
     async def healthz(self) -> dict[str, str]:
         return {"status": "alive"}
 
-    @get("/ready", summary="Readiness: 200 when requests can be scored")
+    @get(
+        "/ready",
+        summary="Readiness: 200 when requests can be scored",
+        responses={503: ResponseSpec(dict[str, str], description="Not ready: `reason` says why.")},
+    )
     async def ready(self, bridge: NatsBridge) -> Response[dict[str, str]]:
         services = await _service_health(bridge)
         missing = [s for s in REQUIRED if services[s].instances == 0]

@@ -20,11 +20,13 @@ from litestar.exceptions import HTTPException
 from litestar.params import Parameter
 
 from gateway.bridge import BridgeError, NatsBridge
+from gateway.compression import GZIP
 from gateway.dependencies import Gateway, provide_deadline, provide_request_id
 from gateway.openapi import body_operation
+from gateway.openapi_spec import error_responses
 from gateway.schemas import FraudScoreResponse, PredictRequest, PredictResponse, StrictTransaction
 from gateway.validation import BodyError, check_batch_size, decode_body
-from shared.messages import ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction
+from shared.messages import ErrorReply, FieldError, ScoreReply, ScoreRequest, Transaction, TransactionScore
 from shared.settings import Settings
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -123,6 +125,30 @@ def _check_partials(n: int, partial_size: int | None, limit: int) -> None:
         )
 
 
+def fraud_score_response(s: TransactionScore, request_id: str, latency_ms: float) -> FraudScoreResponse:
+    """Seed 001's reply for one scored transaction (also each entry of `/score/batch`)."""
+    explanation = (
+        "; ".join(f.description for f in s.top_risk_factors)
+        if s.top_risk_factors
+        else "No risk factor stands out for this transaction."
+    )
+    return FraudScoreResponse(
+        request_id=request_id,
+        transaction_id=s.transaction_id,
+        fraud_score=s.fraud_score,
+        risk_level=s.risk_level,
+        recommended_action=s.recommended_action,
+        confidence=s.confidence,
+        explanation=explanation,
+        top_risk_factors=s.top_risk_factors,
+        features_used=s.features_used,
+        model_version=s.model_version,
+        feature_freshness_sec=s.feature_freshness_sec,
+        features_computed=s.features_computed,
+        latency_ms=latency_ms,
+    )
+
+
 class ScoreController(Controller):
     tags = ["scoring"]
     dependencies = {"scoring": Provide(provide_scoring)}
@@ -132,6 +158,8 @@ class ScoreController(Controller):
         operation_class=body_operation(PredictRequest),
         summary="Score a batch of up to 10,000 transactions",
         status_code=200,
+        middleware=[GZIP],
+        responses=error_responses(503, 504),
     )
     async def predict(self, scoring: Scoring) -> Response[PredictResponse]:
         """One result per transaction, in order. Split into partials and scored by inference workers in parallel.
@@ -161,6 +189,7 @@ class ScoreController(Controller):
         operation_class=body_operation(StrictTransaction),
         summary="Score one transaction",
         status_code=200,
+        responses=error_responses(503, 504),
     )
     async def score_fraud(self, scoring: Scoring) -> Response[FraudScoreResponse]:
         """Seed 001's real-time endpoint: the score, risk level, action, confidence and the reasons."""
@@ -168,24 +197,5 @@ class ScoreController(Controller):
         reply = await scoring.score([tx])
         s = reply.results[0]
         assert s is not None  # Scoring.score raised otherwise
-        explanation = (
-            "; ".join(f.description for f in s.top_risk_factors)
-            if s.top_risk_factors
-            else "No risk factor stands out for this transaction."
-        )
-        out = FraudScoreResponse(
-            request_id=reply.request_id,
-            transaction_id=s.transaction_id,
-            fraud_score=s.fraud_score,
-            risk_level=s.risk_level,
-            recommended_action=s.recommended_action,
-            confidence=s.confidence,
-            explanation=explanation,
-            top_risk_factors=s.top_risk_factors,
-            features_used=s.features_used,
-            model_version=s.model_version,
-            feature_freshness_sec=s.feature_freshness_sec,
-            features_computed=s.features_computed,
-            latency_ms=scoring.latency_ms(),
-        )
+        out = fraud_score_response(s, reply.request_id, scoring.latency_ms())
         return Response(out, headers={"X-Request-Id": reply.request_id})

@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-warmup", type=int, default=3)
     p.add_argument("--api-key", default="", help="X-API-Key for the gateway, if it asks for one")
     p.add_argument(
+        "--no-ingest",
+        action="store_true",
+        help="what-if scoring: requests say ingest=false, so scored transactions skip FRAUD_TXNS "
+        "(run with and without to see what live ingestion costs)",
+    )
+    p.add_argument(
         "--skip",
         default="",
         help="comma-separated phases, kinds (baseline, single, batch, features) or transports (http, nats, redis) "
@@ -63,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_iterations=args.batch_iterations,
         batch_warmup=args.batch_warmup,
         api_key=args.api_key,
+        ingest=not args.no_ingest,
         skip=tuple(s.strip() for s in args.skip.split(",") if s.strip()),
         features_entities=args.features_entities,
         features_request_size=args.features_request_size,

@@ -18,6 +18,7 @@ def batches(
     api_key: str = "",
     warmup: int = 0,
     timeout_s: float = 60.0,
+    path: str = "/predict",
 ) -> dict[str, Any]:
     headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
     latencies: list[float] = []
@@ -29,7 +30,7 @@ def batches(
         for k in range(warmup + iterations):
             t0 = time.perf_counter()
             try:
-                r = client.post("/predict", content=body)
+                r = client.post(path, content=body)
             except httpx.HTTPError as exc:
                 if k >= warmup:
                     outcomes[type(exc).__name__] += 1

@@ -31,11 +31,14 @@ class _Peek(msgspec.Struct):
 _peek = msgspec.msgpack.Decoder(_Peek)
 
 
-def encode_requests(transactions: list[dict[str, Any]], per_request: int) -> list[bytes]:
+def encode_requests(transactions: list[dict[str, Any]], per_request: int, *, ingest: bool = True) -> list[bytes]:
     """msgpack ScoreRequests of `per_request` transactions each, encoded once before the clock starts."""
     codec = Codec()
     txs = msgspec.convert(transactions, list[Transaction])
-    return [codec.encode(ScoreRequest(transactions=txs[i : i + per_request])) for i in range(0, len(txs), per_request)]
+    return [
+        codec.encode(ScoreRequest(transactions=txs[i : i + per_request], ingest=ingest))
+        for i in range(0, len(txs), per_request)
+    ]
 
 
 def _cpu_s() -> float:

@@ -36,6 +36,8 @@ class BenchConfig:
     distinct_bodies: int = 1000
     seed: int = 7
     api_key: str = ""
+    ingest: bool = True
+    """False: every request says ingest=false (what-if scoring), so nothing scored enters FRAUD_TXNS."""
     skip: tuple[str, ...] = field(default_factory=tuple)
     features_entities: int = 4000
     features_request_size: int = 200
@@ -170,6 +172,7 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         cfg, gw = self.cfg, self.state.gateway_url
+        query = "" if cfg.ingest else "?ingest=false"
         _wait_ready(gw)
         txs = _bodies(cfg)
         singles = txs[: cfg.distinct_bodies]
@@ -199,11 +202,11 @@ class Bench:
                     f"POST /score/fraud, {c} connections",
                     "single",
                     "http",
-                    lambda c=c: self._wrk(f"{gw}/score/fraud", c, cfg.duration_s, body_file),
-                    warmup=self._wrk_warmup(f"{gw}/score/fraud", c, body_file),
+                    lambda c=c: self._wrk(f"{gw}/score/fraud{query}", c, cfg.duration_s, body_file),
+                    warmup=self._wrk_warmup(f"{gw}/score/fraud{query}", c, body_file),
                     outer_hop="gateway POST /score/fraud",
                 )
-        nats_bodies = natsload.encode_requests(singles, 1)
+        nats_bodies = natsload.encode_requests(singles, 1, ingest=cfg.ingest)
         for c in cfg.nats_concurrency:
             self.phase(
                 f"nats_single_{c}",
@@ -214,14 +217,14 @@ class Bench:
                 warmup=lambda c=c: asyncio.run(natsload.singles(self.state.nats_url, nats_bodies, c, cfg.warmup_s)),
             )
         batch_json = json.dumps({"transactions": batch}).encode()
-        batch_msgpack = natsload.encode_requests(batch, len(batch))[0]
+        batch_msgpack = natsload.encode_requests(batch, len(batch), ingest=cfg.ingest)[0]
         self.phase(
             "http_batch",
             f"POST /predict, {len(batch)} transactions",
             "batch",
             "http",
-            lambda: httpbatch.batches(gw, batch_json, cfg.batch_iterations, cfg.api_key),
-            warmup=lambda: httpbatch.batches(gw, batch_json, cfg.batch_warmup, cfg.api_key),
+            lambda: httpbatch.batches(gw, batch_json, cfg.batch_iterations, cfg.api_key, path=f"/predict{query}"),
+            warmup=lambda: httpbatch.batches(gw, batch_json, cfg.batch_warmup, cfg.api_key, path=f"/predict{query}"),
         )
         self.phase(
             "nats_batch",

@@ -42,7 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     out = ap.add_argument_group("output")
     out.add_argument("--model-dir", type=Path, default=Path(os.environ.get("FRAUDMESH_MODEL_DIR", "var/models")))
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
-    out.add_argument("--report", type=Path, default=Path("reports/model"), help="evaluation report directory")
+    out.add_argument(
+        "--report", type=Path, default=Path("reports/model/served"), help="the artifact's evaluation report directory"
+    )
     out.add_argument("--no-report", action="store_true")
     out.add_argument("--nats-url", default="", help="registry to publish to (default: FRAUDMESH_NATS_URL)")
     out.add_argument("--no-publish", action="store_true", help="write the local registry entry only")

@@ -131,3 +131,32 @@ def test_choices_on_validation_ignore_labels_from_after_its_cutoff() -> None:
     assert a.gnn_info["history"] == b.gnn_info["history"]
     assert a.baseline.grid_ == b.baseline.grid_  # type: ignore[attr-defined]
     assert a.choices == b.choices  # thresholds and calibration of every model
+
+
+def test_study_and_its_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two training seeds on a tiny world, then `fraudmesh evaluate --study`: the first screen states whether the
+    GNN target is met, every model has a per-kind row with intervals, calibration and realised flag rates."""
+    import json
+
+    from trainer.evaluate import evaluate_main
+    from trainer.study import main as study_main
+
+    tiny = ["--transactions", "6000", "--cards", "400", "--ring-share", "0.02", "--label-delay-days", "1", "8"]
+    assert study_main(["--worlds", "3", "--train-seeds", "0", "1", "--epochs", "2", "--baseline-iter", "20", *tiny,
+                       "--out", str(tmp_path / "study"), "--days", "21"]) == 0  # fmt: skip
+    assert (
+        evaluate_main(["--study", str(tmp_path / "study"), "--out", str(tmp_path / "report"), "--bootstrap", "30"]) == 0
+    )
+    readme = (tmp_path / "report" / "README.md").read_text()
+    first_screen = readme.split("## Per world")[0]
+    assert (
+        "Target" in first_screen and ("MET" in first_screen) and "Best single registry column on rings" in first_screen
+    )
+    for label in ("GNN", "head-only", "GBM (censoring-aware)", "embeddings+GBM"):
+        assert f"{label} PR-AUC" in readme
+    assert "| ring (" in readme and "Brier" in readme and "target 1.0%" in readme
+    assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
+    study = json.loads((tmp_path / "report" / "study.json").read_text())
+    ring = study["world-3"]["slices"]["ring"]["models"]["gnn"]["pr_auc"]
+    assert ring["lo"] <= ring["value"] <= ring["hi"]
+    assert evaluate_main(["--study", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")]) == 2

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--transactions", type=int, default=WorldParams().n_transactions)
     ap.add_argument("--cards", type=int, default=WorldParams().n_cards)
+    ap.add_argument("--days", type=int, default=WorldParams().days)
     ap.add_argument("--legit-fraction", type=float, default=0.2, help="share of legit rows kept (weighted back)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--patience", type=int, default=4)
@@ -68,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = world_overrides(args)
     for w_seed in args.worlds:
-        params = WorldParams(seed=w_seed, n_cards=args.cards, n_transactions=args.transactions, **overrides)
+        params = WorldParams(
+            seed=w_seed, n_cards=args.cards, n_transactions=args.transactions, days=args.days, **overrides
+        )
         world = generate_world(params, progress=False)
         out = args.out / f"world-{w_seed}"
         out.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,8 @@ def prepare(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> P
         assert tab.tx_table is not None
         tx_x = tx_field_matrix(_with_currency(tab.tx_table, world))
     else:
-        rows = None if cfg.legit_fraction >= 1.0 else sample_legit(ledger, cfg.legit_fraction, cfg.seed)
+        # the sample is a property of the data, not of the training seed: every seed sees the same rows
+        rows = None if cfg.legit_fraction >= 1.0 else sample_legit(ledger, cfg.legit_fraction, seed=0)
         tab = local_features(ledger, rows)
         if rows is not None:
             tab.weight = np.where(ledger.is_fraud[rows], 1.0, 1.0 / cfg.legit_fraction)

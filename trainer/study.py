@@ -44,6 +44,21 @@ def single_column(prep, test: np.ndarray) -> dict[str, dict[str, float]]:  # typ
     return out
 
 
+def world_graph_signal(world, legit_fraction: float) -> dict:  # type: ignore[no-untyped-def]
+    """trainer.graph_signal on the validation week (days 28-35 of the default split), never the test week."""
+    from trainer.data import US_PER_DAY, ledger_from_world
+    from trainer.features import sample_legit
+    from trainer.graph_signal import graph_signal
+
+    ledger = ledger_from_world(world)
+    rows = sample_legit(ledger, legit_fraction, seed=0)
+    train_days = ledger.days - 14
+    lo, hi = ledger.start_us + train_days * US_PER_DAY, ledger.start_us + (train_days + 7) * US_PER_DAY
+    val = rows[(ledger.ts[rows] >= lo) & (ledger.ts[rows] < hi)]
+    weight = np.where(ledger.is_fraud[val], 1.0, 1.0 / legit_fraction)
+    return graph_signal(ledger, val, weight, tuple(FRAUD_KINDS))
+
+
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -62,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline-iter", type=int, default=100, help="cap on gradient-boosting iterations (grid)")
     ap.add_argument("--out", type=Path, default=Path("var/study"))
+    ap.add_argument(
+        "--signal-only", action="store_true", help="only (re)write each world's graph_signal.json (no training)"
+    )
     add_world_arguments(ap)
     args = ap.parse_args(argv)
 
@@ -76,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out / f"world-{w_seed}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "world.json").write_text(json.dumps({"params": params.to_json(), "summary": world.summary()}, indent=1))
+        (out / "graph_signal.json").write_text(json.dumps(world_graph_signal(world, args.legit_fraction), indent=1))
+        if args.signal_only:
+            continue
         for t_seed in args.train_seeds:
             cfg = TrainConfig(
                 seed=t_seed,

@@ -168,7 +168,9 @@ def _graph_section(first: dict[str, Any], results: dict[str, Any]) -> list[str]:
 
 
 def write_study_report(study: Path, out: Path, n_boot: int = 200) -> Path:
-    worlds = sorted(study.glob("world-*"), key=lambda p: int(p.name.split("-")[1]))
+    worlds = sorted(
+        (p for p in study.glob("world-*") if any(p.glob("seed-*.npz"))), key=lambda p: int(p.name.split("-")[1])
+    )
     results = {p.name: analyse_world(p, n_boot) for p in worlds}
     out.mkdir(parents=True, exist_ok=True)
     first_name = worlds[0].name
@@ -218,7 +220,8 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200) -> Path:
     for name, res in results.items():
         summary = res["world"]["summary"]
         lines += [
-            f"### {name} ({summary['transactions']:,} transactions, {summary['fraud']:,} fraud)",
+            f"### {name} ({summary['transactions']:,} transactions, {summary['fraud']:,} fraud, "
+            f"{res['seeds']} training seeds)",
             "",
             *_kind_table(res, models),
             "",

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -215,16 +216,27 @@ def evaluate_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=300, help="onnxruntime runs for the partial cost")
     ap.add_argument("--study", type=Path, default=None, help="a `python -m trainer.study` directory: the full report")
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates over incidents (--study)")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="another study of the same worlds (e.g. a GNN variant) to list under 'what was tried' (--study)",
+    )
     args = ap.parse_args(argv)
     if args.study is not None:
         from trainer.study_report import write_study_report
 
         if not any(args.study.glob("world-*/seed-*.npz")):
             print(
-                f"fraudmesh evaluate: {args.study} holds no study runs; run python -m trainer.study --out {args.study}"
+                f"fraudmesh evaluate: {args.study} holds no study runs; run python -m trainer.study --out {args.study}",
+                file=sys.stderr,
             )
             return 2
-        path = write_study_report(args.study, args.out or Path("reports/model"), n_boot=args.bootstrap)
+        variants = dict((v.split("=", 1)[0], Path(v.split("=", 1)[1])) for v in args.variant if "=" in v)
+        path = write_study_report(
+            args.study, args.out or Path("reports/model"), n_boot=args.bootstrap, variants=variants
+        )
         print(f"report written to {path}")
         return 0
     args.out = args.out or Path("reports/model/served")

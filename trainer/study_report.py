@@ -167,7 +167,32 @@ def _graph_section(first: dict[str, Any], results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_study_report(study: Path, out: Path, n_boot: int = 200) -> Path:
+def _variants_section(first_name: str, first: dict[str, Any], variants: dict[str, Path], n_boot: int) -> list[str]:
+    """Other architectures tried on the same world (same seeds, same evaluation): ring fraud margins."""
+    rows = [
+        "## What was tried for ring fraud (default world, same evaluation)",
+        "",
+        "| GNN variant | GNN ring PR-AUC | GNN - head-only | GNN - best baseline |",
+        "|---|---:|---:|---:|",
+    ]
+
+    def row(label: str, res: dict[str, Any]) -> str:
+        r = res["slices"]["ring"]
+        d_h, d_b = r["diffs"].get("gnn_minus_head_only"), r["diffs"].get("gnn_minus_best_baseline")
+        return (
+            f"| {label} | {_fmt(r['models']['gnn']['pr_auc'])} | {_fmt(d_h) if d_h else '-'} | "
+            f"{_fmt(d_b) + ' (' + LABEL[d_b['baseline']] + ')' if d_b else '-'} |"
+        )
+
+    rows.append(row("2-layer heterogeneous GraphSAGE, daily snapshots (the served design)", first))
+    for label, directory in variants.items():
+        world_dir = directory / first_name
+        if any(world_dir.glob("seed-*.npz")):
+            rows.append(row(label, analyse_world(world_dir, n_boot)))
+    return [*rows, ""]
+
+
+def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict[str, Path] | None = None) -> Path:
     worlds = sorted(
         (p for p in study.glob("world-*") if any(p.glob("seed-*.npz"))), key=lambda p: int(p.name.split("-")[1])
     )
@@ -231,6 +256,7 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200) -> Path:
             "",
         ]
     lines += _graph_section(first, results)
+    lines += _variants_section(first_name, first, variants or {}, n_boot)
     lines += [
         "## Calibration (default world)",
         "",

@@ -28,10 +28,10 @@ from tqdm import tqdm
 from feature_svc.world import FRAUD_KINDS, World
 from inference_svc.tx_features import FEATURE_NAMES as TX_FEATURE_NAMES
 from trainer import maturity, metrics
-from trainer.data import US_PER_DAY, Ledger, Split, ledger_from_world, train_labels, tx_field_matrix
+from trainer.data import Ledger, Split, ledger_from_world, train_labels, tx_field_matrix
 from trainer.features import Tabular, local_features, offline_features, sample_legit
 from trainer.gnn import NODE_TYPES, Encoder, Head
-from trainer.snapshot import LINKS, EdgeTable, Snapshot, edge_table, snapshot
+from trainer.snapshot import LINKS, DailySnapshots, EdgeTable, Snapshot, edge_table
 
 log = logging.getLogger("fraudmesh.trainer")
 
@@ -76,7 +76,7 @@ class Prepared:
     y_true: np.ndarray  # eventual labels
     kind: np.ndarray
     weight: np.ndarray
-    snapshots: list[Snapshot] = field(repr=False)
+    snapshots: DailySnapshots = field(repr=False)
 
     @property
     def tab_names(self) -> list[str]:
@@ -105,7 +105,7 @@ def prepare(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> P
     rows = tab.rows
     ts = ledger.ts[rows]
     edges = edge_table(ledger)
-    snapshots = [snapshot(ledger, edges, ledger.start_us + d * US_PER_DAY) for d in range(ledger.days + 1)]
+    snapshots = DailySnapshots(ledger, edges, ledger.days, ledger.start_us)
     lt, fraud = ledger.label_time[rows], ledger.is_fraud[rows]
     cdf_train = maturity.delay_cdf(ledger.ts, ledger.label_time, ledger.is_fraud, split.train_end)
     cdf_val = maturity.delay_cdf(ledger.ts, ledger.label_time, ledger.is_fraud, split.val_end)

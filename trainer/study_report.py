@@ -281,7 +281,8 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         f"hardly any label yet (F(7d) = {first['label_delay']['validation_cutoff']['F']['7d']}, the weights are capped "
         "at 10) and a share of fraud is never labelled at all, so the calibrated probabilities under-state the fraud "
         "rate (mean predicted vs observed below): they rank and band correctly but are not yet probabilities a risk "
-        "team can take at face value; refitting it on a matured window (labels >= 30 days old) is the next step, not measured here.",
+        "team can take at face value; refitting it on a matured window (labels >= 30 days old) is the next step, "
+        "not measured here.",
         "",
         "| model | Brier | ECE | mean predicted | observed fraud rate |",
         "|---|---:|---:|---:|---:|",

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-days", type=int, default=7)
     tr.add_argument("--test-days", type=int, default=7)
     tr.add_argument("--threads", type=int, default=2)
-    tr.add_argument("--layers", type=int, default=2, help="GraphSAGE layers (hops each embedding sees)")
+    tr.add_argument("--layers", type=int, default=3, help="GraphSAGE layers (hops each embedding sees)")
     tr.add_argument("--baseline-iter", type=int, default=300, help="cap on gradient-boosting iterations")
     tr.add_argument("--no-progress", action="store_true")
     out = ap.add_argument_group("output")

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--legit-fraction", type=float, default=0.2, help="share of legit rows kept (weighted back)")
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--patience", type=int, default=4)
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--baseline-iter", type=int, default=100, help="cap on gradient-boosting iterations (grid)")
     ap.add_argument("--out", type=Path, default=Path("var/study"))

@@ -43,7 +43,7 @@ class TrainConfig:
     patience: int = 5
     hidden: int = 32
     dim: int = 16
-    layers: int = 2
+    layers: int = 3  # 3 beat 2 on validation (labels known at its cut-off): ring 0.121 vs 0.089, all 0.546 vs 0.541
     head_hidden: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-5

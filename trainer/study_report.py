@@ -105,6 +105,7 @@ def analyse_world(world_dir: Path, n_boot: int) -> dict[str, Any]:
         {"seconds": i["seconds"], "peak_rss_mb": i["peak_rss_mb"], "gnn": i["gnn"], "rows": i["rows"]} for i in infos
     ]
     out["train_fraud"] = infos[0]["train_fraud"]
+    out["layers"] = infos[0]["config"]["layers"]
     out["label_delay"] = infos[0]["label_delay"]
     return out
 
@@ -197,7 +198,7 @@ def _variants_section(first_name: str, first: dict[str, Any], variants: dict[str
             f"{_fmt(d_b) + ' (' + LABEL[d_b['baseline']] + ')' if d_b else '-'} |"
         )
 
-    rows.append(row("2-layer heterogeneous GraphSAGE, daily snapshots (the served design)", first))
+    rows.append(row(f"{first['layers']}-layer heterogeneous GraphSAGE, daily snapshots (this report)", first))
     for label, directory in variants.items():
         world_dir = directory / first_name
         if any(world_dir.glob("seed-*.npz")):
@@ -321,7 +322,7 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         "- Choices: early stopping, the gradient-boosting grid and the calibration use the validation week with the "
         "labels known at the validation cut-off (maturity-weighted), never eventual ones (tests/test_evaluation.py "
         "checks that a later label cannot change them). Thresholds use no labels.",
-        "- Models: GNN = heterogeneous GraphSAGE entity embeddings (daily snapshots) + MLP head; head-only = the same "
+        f"- Models: GNN = {first['layers']}-layer heterogeneous GraphSAGE entity embeddings (daily snapshots) + MLP head; head-only = the same "
         "head without embeddings; GBM = HistGradientBoosting on [transaction fields | registry features]; "
         "embeddings+GBM = the same GBM with the GNN's four entity embeddings appended.",
         "- Features here: the local numpy registry subset (velocity, recency, degrees, known labels, and the "

@@ -323,7 +323,8 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         "labels known at the validation cut-off (maturity-weighted), never eventual ones (tests/test_evaluation.py "
         "checks that a later label cannot change them). Thresholds use no labels.",
         f"- Models: GNN = {first['layers']}-layer heterogeneous GraphSAGE entity embeddings (daily snapshots) + "
-        "MLP head; head-only = the same head without embeddings; GBM = HistGradientBoosting on [transaction fields | registry features]; "
+        "MLP head; head-only = the same head without embeddings; GBM = HistGradientBoosting on "
+        "[transaction fields | registry features]; "
         "embeddings+GBM = the same GBM with the GNN's four entity embeddings appended.",
         "- Features here: the local numpy registry subset (velocity, recency, degrees, known labels, and the "
         "1-hop/2-hop graph columns device/ip_distinct_cards_7d, device/ip_fraud_cards, card_fraud_cards_2hop, "

@@ -108,6 +108,7 @@ def analyse_world(world_dir: Path, n_boot: int) -> dict[str, Any]:
     ]
     out["train_fraud"] = infos[0]["train_fraud"]
     out["layers"] = infos[0]["config"]["layers"]
+    out["epochs"], out["patience"] = infos[0]["config"]["epochs"], infos[0]["config"]["patience"]
     out["label_delay"] = infos[0]["label_delay"]
     return out
 
@@ -352,7 +353,24 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
                 f"| {name} | {i} | {sec['prepare']} / {sec['gnn']} / {sec['baseline']} / {sec['ablation']} / "
                 f"{sec.get('emb_gbm', '-')} / {sec['total']} | {r['peak_rss_mb']} |"
             )
-    lines.append("")
+    lines += [
+        "",
+        "1M transactions and neighbour-sampled mini-batches: not measured in this report (see trainer/README.md, "
+        "Scale).",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        *(
+            f"python -m trainer.study --worlds {name.split('-')[1]} --train-seeds "
+            f"{' '.join(str(i) for i in range(res['seeds']))} --layers {res['layers']} --epochs {res['epochs']} "
+            f"--patience {res['patience']} --out {study}"
+            for name, res in results.items()
+        ),
+        f"fraudmesh evaluate --study {study} --bootstrap {n_boot}",
+        "```",
+        "",
+    ]
     (out / "README.md").write_text("\n".join(lines))
     (out / "study.json").write_text(json.dumps(results, indent=1, default=float))
     return out / "README.md"

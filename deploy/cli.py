@@ -538,7 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")
     s.set_defaults(func=_cmd_train)
-    s = sub.add_parser("evaluate", help="write reports/model/ (PR/ROC curves, per-kind metrics)")
+    s = sub.add_parser(
+        "evaluate",
+        help="write a model's report (reports/model/served/), or with --study the multi-seed study (reports/model/)",
+    )
     s.add_argument("evaluate_args", nargs=argparse.REMAINDER, help="options of trainer.evaluate")
     s.set_defaults(func=_cmd_evaluate)
 

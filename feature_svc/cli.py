@@ -25,6 +25,7 @@ from feature_svc.graph import GraphError, open_graph_store
 from feature_svc.ledger import LedgerError, connect, load_world, migrate, redact
 from feature_svc.offline import export_offline
 from feature_svc.world import FRAUD_KINDS, World, WorldError, WorldParams, generate_world, write_world
+from feature_svc.world.options import add_world_arguments, world_overrides
 from shared.settings import Settings, SettingsError, load_settings
 
 
@@ -49,6 +50,7 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
         help="shift the world to end at the current hour (for live demos: velocity features as of now are then "
         "meaningful); the default start (2026-09-01) keeps worlds reproducible",
     )
+    add_world_arguments(p)
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,7 +70,12 @@ def simulate(args: argparse.Namespace) -> int:
             now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
             start = now - timedelta(days=args.days)
         params = WorldParams(
-            n_cards=args.cards, n_transactions=args.transactions, days=args.days, seed=args.seed, start=start
+            n_cards=args.cards,
+            n_transactions=args.transactions,
+            days=args.days,
+            seed=args.seed,
+            start=start,
+            **world_overrides(args),
         )
         world = generate_world(params)
     except WorldError as exc:

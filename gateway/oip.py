@@ -132,7 +132,7 @@ class InferRequest(Struct, Generic[IN], kw_only=True, forbid_unknown_fields=True
     )
 
 
-DocumentedInferRequest: Any = InferRequest.__class_getitem__(_DOCUMENTED_INPUTS)  # type: ignore[attr-defined]
+DocumentedInferRequest: Any = InferRequest.__class_getitem__(_DOCUMENTED_INPUTS)  # type: ignore[attr-defined]  # a generic Struct parametrised at run time
 """`InferRequest[<one Struct per input>]`: the request body as the OpenAPI document gives it."""
 
 

@@ -16,9 +16,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, Operation
 
 from gateway.openapi import request_schema
-from shared.messages import ErrorReply, FieldError
+from shared.messages import ErrorCode, ErrorReply, FieldError
 
-ERROR_TEXT: dict[int, tuple[str, str, str]] = {
+ERROR_TEXT: dict[int, tuple[str, ErrorCode, str]] = {
     400: ("Bad input: `errors` lists every problem at its JSON path.", "bad_request", "The request body is invalid."),
     401: ("No API key, or an unknown one (X-API-Key).", "unauthorized", "Missing API key: send it in X-API-Key."),
     404: ("Nothing of that name.", "not_found", "Unknown model 'x'."),
@@ -36,7 +36,7 @@ def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     for status in statuses:
         description, code, message = ERROR_TEXT[status]
         example = ErrorReply(
-            code=code,  # type: ignore[arg-type]
+            code=code,
             message=message,
             request_id="3f2c9a0e5d7b4c1a",
             errors=[FieldError(path="$.transaction_amount", message="Expected `number`, got `str`")]

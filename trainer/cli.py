@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from pathlib import Path
+
+from feature_svc.world.options import add_world_arguments, world_overrides
 
 DEFAULT_OFFLINE = Path("var/offline")
 
@@ -31,6 +34,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the numpy subset of the registry instead of the offline store (prototype/tests, not for serving)",
     )
+    src.add_argument(
+        "--legit-fraction",
+        type=float,
+        default=1.0,
+        help="with --local-features: keep this share of legit rows, weighted back (default 1: all)",
+    )
+    add_world_arguments(ap)
     tr = ap.add_argument_group("training")
     tr.add_argument("--epochs", type=int, default=30)
     tr.add_argument("--patience", type=int, default=5)
@@ -38,11 +48,15 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-days", type=int, default=7)
     tr.add_argument("--test-days", type=int, default=7)
     tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument("--layers", type=int, default=3, help="GraphSAGE layers (hops each embedding sees)")
+    tr.add_argument("--baseline-iter", type=int, default=300, help="cap on gradient-boosting iterations")
     tr.add_argument("--no-progress", action="store_true")
     out = ap.add_argument_group("output")
     out.add_argument("--model-dir", type=Path, default=Path(os.environ.get("FRAUDMESH_MODEL_DIR", "var/models")))
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
-    out.add_argument("--report", type=Path, default=Path("reports/model"), help="evaluation report directory")
+    out.add_argument(
+        "--report", type=Path, default=Path("reports/model/served"), help="the artifact's evaluation report directory"
+    )
     out.add_argument("--no-report", action="store_true")
     out.add_argument("--nats-url", default="", help="registry to publish to (default: FRAUDMESH_NATS_URL)")
     out.add_argument("--no-publish", action="store_true", help="write the local registry entry only")
@@ -78,7 +92,13 @@ def train_main(argv: list[str] | None = None) -> int:
         if args.world:
             world = read_world(args.world)
         else:
-            params = WorldParams(seed=args.seed, n_cards=args.cards, n_transactions=args.transactions, days=args.days)
+            params = WorldParams(
+                seed=args.seed,
+                n_cards=args.cards,
+                n_transactions=args.transactions,
+                days=args.days,
+                **world_overrides(args),
+            )
             world = generate_world(params, progress=not args.no_progress)
     except WorldError as exc:
         print(f"fraudmesh train: {exc}", file=sys.stderr)
@@ -90,6 +110,9 @@ def train_main(argv: list[str] | None = None) -> int:
         val_days=args.val_days,
         test_days=args.test_days,
         threads=args.threads,
+        layers=args.layers,
+        baseline_iter=args.baseline_iter,
+        legit_fraction=args.legit_fraction,
         progress=not args.no_progress,
     )
     try:
@@ -117,6 +140,8 @@ def _print_summary(test: dict, written: dict, seconds: float) -> None:
     print(f"{'test PR-AUC':<14}{'GNN':>8}{'baseline':>10}")
     for kind, g in test["gnn"].items():
         print(f"{kind:<14}{g['pr_auc']:>8.4f}{test['baseline'][kind]['pr_auc']:>10.4f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (max RSS) {peak:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def baseline_onnx(result: Result) -> bytes | None:
 
 def _summary(metrics: dict) -> dict:
     out = {}
-    for part in ("validation", "test"):
+    for part in ("validation_known", "test"):
         for model in ("gnn", "baseline"):
             for kind, m in metrics[part][model].items():
                 out[f"{part}.{model}.{kind}.pr_auc"] = m["pr_auc"]
@@ -127,7 +127,12 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
         "data_hash": prep.ledger.data_hash,
         "feature_set_version": FEATURE_SET_VERSION,
         "split": prep.split.to_json(),
-        "label_rule": "train labels: label_time < train_end; validation/test: eventual labels",
+        "label_rule": (
+            "train labels: label_time < train_end, unlabelled rows weighted by maturity F(age); choices on "
+            "validation: label_time < val_end (maturity-weighted); test: eventual labels"
+        ),
+        "label_delay": prep.delay,
+        "choices": result.choices,
         "train_fraud": {
             "known_at_cutoff": int(prep.y_train[prep.part == 0].sum()),
             "eventual": int(prep.y_true[prep.part == 0].sum()),
@@ -184,6 +189,7 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
     eval_dir.mkdir(exist_ok=True)
     np.savez_compressed(eval_dir / "test_scores.npz", **result.test_scores)
     (eval_dir / "history.json").write_text(json.dumps(result.gnn_info, indent=1) + "\n")
+    (eval_dir / "choices.json").write_text(json.dumps(result.choices, indent=1) + "\n")
     written = {"gnn": str(base), "version": version}
     # the baseline: always pickled beside the GNN (sklearn, for evaluation and comparison), and as its own ONNX
     # artifact (not activated) when skl2onnx can convert this scikit-learn version's HistGradientBoosting

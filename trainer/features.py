@@ -64,7 +64,9 @@ def offline_features(offline_dir: str | Path, ledger: Ledger) -> Tabular:
 # ------------------------------------------------------------------------------------------ numpy subset
 
 
-def _grouped_before(keys: np.ndarray, times: np.ndarray, q_keys: np.ndarray, q_times: np.ndarray) -> tuple:
+def _grouped_before(
+    keys: np.ndarray, times: np.ndarray, q_keys: np.ndarray, q_times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For each query (key, t): the sorted order of (keys, times) and the positions of (key, t) in it, i.e. how
     many of the key's events are strictly before t is `pos - group_start`."""
     span = int(max(times.max(initial=0), q_times.max(initial=0))) + 8 * US_PER_DAY
@@ -127,6 +129,26 @@ def local_features(ledger: Ledger, rows: np.ndarray | None = None) -> Tabular:
     lt = np.minimum(ledger.label_time[fraud], ledger.start_us + 400 * US_PER_DAY) - t0
     _, sc, b, s = _grouped_before(card[fraud], lt, card[rows], ledger.ts[rows] - t0)
     out["card_fraud_labels_known"] = (np.searchsorted(sc, b + ledger.ts[rows] - t0, side="left") - s).astype(float)
+    _local_graph(ledger, rows, out)
     names = [n for n in FEATURES if n in out]
     x = np.column_stack([out[n] for n in names]).astype(np.float64)
     return Tabular(rows=rows, x=x, names=names, weight=np.ones(len(rows)), source="local numpy subset")
+
+
+def _local_graph(ledger: Ledger, rows: np.ndarray, out: dict[str, np.ndarray]) -> None:
+    from trainer import local_graph as lg
+
+    label_first = lg.first_label_per_card(ledger)
+    for link in ("device", "ip"):
+        out[f"{link}_distinct_cards_7d"] = lg.distinct_cards_7d(ledger, link, rows)
+        out[f"{link}_fraud_cards"] = lg.fraud_cards(ledger, link, rows, label_first)
+    out["card_new_device_24h"] = lg.new_device_24h(ledger, rows)
+    out["card_fraud_cards_2hop"] = lg.fraud_cards_2hop(ledger, rows, label_first)
+
+
+def sample_legit(ledger: Ledger, fraction: float, seed: int) -> np.ndarray:
+    """Rows of a legit-sampled subset (every fraud row, `fraction` of the others), like the offline store's export;
+    weigh the sampled legit rows by 1/fraction."""
+    rng = np.random.default_rng(seed)
+    keep = ledger.is_fraud | (rng.random(len(ledger)) < fraction)
+    return np.flatnonzero(keep)

@@ -9,6 +9,7 @@ it has no embedding for).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +127,28 @@ def snapshot(ledger: Ledger, edges: EdgeTable, as_of: int, label_cutoff: int | N
     for t, names in NODE_FEATURES.items():
         assert x[t].shape[1] == len(names), t
     return Snapshot(as_of=as_of, x=x, edges=snap_edges)
+
+
+class DailySnapshots:
+    """The snapshots at the start of each day 0..days, computed on demand and kept in a small LRU cache: memory
+    holds `cache` snapshots whatever the number of days (a 1M-transaction world no longer keeps 43 full graphs)."""
+
+    def __init__(self, ledger: Ledger, edges: EdgeTable, days: int, start_us: int, cache: int = 4) -> None:
+        self.ledger, self.edges, self.days, self.start_us, self.cache = ledger, edges, days, start_us, cache
+        self._lru: OrderedDict[int, Snapshot] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.days + 1
+
+    def __getitem__(self, day: int) -> Snapshot:
+        d = int(day) % len(self) if int(day) < 0 else int(day)
+        if not 0 <= d < len(self):
+            raise IndexError(f"day {day} outside 0..{self.days}")
+        if d in self._lru:
+            self._lru.move_to_end(d)
+            return self._lru[d]
+        snap = snapshot(self.ledger, self.edges, self.start_us + d * 86_400_000_000)
+        self._lru[d] = snap
+        if len(self._lru) > self.cache:
+            self._lru.popitem(last=False)
+        return snap

@@ -9,10 +9,11 @@ transactions with four kinds of labelled fraud whose labels arrive late, as char
 
 from feature_svc.world.generate import generate_world
 from feature_svc.world.io import read_world, write_world
-from feature_svc.world.model import FRAUD_KINDS, FraudKind, World, WorldError, WorldParams
+from feature_svc.world.model import FRAUD_KINDS, NEVER_LABELLED_DAYS, FraudKind, World, WorldError, WorldParams
 
 __all__ = [
     "FRAUD_KINDS",
+    "NEVER_LABELLED_DAYS",
     "FraudKind",
     "World",
     "WorldError",

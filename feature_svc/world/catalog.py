@@ -72,7 +72,5 @@ POS, ECOM, ATM = 0, 1, 2
 DEVICE_TYPES: Final = np.array(["ios", "android", "web"])
 
 # Share of purchases by hour of the day (UTC, a rough blend of the populations' local evenings).
-HOUR_WEIGHTS: Final = np.array(
-    [1, 1, 1, 1, 1, 2, 3, 5, 6, 6, 7, 8, 9, 8, 7, 7, 7, 8, 9, 9, 8, 6, 4, 2], dtype=np.float64
-)
-HOUR_WEIGHTS /= HOUR_WEIGHTS.sum()
+_HOURS = np.array([1, 1, 1, 1, 1, 2, 3, 5, 6, 6, 7, 8, 9, 8, 7, 7, 7, 8, 9, 9, 8, 6, 4, 2], dtype=np.float64)
+HOUR_WEIGHTS: Final = _HOURS / _HOURS.sum()

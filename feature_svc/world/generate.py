@@ -18,8 +18,10 @@ from feature_svc.world.model import (
     CARDS_SCHEMA,
     DEVICES_SCHEMA,
     FRAUD_KINDS,
+    INCIDENTS_SCHEMA,
     IPS_SCHEMA,
     MERCHANTS_SCHEMA,
+    NEVER_LABELLED_DAYS,
     TIMESTAMP,
     TRANSACTIONS_SCHEMA,
     World,
@@ -44,12 +46,19 @@ def generate_world(params: WorldParams | None = None, *, progress: bool = True) 
     )
     with tqdm(total=len(scenarios) + 3, desc="simulating world", unit="stage", disable=not progress) as bar:
         bar.set_postfix_str("population")
-        pop = build_population(rng, params.n_cards, params.merchants, params.compromised_merchant_share)
+        pop = build_population(
+            rng,
+            params.n_cards,
+            params.merchants,
+            params.compromised_merchant_share,
+            days=params.days,
+            new_device_rate=params.new_device_rate,
+        )
         bar.update()
         blocks: list[TxnBlock] = []
         for name, scenario, share in scenarios:
             bar.set_postfix_str(name)
-            blocks.append(scenario(rng, pop, round(n * share), params.days))
+            blocks.append(scenario(rng, pop, round(n * share), params))
             bar.update()
         n_fraud = sum(len(b) for b in blocks)
         if n_fraud >= n:
@@ -98,6 +107,8 @@ def _tables(rng: np.random.Generator, params: WorldParams, pop: Population, txn:
     is_fraud = txn.kind != LEGIT
     lo, hi = params.label_delay_days
     delay = ((lo + (hi - lo) * rng.beta(2.0, 3.0, n)) * US_PER_DAY).astype(np.int64)
+    never = rng.random(n) < params.never_labelled_share
+    delay = np.where(never, NEVER_LABELLED_DAYS * US_PER_DAY, delay)
     merchant_country = pop.merchant_country[txn.merchant]
     kinds = np.array(["", *FRAUD_KINDS])
 
@@ -150,4 +161,21 @@ def _tables(rng: np.random.Generator, params: WorldParams, pop: Population, txn:
         schema=DEVICES_SCHEMA,
     )
     ips = pa.table({"ip_address": ip_ids, "country_code": _codes(catalog.COUNTRY_CODES, ip_country)}, schema=IPS_SCHEMA)
-    return World(params=params, transactions=transactions, cards=cards, merchants=merchants, devices=devices, ips=ips)
+    fraud_rows = np.flatnonzero(is_fraud)
+    incident_ids = [
+        f"{kinds[k]}-{i:05d}"
+        for k, i in zip(txn.kind[fraud_rows].tolist(), txn.incident[fraud_rows].tolist(), strict=True)
+    ]
+    incidents = pa.table(
+        {"transaction_id": transactions["transaction_id"].take(pa.array(fraud_rows)), "incident_id": incident_ids},
+        schema=INCIDENTS_SCHEMA,
+    )
+    return World(
+        params=params,
+        transactions=transactions,
+        cards=cards,
+        merchants=merchants,
+        devices=devices,
+        ips=ips,
+        incidents=incidents,
+    )

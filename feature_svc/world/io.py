@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from feature_svc.world.model import SCHEMAS, World, WorldError, WorldParams
+from feature_svc.world.model import INCIDENTS_SCHEMA, SCHEMAS, World, WorldError, WorldParams
 
 PARAMS_FILE = "world.json"
+INCIDENTS_FILE = "incidents.parquet"  # optional: worlds written before incidents existed have none
 
 
 def write_world(world: World, directory: str | Path) -> Path:
@@ -22,6 +23,8 @@ def write_world(world: World, directory: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in SCHEMAS:
         pq.write_table(world.table(name), out / f"{name}.parquet", compression="zstd")
+    if world.incidents is not None:
+        pq.write_table(world.incidents, out / INCIDENTS_FILE, compression="zstd")
     (out / PARAMS_FILE).write_text(json.dumps(world.params.to_json(), indent=2) + "\n")
     return out
 
@@ -45,4 +48,8 @@ def read_world(directory: str | Path) -> World:
         if not table.schema.equals(schema):
             raise WorldError(f"{path} has schema {table.schema}, expected {schema}")
         tables[name] = table
-    return World(params=params, **tables)
+    incidents_path = src / INCIDENTS_FILE
+    incidents = pq.read_table(incidents_path) if incidents_path.is_file() else None
+    if incidents is not None and not incidents.schema.equals(INCIDENTS_SCHEMA):
+        raise WorldError(f"{incidents_path} has schema {incidents.schema}, expected {INCIDENTS_SCHEMA}")
+    return World(params=params, **tables, incidents=incidents)

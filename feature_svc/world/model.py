@@ -17,6 +17,9 @@ FraudKind = Literal["ring", "card_testing", "ato", "stolen_card"]
 FRAUD_KINDS: Final[tuple[FraudKind, ...]] = ("ring", "card_testing", "ato", "stolen_card")
 
 TIMESTAMP: Final = pa.timestamp("us", tz="UTC")
+# label_time of a fraud whose chargeback never arrives: ten years after the transaction, beyond any as-of query
+# (the ledger's labels.label_time is NOT NULL, so "never" is a time no query reaches rather than a null)
+NEVER_LABELLED_DAYS: Final = 3650
 
 TRANSACTIONS_SCHEMA: Final = pa.schema(
     [
@@ -57,6 +60,9 @@ MERCHANTS_SCHEMA: Final = pa.schema(
 )
 DEVICES_SCHEMA: Final = pa.schema([("device_id", pa.string()), ("device_type", pa.string())])
 IPS_SCHEMA: Final = pa.schema([("ip_address", pa.string()), ("country_code", pa.string())])
+# which incident each fraud transaction belongs to (a ring, a card-testing burst, one takeover, one theft), so an
+# evaluation can resample incidents rather than rows; ground truth of the simulation, not something a bank has
+INCIDENTS_SCHEMA: Final = pa.schema([("transaction_id", pa.string()), ("incident_id", pa.string())])
 
 SCHEMAS: Final[dict[str, pa.Schema]] = {
     "transactions": TRANSACTIONS_SCHEMA,
@@ -85,12 +91,21 @@ class WorldParams:
     days: int = 42
     start: datetime = datetime(2026, 9, 1, tzinfo=UTC)
     seed: int = 0
-    ring_share: float = 0.005
+    ring_share: float = 0.007
     card_testing_share: float = 0.005
     ato_share: float = 0.003
     stolen_card_share: float = 0.004
     compromised_merchant_share: float = 0.01
     label_delay_days: tuple[float, float] = (2.0, 30.0)
+    # camouflage: the share of a ring's purchases that copy its card's own habits (favourite merchants, usual
+    # amounts, daytime hours) instead of cashing out at resellable goods
+    ring_camouflage: float = 0.7
+    # a ring's chain links card-device-card-IP-card: the share of its devices that are legit users' own
+    # (compromised) devices, and of its IPs that are public (cafes, carrier NAT) rather than fresh proxies
+    compromised_device_share: float = 0.4
+    public_ip_share: float = 0.4
+    new_device_rate: float = 0.2  # share of cards whose holder starts using a new device during the world
+    never_labelled_share: float = 0.1  # fraud whose chargeback never arrives (label_time = NEVER_LABELLED)
 
     def __post_init__(self) -> None:
         if self.n_cards < 50:
@@ -108,6 +123,16 @@ class WorldParams:
             raise WorldError(f"fraud shares must be >= 0 and sum to at most 0.5, got {shares}")
         if not 0 <= self.compromised_merchant_share <= 0.5:
             raise WorldError(f"compromised_merchant_share must be in [0, 0.5], got {self.compromised_merchant_share}")
+        for name in (
+            "ring_camouflage",
+            "compromised_device_share",
+            "public_ip_share",
+            "new_device_rate",
+            "never_labelled_share",
+        ):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise WorldError(f"{name} must be in [0, 1], got {value}")
         lo, hi = self.label_delay_days
         if not 0 < lo <= hi:
             raise WorldError(f"label_delay_days must be (low, high) with 0 < low <= high, got {(lo, hi)}")
@@ -140,11 +165,13 @@ class World:
     merchants: pa.Table
     devices: pa.Table
     ips: pa.Table
+    incidents: pa.Table | None = None  # INCIDENTS_SCHEMA; None for worlds written before it existed
 
     def table(self, name: str) -> pa.Table:
         if name not in SCHEMAS:
             raise WorldError(f"unknown world table {name!r}; tables are {', '.join(SCHEMAS)}")
-        return getattr(self, name)  # type: ignore[no-any-return]
+        table: pa.Table = getattr(self, name)
+        return table
 
     def labels(self) -> pa.Table:
         """The chargebacks: one row per fraud transaction, with the time the label became known."""

@@ -11,6 +11,8 @@ import numpy as np
 from feature_svc.world import catalog
 
 NO_DEVICE = -1
+N_FAVOURITES = 6
+US_PER_DAY = 86_400_000_000
 
 
 @dataclass
@@ -41,6 +43,11 @@ class Population:
     card_home_ip: np.ndarray
     card_devices: np.ndarray  # (n_cards, 3), packed left, NO_DEVICE padded
     card_n_devices: np.ndarray
+    card_favourites: np.ndarray  # (n_cards, N_FAVOURITES) merchants at home the card holder returns to
+    # a new phone or a reinstalled app: from `card_new_device_at` (µs since the start) on, the card also uses
+    # `card_new_device` (NO_DEVICE for cards that get none in the window), so "new device" is not fraud alone
+    card_new_device: np.ndarray
+    card_new_device_at: np.ndarray
     # merchants
     merchant_country: np.ndarray
     merchant_mcc: np.ndarray
@@ -68,12 +75,14 @@ class Population:
         base = self.merchant_cum[lo]
         u = base + rng.random(len(countries)) * (self.merchant_cum[hi] - base)
         pos = np.clip(np.searchsorted(self.merchant_cum, u, side="right") - 1, lo, hi - 1)
-        return self.merchant_order[pos]  # type: ignore[no-any-return]
+        picked: np.ndarray = self.merchant_order[pos]
+        return picked
 
     def public_ip_in(self, rng: np.random.Generator, countries: np.ndarray) -> np.ndarray:
         lo = self.country_public_lo[countries]
         hi = self.country_public_hi[countries]
-        return self.public_ips[lo + (rng.random(len(countries)) * (hi - lo)).astype(np.int64)]  # type: ignore[no-any-return]
+        picked: np.ndarray = self.public_ips[lo + (rng.random(len(countries)) * (hi - lo)).astype(np.int64)]
+        return picked
 
     def new_ips(self, countries: np.ndarray) -> np.ndarray:
         return self.ips.add(countries)
@@ -95,7 +104,16 @@ def _ranges(sorted_codes: np.ndarray, n_codes: int) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
-def build_population(rng: np.random.Generator, n_cards: int, n_merchants: int, compromised_share: float) -> Population:
+def build_population(
+    rng: np.random.Generator,
+    n_cards: int,
+    n_merchants: int,
+    compromised_share: float,
+    *,
+    days: int = 42,
+    new_device_rate: float = 0.0,
+) -> Population:
+    """`new_device_rate`: the share of cards that start using a new device at some point of the `days`."""
     n_countries = len(catalog.COUNTRIES)
     devices, ips = Registry(), Registry()
 
@@ -137,7 +155,7 @@ def build_population(rng: np.random.Generator, n_cards: int, n_merchants: int, c
     has_second = rng.random(n_cards) < 0.3
     n_second = int(has_second.sum())
     card_devices[has_second, 1] = devices.add(rng.integers(0, len(catalog.DEVICE_TYPES), n_second))
-    uses_shared = (shared_device[household] != NO_DEVICE) & (rng.random(n_cards) < 0.3)
+    uses_shared = (shared_device[household] != NO_DEVICE) & (rng.random(n_cards) < 0.7)
     col = np.where(has_second, 2, 1)
     card_devices[np.flatnonzero(uses_shared), col[uses_shared]] = shared_device[household[uses_shared]]
     card_n_devices = (card_devices != NO_DEVICE).sum(axis=1)
@@ -147,12 +165,21 @@ def build_population(rng: np.random.Generator, n_cards: int, n_merchants: int, c
     public_ips = ips.add(public_country)
     p_lo, p_hi = _ranges(public_country, n_countries)
 
-    return Population(
+    card_typical = np.round(rng.lognormal(np.log(40.0), 0.6, n_cards), 2)
+    new_device = np.full(n_cards, NO_DEVICE, dtype=np.int64)
+    gets_new = np.flatnonzero(rng.random(n_cards) < new_device_rate)
+    new_device[gets_new] = devices.add(rng.integers(0, len(catalog.DEVICE_TYPES), len(gets_new)))
+    new_device_at = rng.integers(0, days * US_PER_DAY, n_cards)
+
+    pop = Population(
         card_country=card_country,
-        card_typical=np.round(rng.lognormal(np.log(40.0), 0.6, n_cards), 2),
+        card_typical=card_typical,
         card_home_ip=card_home_ip,
         card_devices=card_devices,
         card_n_devices=card_n_devices,
+        card_favourites=np.zeros((n_cards, N_FAVOURITES), dtype=np.int64),
+        card_new_device=new_device,
+        card_new_device_at=new_device_at,
         merchant_country=merchant_country,
         merchant_mcc=merchant_mcc,
         merchant_compromised=compromised,
@@ -166,3 +193,5 @@ def build_population(rng: np.random.Generator, n_cards: int, n_merchants: int, c
         devices=devices,
         ips=ips,
     )
+    pop.card_favourites = pop.merchants_in(rng, np.repeat(card_country, N_FAVOURITES)).reshape(-1, N_FAVOURITES)
+    return pop

@@ -81,3 +81,10 @@ HDR_MSG_ID = "Nats-Msg-Id"
 """JetStream deduplication id; for partials `{request_id}:{index}`."""
 HDR_CONTENT_TYPE = "Content-Type"
 HDR_DLQ_REASON = "Fraudmesh-Dead-Letter-Reason"
+HDR_ACK = "Fraudmesh-Ack"
+"""On a `fraud.score` request: "1" asks the aggregator that takes it to send, before its answer, an empty message on
+the reply subject with `Fraudmesh-Accepted-By` (its instance id) and `Fraudmesh-Service-Id` (its `$SRV` id), so
+the caller can watch that instance (`$SRV.PING.aggregator.<id>`) and learn within about a second if it dies.
+Callers that do not send it get exactly one message, the answer."""
+HDR_ACCEPTED_BY = "Fraudmesh-Accepted-By"
+HDR_SERVICE_ID = "Fraudmesh-Service-Id"

@@ -50,6 +50,8 @@ CHUNK_SIZE = 200
 CURRENT_WINDOW = timedelta(seconds=60)
 """An as_of within this of now is a current computation: its features are written to Redis."""
 CONNECT_TIMEOUT_S = 30.0
+LEDGER_DOWN = (*TRANSIENT_ERRORS, asyncpg.OperatorInterventionError)
+"""The ledger is unreachable, or shutting down (AdminShutdownError)."""
 HEALTH_CHECK_S = 0.5
 """How often the ledger and Redis are checked for the health replies (a SELECT 1 and a PING)."""
 
@@ -197,7 +199,7 @@ class FeatureService(Service):
                 compute_features(self.pool, self.graph, refs, as_of, tracer=self.tracer),
                 known_entities(self.pool, refs, tracer=self.tracer),
             )
-        except TRANSIENT_ERRORS as exc:  # the ledger (or graph store) is down: say so, retryable, never a 500
+        except LEDGER_DOWN as exc:  # the ledger (or graph store) is down: say so, retryable, never a 500
             raise ServiceError(
                 "unavailable",
                 f"The ledger (PostgreSQL) or graph store is unreachable ({type(exc).__name__}), so features cannot "

@@ -43,7 +43,7 @@ class Admission:
         self.refused = 0
         self._window_start = time.monotonic()
         self._window_done = 0.0
-        self._window_idle = False
+        self._window_idle = True  # the first window starts before any work: it measures nothing
 
     def try_admit(self, n: int, remaining_s: float) -> Refusal | None:
         """Count a request of `n` transactions in (None), or say why not (its caller answers 503)."""

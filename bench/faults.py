@@ -2,7 +2,8 @@
 
 Starts its own nats-server, Redis and PostgreSQL (loopback, free ports) and a stack (2 aggregators, 2 inference
 workers, 1 feature worker, 1 gateway, the bootstrap model with entity features on), then for each scenario runs a
-steady load of /predict requests (20 transactions each, unique transaction ids, `ingest=false`) while the fault
+steady load of /predict requests (20 transactions each, unique transaction ids, `ingest=false`, one in five from a
+card never seen before, whose features must come from the ledger) while the fault
 happens, and counts what the clients saw:
 
 - `requests`, `ok` (200), `degraded` (200s with degraded scores), `refused` (429/503 with Retry-After),
@@ -76,7 +77,8 @@ class Load:
             self._seq += 1
             txs = [
                 {
-                    "card_id": f"card_{(self._seq * 7 + i) % 300}",
+                    # one transaction in 5 from a card never seen (its features must be computed from the ledger)
+                    "card_id": f"new_{k}_{self._seq}" if i % 5 == 0 else f"card_{(self._seq * 7 + i) % 300}",
                     "transaction_amount": 10.0 + i,
                     "merchant_id": f"m_{i % 13}",
                     "device_id": f"d_{i % 17}",

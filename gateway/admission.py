@@ -7,8 +7,9 @@ flight (so an idle gateway does not think the system slow); a request is refused
 - FRAUDMESH_GATEWAY_MAX_IN_FLIGHT requests or FRAUDMESH_GATEWAY_MAX_IN_FLIGHT_TRANSACTIONS are already in flight, or
 - the estimated wait, (work in flight + its own) / rate, exceeds FRAUDMESH_ADMISSION_MAX_QUEUE_MS or half of its own
   remaining deadline (the other half is for its own scoring).
-At least MIN_IN_FLIGHT requests are always admitted. Plain counters, no lock, nothing held across an await: the cost
-per request is a few additions.
+At least MIN_IN_FLIGHT requests are always admitted, and after a window with idle time the estimate probes upwards
+(PROBE_UP), so a low estimate made while a store was down cannot keep refusing work once the system is fast again.
+Plain counters, no lock, nothing held across an await: the cost per request is a few additions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ REQUEST_COST = 8.0
 MIN_IN_FLIGHT = 4
 RATE_WINDOW_S = 0.25
 RATE_SMOOTHING = 0.3
+PROBE_UP = 1.25
+"""After a window with idle time, the rate estimate grows by this factor (at least to what was measured)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,11 @@ class Admission:
         now = time.monotonic()
         elapsed = now - self._window_start
         if elapsed >= RATE_WINDOW_S:
+            measured = self._window_done / elapsed
             if not self._window_idle:
-                measured = self._window_done / elapsed
                 self.rate = measured if self.rate == 0 else (1 - RATE_SMOOTHING) * self.rate + RATE_SMOOTHING * measured
+            elif self.rate > 0:
+                # the gateway ran out of work: the rate may be higher than believed (refusals leave no busy window to
+                # measure it in), so probe upwards rather than stay stuck on an old, low estimate
+                self.rate = max(self.rate * PROBE_UP, measured)
             self._window_start, self._window_done, self._window_idle = now, 0.0, self.requests == 0

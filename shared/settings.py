@@ -127,9 +127,9 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         Meta(gt=0),
         _doc(
             "Admission control: a request whose estimated wait (work in flight / recent throughput) exceeds this, "
-            "or its own deadline, is refused at once with 503 + Retry-After."
+            "or half its own remaining deadline, is refused at once with 503 + Retry-After."
         ),
-    ] = 500.0
+    ] = 1000.0
     aggregator_max_in_flight_transactions: Annotated[
         Positive,
         _doc("Admission control: transactions one aggregator has in flight; more are refused (`unavailable`)."),

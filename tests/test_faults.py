@@ -304,3 +304,47 @@ def test_overload_is_refused_at_once_with_retry_after(
         # a 504 would be a request admitted and then answered past its deadline: none (asserted above: no 504)
     finally:
         s.stop()
+
+
+def test_partials_past_their_deadline_are_dropped_and_counted_not_scored(
+    tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: str, model_dir: Path
+) -> None:
+    """One slow worker scoring one partial at a time: the requests behind it expire in the work queue; the worker
+    terminates their partials unscored (counted `expired`), dead-letters none of them."""
+    s = Stack(
+        tmp_path / "stack",
+        isolated_nats.extra["url"],
+        redis_url,
+        postgres_dsn,
+        model_dir,
+        env={"FRAUDMESH_CHAOS_INFERENCE_DELAY_MS": "1500", "FRAUDMESH_INFERENCE_CONCURRENCY": "1"},
+    )
+    try:
+        s.start("aggregator", env={"FRAUDMESH_COALESCE_WINDOW_MS": "0"})
+        (worker,) = s.start("inference")
+        s.start("gateway")
+        s.wait_ready()
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                rs = await asyncio.gather(
+                    *(
+                        client.post(f"{s.gateway_url}/score/fraud?ingest=false&timeout_ms=1000", json=tx(f"exp{i}"))
+                        for i in range(4)
+                    )
+                )
+                return [r.status_code for r in rs]
+
+        statuses = asyncio.run(burst())
+        assert 504 in statuses, statuses  # the ones behind the slow partial: answered at their deadline
+        time.sleep(5)  # the worker reaches the expired partials
+        text = httpx.get(f"http://127.0.0.1:{worker.metrics_port}/metrics", timeout=5).text
+        expired = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("fraudmesh_handler_messages_total") and 'outcome="expired"' in line
+        )
+        assert expired >= 1, [ln for ln in text.splitlines() if ln.startswith("fraudmesh_handler_messages_total")]
+        assert dead_lettered(s) == 0
+    finally:
+        s.stop()

@@ -165,6 +165,51 @@ def run_wrk_status(url: str, body: str, *, connections: int, seconds: float) -> 
     return doc
 
 
+async def closed_loop_delivery(
+    url: str, batch_clients: int, single_clients: int, seconds: float
+) -> tuple[float, Counter[int], list[str]]:
+    """Closed-loop clients for `seconds` (batch clients send 200 transactions, single clients one); a refused client
+    waits its Retry-After, as the contract asks. Returns (transactions delivered as 200 per second, statuses,
+    refusals without Retry-After)."""
+    batch = json.dumps(
+        {
+            "transactions": [
+                {"card_id": f"cap{i}", "transaction_amount": 12.5, "merchant_id": "m_cap"} for i in range(200)
+            ]
+        }
+    ).encode()
+    single = json.dumps({"card_id": "cap_single", "transaction_amount": 3.5}).encode()
+    statuses: Counter[int] = Counter()
+    missing_retry_after: list[str] = []
+    delivered = 0
+    end = time.monotonic() + seconds
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=batch_clients + single_clients)
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
+
+        async def one(path: str, body: bytes, n: int) -> None:
+            nonlocal delivered
+            while time.monotonic() < end:
+                try:
+                    r = await client.post(f"{url}{path}", content=body, headers=headers)
+                except httpx.TimeoutException:
+                    statuses[-1] += 1
+                    continue
+                statuses[r.status_code] += 1
+                if r.status_code == 200:
+                    delivered += n
+                elif r.status_code in (429, 503):
+                    if not r.headers.get("Retry-After"):
+                        missing_retry_after.append(r.text[:200])
+                    await asyncio.sleep(min(float(r.headers.get("Retry-After") or 1), max(0.0, end - time.monotonic())))
+
+        await asyncio.gather(
+            *(one("/predict?ingest=false", batch, 200) for _ in range(batch_clients)),
+            *(one("/score/fraud?ingest=false", single, 1) for _ in range(single_clients)),
+        )
+    return delivered / seconds, statuses, missing_retry_after
+
+
 class Bench:
     def __init__(self, root: Path, model_dir: Path) -> None:
         self.root = root
@@ -259,6 +304,28 @@ class Bench:
         print(json.dumps(asdict(out)), flush=True)
         return out
 
+    def batch_overload(self) -> Outcome:
+        """Capacity with the mix of 4 batch clients (200 transactions) to 1 single, then 128 batch + 32 single
+        clients: the share of the capacity still delivered as 200s."""
+        url = self.stack.gateway_url
+        asyncio.run(closed_loop_delivery(url, 2, 0, 2.0))
+        capacity, _, _ = asyncio.run(closed_loop_delivery(url, 4, 1, 10.0))
+        loaded, statuses, missing = asyncio.run(closed_loop_delivery(url, 128, 32, 10.0))
+        out = Outcome("batch_overload", "128 clients x 200-transaction batches + 32 single clients, 10 s")
+        out.requests = sum(statuses.values())
+        out.ok = statuses[200]
+        out.refused = statuses[429] + statuses[503] - len(missing)
+        out.server_errors = sum(n for k, n in statuses.items() if k >= 500 and k != 503) + len(missing)
+        out.lost = statuses[-1]
+        out.notes = {
+            "capacity_tx_per_s": round(capacity),
+            "delivered_tx_per_s": round(loaded),
+            "share_of_capacity": round(loaded / capacity, 3) if capacity else None,
+            "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        }
+        print(json.dumps(asdict(out)), flush=True)
+        return out
+
     def hostile(self) -> Outcome:
         url = self.stack.gateway_url
         deep = "[" * 5000 + "]" * 5000
@@ -316,6 +383,8 @@ def run_all(root: Path, model_dir: Path, only: list[str]) -> tuple[list[Outcome]
                 outcomes.append(b.scenario(name, fault, lambda action=action: action(b)))  # type: ignore[misc]
         if not only or "overload" in only:
             outcomes.append(b.overload())
+        if not only or "batch_overload" in only:
+            outcomes.append(b.batch_overload())
         if not only or "hostile" in only:
             outcomes.append(b.hostile())
     finally:

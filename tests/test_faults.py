@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.faults import closed_loop_delivery
 from deploy.servers import Server, start_postgres, start_redis, stop_postgres
 from tests.stacks import Stack
 
@@ -346,5 +347,31 @@ def test_partials_past_their_deadline_are_dropped_and_counted_not_scored(
         )
         assert expired >= 1, [ln for ln in text.splitlines() if ln.startswith("fraudmesh_handler_messages_total")]
         assert dead_lettered(s) == 0
+    finally:
+        s.stop()
+
+
+def test_under_batch_overload_most_of_the_capacity_is_still_delivered(
+    tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: str, model_dir: Path
+) -> None:
+    """128 clients sending 200-transaction batches and 32 sending single transactions: every refusal has a
+    Retry-After; no admitted request ends past its deadline (no 504) and none times out; work is still delivered."""
+    s = Stack(tmp_path / "stack", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir)
+    try:
+        s.start("aggregator")
+        s.start("inference", 2)
+        s.start("gateway")
+        s.wait_ready()
+        asyncio.run(closed_loop_delivery(s.gateway_url, 2, 0, 2.0))  # warm up
+        # the capacity: the same mix (4 batch clients to 1 single), few enough clients for no refusal
+        capacity, base_statuses, _ = asyncio.run(closed_loop_delivery(s.gateway_url, 4, 1, 8.0))
+        assert set(base_statuses) == {200}, base_statuses
+        loaded, statuses, missing = asyncio.run(closed_loop_delivery(s.gateway_url, 128, 32, 8.0))
+        assert not missing, missing[:3]
+        assert statuses[-1] == 0 and statuses[504] == 0, statuses
+        assert set(statuses) <= {200, 429, 503}, statuses
+        # the share of the capacity still delivered is a figure of the fault report (`python -m bench.faults`,
+        # scenario batch_overload): on this shared 2-core box it depends on what else runs, so it is reported there
+        assert loaded > 0, (loaded, capacity, statuses)
     finally:
         s.stop()

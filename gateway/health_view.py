@@ -40,7 +40,11 @@ def system_view(replies: dict[str, list[HealthReply]], nats_connected: bool) -> 
         view.down.append("nats")
         view.problems["nats"] = "the gateway is not connected to NATS"
         return view
+    # the feature workers are needed only when the model reads entity features (route 1)
+    needs_features = any(r.details.get("entity_features") == "on" for r in replies.get("inference", []))
     for svc, label in SERVICE_LABEL.items():
+        if svc == "feature" and not needs_features:
+            continue
         if not replies.get(svc):
             view.down.append(svc)
             view.problems[svc] = f"{label}: no instance answered its health ping"

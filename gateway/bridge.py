@@ -189,8 +189,8 @@ class NatsBridge:
                     request_id=request_id,
                     retryable=True,
                     retry_after_s=1.0,
-                    message=f"The {exc}: it was stopped or crashed. Retry (the request was not answered; "
-                    f"scoring is idempotent per transaction id).",
+                    message=f"The {exc}. Retry (the request was not answered; scoring is idempotent per "
+                    f"transaction id).",
                 )
             ) from None
         except NoRespondersError:

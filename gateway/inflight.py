@@ -5,7 +5,8 @@ with nats.py's `request`). Each asks for an "accepted" notice (subjects.HDR_ACK)
 request names itself (`Fraudmesh-Accepted-By`, `Fraudmesh-Service-Id`) before it answers. While requests older than
 WATCH_AFTER_S wait on an aggregator, a watcher pings that instance (`$SRV.PING.aggregator.<id>`, nats.micro) every
 WATCH_INTERVAL_S; when it has no responders (its process is gone) or misses MAX_MISSES pings in a row, its requests
-fail at once with `AggregatorLost` (503, retryable) instead of waiting out their deadline.
+fail at once with `AggregatorLost` (503, retryable) instead of waiting out their deadline. A request that no
+aggregator confirmed within NO_NOTICE_S fails the same way (its aggregator died before it could say so).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from shared import subjects
 
+NO_NOTICE_S = 2.0
+"""A request no aggregator confirmed taking within this long is given up (503, retryable): the aggregator it went to
+died as it received it, or before its notice left its buffers."""
 WATCH_AFTER_S = 0.5
 WATCH_INTERVAL_S = 0.5
 MAX_MISSES = 2
@@ -32,7 +36,11 @@ PING_TIMEOUT_S = 0.5
 
 class AggregatorLost(Exception):
     def __init__(self, instance: str) -> None:
-        super().__init__(f"aggregator {instance} stopped answering while it held the request")
+        super().__init__(
+            f"aggregator {instance} stopped answering while it held the request"
+            if instance
+            else f"request was not confirmed by any aggregator within {NO_NOTICE_S:g} s (the one it went to died)"
+        )
         self.instance = instance
 
 
@@ -73,6 +81,8 @@ class ScoreCalls:
         call = Call(asyncio.get_running_loop().create_future())
         self.calls[token] = call
         headers[subjects.HDR_ACK] = "1"
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
         try:
             await self.nc.publish(subject, data, reply=f"{self._prefix}.{token}", headers=headers)
             return await asyncio.wait_for(call.future, timeout)
@@ -89,8 +99,6 @@ class ScoreCalls:
         elif subjects.HDR_ACCEPTED_BY in headers and not msg.data:
             call.instance = headers[subjects.HDR_ACCEPTED_BY]
             call.service_id = headers.get(subjects.HDR_SERVICE_ID, "")
-            if call.service_id and (self._watcher is None or self._watcher.done()):
-                self._watcher = asyncio.create_task(self._watch())
         else:
             call.future.set_result(msg)
 
@@ -104,8 +112,12 @@ class ScoreCalls:
                 for c in self.calls.values()
                 if c.service_id and now - c.started >= WATCH_AFTER_S and not c.future.done()
             }
-            if not watched and not any(c.service_id for c in self.calls.values()):
+            if not self.calls:
                 return
+            for call in self.calls.values():
+                if not call.instance and now - call.started >= NO_NOTICE_S and not call.future.done():
+                    call.future.set_exception(AggregatorLost(""))
+                    self.lost += 1
             alive = await asyncio.gather(*(self._ping(sid) for sid in watched))
             for (sid, instance), ok in zip(watched.items(), alive, strict=True):
                 if ok is True:

@@ -129,7 +129,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
             "Admission control: a request whose estimated wait (work in flight / recent throughput) exceeds this, "
             "or half its own remaining deadline, is refused at once with 503 + Retry-After."
         ),
-    ] = 1000.0
+    ] = 500.0
     aggregator_max_in_flight_transactions: Annotated[
         Positive,
         _doc("Admission control: transactions one aggregator has in flight; more are refused (`unavailable`)."),

@@ -365,11 +365,11 @@ def test_under_batch_overload_most_of_the_capacity_is_still_delivered(
         asyncio.run(closed_loop_delivery(s.gateway_url, 2, 0, 2.0))  # warm up
         # the capacity: the same mix (4 batch clients to 1 single), few enough clients for no refusal
         capacity, base_statuses, _ = asyncio.run(closed_loop_delivery(s.gateway_url, 4, 1, 8.0))
-        assert set(base_statuses) == {200}, base_statuses
+        assert {k for k in base_statuses if k < 1000} == {200}, base_statuses
         loaded, statuses, missing = asyncio.run(closed_loop_delivery(s.gateway_url, 128, 32, 8.0))
         assert not missing, missing[:3]
         assert statuses[-1] == 0 and statuses[504] == 0, statuses
-        assert set(statuses) <= {200, 429, 503}, statuses
+        assert {k for k in statuses if k < 1000} <= {200, 429, 503}, statuses
         # the share of the capacity still delivered is a figure of the fault report (`python -m bench.faults`,
         # scenario batch_overload): on this shared 2-core box it depends on what else runs, so it is reported there
         assert loaded > 0, (loaded, capacity, statuses)

@@ -194,7 +194,7 @@ async def closed_loop_delivery(
             while time.monotonic() < end:
                 try:
                     r = await client.post(f"{url}{path}", content=body, headers=headers)
-                except httpx.TimeoutException:
+                except httpx.HTTPError:  # a timeout or a dropped connection: no answer
                     statuses[-1] += 1
                     continue
                 statuses[r.status_code] += 1
@@ -325,7 +325,7 @@ class Bench:
         out.requests = sum(v for k, v in statuses.items() if k < 1000)
         out.ok = statuses[200]
         out.refused = statuses[429] + statuses[503] - len(missing)
-        out.server_errors = sum(n for k, n in statuses.items() if k >= 500 and k != 503) + len(missing)
+        out.server_errors = sum(n for k, n in statuses.items() if 500 <= k < 1000 and k != 503) + len(missing)
         out.lost = statuses[-1]
         cap_work = _work(capacity_statuses, 10.0)
         work = _work(statuses, 10.0)
@@ -445,7 +445,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.faults", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="reports/faults", help="directory of README.md and faults.json")
     parser.add_argument(
-        "--only", nargs="*", default=[], help=f"scenarios to run: {', '.join(SCENARIOS)} overload hostile"
+        "--update", action="store_true", help="keep the other scenarios of an existing <out>/faults.json"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=[],
+        help=f"scenarios to run: {', '.join(SCENARIOS)}, overload, batch_overload, hostile",
     )
     args = parser.parse_args(argv)
     from inference_svc.bootstrap import train_bootstrap

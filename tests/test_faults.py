@@ -119,6 +119,17 @@ def store_stack(
         s.stop()
 
 
+def post_when_served(url: str, body: dict[str, Any], timeout: float = 30.0) -> httpx.Response:
+    """POST once an aggregator serves it: a restarted aggregator takes a moment to subscribe (until then: 503 "No
+    aggregator is subscribed")."""
+    end = time.monotonic() + timeout
+    while True:
+        r = httpx.post(url, json=body, timeout=30)
+        if "No aggregator" not in r.text or time.monotonic() > end:
+            return r
+        time.sleep(0.2)
+
+
 def restart_redis(stores: dict[str, Server], tmp_path: Path) -> None:
     port = stores["redis"].port
     stores["redis"] = start_redis(tmp_path / "r", port=port)
@@ -195,7 +206,7 @@ def test_postgres_down_scores_are_flagged_and_each_policy_applies(
     s.kill(agg, signal.SIGTERM)
     s.start("aggregator", env={"FRAUDMESH_DEGRADED_POLICY": "review"})
     s.wait_health("aggregator", 1)
-    reviewed = httpx.post(url, json=tx("card_pg_new_3", amount=1.0), timeout=30).json()
+    reviewed = post_when_served(url, tx("card_pg_new_3", amount=1.0)).json()
     assert reviewed["degraded"] and reviewed["recommended_action"] in ("review", "decline")
 
     # policy `fail`: 503 with Retry-After and the reasons
@@ -203,7 +214,7 @@ def test_postgres_down_scores_are_flagged_and_each_policy_applies(
     s.kill(agg, signal.SIGTERM)
     s.start("aggregator", env={"FRAUDMESH_DEGRADED_POLICY": "fail"})
     s.wait_health("aggregator", 1)
-    failed = httpx.post(url, json=tx("card_pg_new_4"), timeout=30)
+    failed = post_when_served(url, tx("card_pg_new_4"))
     assert failed.status_code == 503, failed.text
     assert failed.headers["Retry-After"] and "features_unavailable" in failed.json()["message"]
     assert dead_lettered(s) == 0

@@ -16,13 +16,16 @@ import uuid
 from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge, Histogram
 
+from aggregator.admission import AggregatorAdmission
 from aggregator.coalesce import Coalescer
 from aggregator.ingest_publisher import IngestPublisher
 from aggregator.pending import PendingBatch, split_bounds
 from shared import subjects
+from shared.degraded import apply_policy
 from shared.jetstream import ensure_inference_consumer, ensure_ingest_streams, ensure_streams, partials_owner_notice
 from shared.logs import log_fields
 from shared.messages import (
+    ErrorReply,
     Partial,
     PartialInfo,
     PartialOutcome,
@@ -76,6 +79,7 @@ class Aggregator(Service):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
         self.m = AggregatorMetrics(self)
+        self.admission = AggregatorAdmission(settings.aggregator_max_in_flight_transactions)
         self.pending: dict[str, PendingBatch] = {}
         self.inbox = subjects.results_subject(self.instance_id)
         self.js: JetStreamContext | None = None
@@ -111,10 +115,15 @@ class Aggregator(Service):
 
     def health_details(self) -> dict[str, str]:
         ingest = self.ingest.health() if self.ingest is not None else {}
-        return {"pending_batches": str(len(self.pending)), **ingest}
+        return {
+            "pending_batches": str(len(self.pending)),
+            "transactions_in_flight": str(self.admission.in_flight),
+            "refused": str(self.admission.refused),
+            **ingest,
+        }
 
     # ------------------------------------------------------------------------------------- scoring
-    async def score(self, req: ScoreRequest, ctx: Context) -> ScoreReply:
+    async def score(self, req: ScoreRequest, ctx: Context) -> ScoreReply | ErrorReply:
         started = time.perf_counter()
         txs = req.transactions
         n = len(txs)
@@ -125,6 +134,25 @@ class Aggregator(Service):
             )
         rid = req.request_id or ctx.request_id or uuid.uuid4().hex
         ctx.request_id = rid
+        self.admission.admit(n)
+        try:
+            if ctx.reply and ctx.headers.get(subjects.HDR_ACK):
+                await self._accepted(ctx.reply)
+            return await self._score(req, ctx, rid, started)
+        finally:
+            self.admission.release(n)
+
+    async def _accepted(self, reply: str) -> None:
+        """Tell the caller which instance took its request (subjects.HDR_ACK), so it can watch this instance."""
+        headers = {
+            subjects.HDR_ACCEPTED_BY: self.instance_id,
+            subjects.HDR_SERVICE_ID: self.discovery.id if self.discovery is not None else "",
+        }
+        await self.nc.publish(reply, b"", headers=headers)
+
+    async def _score(self, req: ScoreRequest, ctx: Context, rid: str, started: float) -> ScoreReply | ErrorReply:
+        txs = req.transactions
+        n = len(txs)
         for i, tx in enumerate(txs):
             if tx.transaction_id is None:
                 tx.transaction_id = f"{rid}-{i}"
@@ -158,9 +186,12 @@ class Aggregator(Service):
             scores, infos = batch.scores(n), batch.infos()
         reply = self._reply(rid, txs, scores, infos, started)
         reply.timings_ms = timings
-        if self.ingest is not None and req.ingest:
-            self.ingest.publish_scored(txs, reply.results)
-        return reply
+        final = apply_policy(reply, self.settings.degraded_policy)
+        # what the caller was told is what enters the ledger; a refused (policy `fail`) batch is not ingested:
+        # the caller retries it
+        if self.ingest is not None and req.ingest and isinstance(final, ScoreReply):
+            self.ingest.publish_scored(txs, final.results)
+        return final
 
     def _reply(
         self,

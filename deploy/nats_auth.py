@@ -56,13 +56,16 @@ API = "$JS.API"
 class Permissions:
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
-    responses: bool = True
-    """May answer requests it received (one reply each, on the requester's reply subject)."""
+    responses: int = 1
+    """How many messages it may send on the reply subject of each request it received (0: none). The aggregator
+    sends two when asked (an "accepted by <instance>" notice, then the answer: gateway/inflight.py)."""
 
     def as_config(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"publish": {"allow": list(self.publish)}, "subscribe": {"allow": list(self.subscribe)}}
-        if self.responses:
+        if self.responses == 1:
             doc["allow_responses"] = True
+        elif self.responses > 1:
+            doc["allow_responses"] = {"max": self.responses}
         return doc
 
 
@@ -109,40 +112,45 @@ def _service(user: str, publish: list[str], subscribe: list[str]) -> Permissions
     )
 
 
+def _with_responses(n: int, perms: Permissions) -> Permissions:
+    return Permissions(publish=perms.publish, subscribe=perms.subscribe, responses=n)
+
+
 def permissions(user: str) -> Permissions:
     """The permissions of `user` (one of USERS)."""
     partials, consumer = subjects.PARTIALS_STREAM, subjects.INFERENCE_CONSUMER
     results = f"{subjects.RESULTS_PREFIX}.*"
     if user == ADMIN:  # the operator: model registry writes, stream management, the dead-letter queue
-        return Permissions(publish=(">",), subscribe=(">",), responses=False)
+        return Permissions(publish=(">",), subscribe=(">",), responses=0)
     if user == PUBLIC:  # other systems: score and ingest, nothing else
-        return Permissions(
-            publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=False
-        )
+        return Permissions(publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=0)
     if user == "gateway":
         return _service(
             user, [subjects.SCORE, subjects.FEATURES_GET, subjects.MODEL_INFO, TXNS_SUBJECT, LABELS_SUBJECT], []
         )
     if user == "aggregator":
-        return _service(
-            user,
-            [
-                subjects.PARTIALS_SUBJECT,
-                subjects.DLQ_SUBJECT,
-                results,  # a dead-lettered partial's failure, to its own inbox
-                TXNS_SUBJECT,
-                *_declare(*STREAMS),
-                f"{API}.CONSUMER.CREATE.{partials}.{consumer}",
-                f"{API}.CONSUMER.CREATE.{partials}.{consumer}.>",
-                f"{API}.CONSUMER.DURABLE.CREATE.{partials}.{consumer}",
-                f"{API}.STREAM.MSG.GET.{partials}",  # a partial past max_deliver, to dead-letter it
-                f"{API}.STREAM.MSG.DELETE.{partials}",
-            ],
-            [
-                f"{subjects.SCORE} {subjects.QUEUE_AGGREGATOR}",
-                results,
-                subjects.max_deliveries_advisory(),
-            ],
+        return _with_responses(
+            2,
+            _service(
+                user,
+                [
+                    subjects.PARTIALS_SUBJECT,
+                    subjects.DLQ_SUBJECT,
+                    results,  # a dead-lettered partial's failure, to its own inbox
+                    TXNS_SUBJECT,
+                    *_declare(*STREAMS),
+                    f"{API}.CONSUMER.CREATE.{partials}.{consumer}",
+                    f"{API}.CONSUMER.CREATE.{partials}.{consumer}.>",
+                    f"{API}.CONSUMER.DURABLE.CREATE.{partials}.{consumer}",
+                    f"{API}.STREAM.MSG.GET.{partials}",  # a partial past max_deliver, to dead-letter it
+                    f"{API}.STREAM.MSG.DELETE.{partials}",
+                ],
+                [
+                    f"{subjects.SCORE} {subjects.QUEUE_AGGREGATOR}",
+                    results,
+                    subjects.max_deliveries_advisory(),
+                ],
+            ),
         )
     if user == "inference":
         return _service(

@@ -42,6 +42,7 @@ from shared.feature_messages import (
     FeaturesGetRequest,
 )
 from shared.messages import ErrorReply, FieldError
+from shared.policy import TRANSIENT_ERRORS
 from shared.service import Context, Service, ServiceError, StartupError
 from shared.settings import Settings
 
@@ -51,6 +52,10 @@ CHUNK_SIZE = 200
 CURRENT_WINDOW = timedelta(seconds=60)
 """An as_of within this of now is a current computation: its features are written to Redis."""
 CONNECT_TIMEOUT_S = 30.0
+LEDGER_DOWN = (*TRANSIENT_ERRORS, asyncpg.OperatorInterventionError)
+"""The ledger is unreachable, or shutting down (AdminShutdownError)."""
+HEALTH_CHECK_S = 0.5
+"""How often the ledger and Redis are checked for the health replies (a SELECT 1 and a PING)."""
 
 
 class FeatureMetrics:
@@ -148,7 +153,7 @@ class FeatureService(Service):
     async def _check(self) -> None:
         if self.pool is not None:
             try:
-                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), 2.0)
+                await asyncio.wait_for(self.pool.fetchval("SELECT 1"), HEALTH_CHECK_S)
                 self._status["postgres"] = f"ok ({self.pool.get_size()} connections, {self.pool.get_idle_size()} idle)"
             except Exception as exc:
                 self._status["postgres"] = f"error: {type(exc).__name__}"
@@ -156,8 +161,8 @@ class FeatureService(Service):
             self._status["redis"] = "ok" if await self.online.ping() else "unreachable"
 
     async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(5.0)
+        while True:  # cheap (SELECT 1, PING) and frequent: `/health` tells the truth within a second
+            await asyncio.sleep(HEALTH_CHECK_S)
             await self._check()
 
     def health_details(self) -> dict[str, str]:
@@ -198,10 +203,18 @@ class FeatureService(Service):
         ctx.check_deadline("features.compute")
         started = time.perf_counter()
         refs: list[Entity] = [(e.type, e.id) for e in entities]
-        values, known = await asyncio.gather(
-            compute_features(self.pool, self.graph, refs, as_of, tracer=self.tracer),
-            known_entities(self.pool, refs, tracer=self.tracer),
-        )
+        try:
+            values, known = await asyncio.gather(
+                compute_features(self.pool, self.graph, refs, as_of, tracer=self.tracer),
+                known_entities(self.pool, refs, tracer=self.tracer),
+            )
+        except LEDGER_DOWN as exc:  # the ledger (or graph store) is down: say so, retryable, never a 500
+            raise ServiceError(
+                "unavailable",
+                f"The ledger (PostgreSQL) or graph store is unreachable ({type(exc).__name__}), so features cannot "
+                f"be computed; retry shortly. `/health` shows the state of postgres.",
+                retryable=True,
+            ) from None
         computed_at = as_of.timestamp()
         if write:
             records = [
@@ -209,7 +222,11 @@ class FeatureService(Service):
                 for (t, i), v in values.items()
             ]
             with self.tracer.start_as_current_span("redis write", attributes={"db.system": "redis", "n": len(records)}):
-                await self.online.write_if_newer(records)
+                try:
+                    await self.online.write_if_newer(records)
+                except TRANSIENT_ERRORS as exc:  # Redis down: the caller still gets the values it asked for
+                    write = False
+                    self.log.warning("redis write failed; features returned unstored", extra={"error": repr(exc)})
         elapsed = time.perf_counter() - started
         self.m.computed.inc(len(values))
         self.m.compute_seconds.observe(elapsed)

@@ -14,6 +14,8 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
+from gateway.admission import Admission
+from gateway.inflight import AggregatorLost, ScoreCalls
 from shared import subjects
 from shared.discovery import Discovery
 from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
@@ -27,6 +29,10 @@ REPLY_GRACE_S = 0.25
 """How long past the deadline we still wait for the aggregator's own (incomplete or deadline) reply."""
 
 SERVICES = ("aggregator", "inference", "feature")
+HEALTH_MAX_AGE_S = 1.0
+"""`/health` and `/ready` never answer from health replies older than this."""
+HEALTH_MEMORY_S = 1.5
+"""An instance that answered a health ping this recently counts as up even if it missed the last gather."""
 
 
 def _counter(registry: CollectorRegistry, name: str, doc: str, service: str) -> Counter:
@@ -55,6 +61,13 @@ class NatsBridge:
         self._health_cache: tuple[float, dict[str, list[HealthReply]]] | None = None
         self._health_task: asyncio.Future[dict[str, list[HealthReply]]] | None = None
         self.discovery: Discovery | None = None
+        self._seen: dict[tuple[str, str], tuple[float, HealthReply]] = {}
+        self.calls: ScoreCalls | None = None
+        self.admission = Admission(
+            settings.gateway_max_in_flight,
+            settings.gateway_max_in_flight_transactions,
+            settings.admission_max_queue_ms / 1000.0,
+        )
 
     async def start(self) -> None:
         self.nc = await connect_nats(
@@ -70,11 +83,15 @@ class NatsBridge:
             routes=tuple,
         )
         await self.discovery.start()
+        self.calls = ScoreCalls(self.nc)
+        await self.calls.start()
 
     async def stop(self) -> None:
         if self.discovery is not None:
             with contextlib.suppress(Exception):
                 await self.discovery.stop()
+        if self.calls is not None:
+            await self.calls.stop()
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
@@ -103,19 +120,36 @@ class NatsBridge:
             inject(headers)  # the current span is the gateway's server span (Litestar's OpenTelemetry plugin)
         elif client_traceparent:
             headers["traceparent"] = client_traceparent  # not recording here: keep the caller's trace whole
-        timeout = max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S
-        answer = await self._request(
-            subjects.SCORE,
-            req,
-            ScoreAnswer,
-            request_id,
-            timeout,
-            headers,
-            down=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
-            f"(`fraudmesh up`) or retry.",
-            late="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
-            "or a smaller batch.",
-        )
+        remaining = deadline_ms / 1000.0 - time.time()
+        n = len(req.transactions)
+        refusal = self.admission.try_admit(n, remaining)
+        if refusal is not None:
+            raise BridgeError(
+                ErrorReply(
+                    code="unavailable",
+                    request_id=request_id,
+                    retryable=True,
+                    retry_after_s=refusal.retry_after_s,
+                    message=f"Overloaded: this gateway refuses the request rather than answer it late "
+                    f"({refusal.reason}). Retry after the Retry-After delay.",
+                )
+            )
+        try:
+            answer = await self._request(
+                subjects.SCORE,
+                req,
+                ScoreAnswer,
+                request_id,
+                max(0.001, remaining) + REPLY_GRACE_S,
+                headers,
+                down=f"No aggregator is subscribed to {subjects.SCORE}: the scoring service is down. Start it "
+                f"(`fraudmesh up`) or retry.",
+                late="The scoring request got no answer before its deadline. Retry with a larger timeout_ms, "
+                "or a smaller batch.",
+                watched=True,
+            )
+        finally:
+            self.admission.release(n)
         assert isinstance(answer, ScoreReply)
         return answer
 
@@ -169,12 +203,28 @@ class NatsBridge:
         *,
         down: str,
         late: str,
+        watched: bool = False,
     ) -> object:
-        """One request-reply on NATS; every failure, and an `ErrorReply` answer, raises BridgeError."""
+        """One request-reply on NATS; every failure, and an `ErrorReply` answer, raises BridgeError. `watched`: through
+        `ScoreCalls`, which fails the request early when the aggregator holding it dies."""
         nc = self.require_nc(request_id)
         headers[subjects.HDR_REQUEST_ID] = request_id
         try:
-            msg = await nc.request(subject, self.codec.encode(body), timeout=timeout, headers=headers)
+            if watched and self.calls is not None:
+                msg = await self.calls.request(subject, self.codec.encode(body), headers, timeout)
+            else:
+                msg = await nc.request(subject, self.codec.encode(body), timeout=timeout, headers=headers)
+        except AggregatorLost as exc:
+            raise BridgeError(
+                ErrorReply(
+                    code="unavailable",
+                    request_id=request_id,
+                    retryable=True,
+                    retry_after_s=1.0,
+                    message=f"The {exc}. Retry (the request was not answered; scoring is idempotent per "
+                    f"transaction id).",
+                )
+            ) from None
         except NoRespondersError:
             raise BridgeError(
                 ErrorReply(code="unavailable", request_id=request_id, retryable=True, message=down)
@@ -189,24 +239,34 @@ class NatsBridge:
             raise BridgeError(answer)
         return answer
 
-    async def health(self, window_s: float = 0.3, cache_s: float = 1.0) -> dict[str, list[HealthReply]]:
+    async def health(self, window_s: float = 0.3, cache_s: float = 0.5) -> dict[str, list[HealthReply]]:
         """Every instance of every service answers its health subject; gather for `window_s`.
 
-        Stale-while-revalidate: a result older than `cache_s` is still returned at once while one background
-        gather refreshes it, so probes never wait out the gather window; only the very first call waits."""
+        Stale-while-revalidate for at most HEALTH_MAX_AGE_S: a result older than `cache_s` is returned at once while
+        one background gather refreshes it, so probes never wait out the gather window; a result older than
+        HEALTH_MAX_AGE_S (after idle) is not returned: the caller waits for the fresh one. An instance that missed
+        one gather but answered within HEALTH_MEMORY_S still counts, so readiness does not flap with one slow
+        replica."""
+        now = time.monotonic()
+        cached = self._health_cache
         if self._health_task is None or (
-            self._health_task.done()
-            and self._health_cache is not None
-            and time.monotonic() - self._health_cache[0] >= cache_s
+            self._health_task.done() and cached is not None and now - cached[0] >= cache_s
         ):
             self._health_task = asyncio.ensure_future(self._gather_health(window_s))
-        if self._health_cache is not None:
-            return self._health_cache[1]
+        if cached is not None and now - cached[0] < HEALTH_MAX_AGE_S:
+            return cached[1]
         return await asyncio.shield(self._health_task)
+
+    @property
+    def health_age_s(self) -> float:
+        """Seconds since the health replies in use were gathered."""
+        return time.monotonic() - self._health_cache[0] if self._health_cache is not None else 0.0
 
     async def _gather_health(self, window_s: float) -> dict[str, list[HealthReply]]:
         out: dict[str, list[HealthReply]] = {s: [] for s in SERVICES}
         if self.nc is None or not self.nc.is_connected:
+            self._seen.clear()
+            self._health_cache = (time.monotonic(), out)
             return out
         inbox = self.nc.new_inbox()
         sub = await self.nc.subscribe(inbox + ".*")
@@ -222,11 +282,17 @@ class NatsBridge:
                     break
                 with contextlib.suppress(Exception):
                     rep = self.codec.decode(msg.data, HealthReply)
-                    out.setdefault(msg.subject.rsplit(".", 1)[-1], []).append(rep)
+                    self._seen[(msg.subject.rsplit(".", 1)[-1], rep.instance_id)] = (time.monotonic(), rep)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        self._health_cache = (time.monotonic(), out)
+        now = time.monotonic()
+        for key, (seen_at, rep) in list(self._seen.items()):
+            if now - seen_at > HEALTH_MEMORY_S:
+                del self._seen[key]
+            else:
+                out.setdefault(key[0], []).append(rep)
+        self._health_cache = (now, out)
         return out
 
 

@@ -9,6 +9,7 @@ the log formatter masks any card number in them.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -55,12 +56,11 @@ _MISSING_PARAM = re.compile(r"Missing required (query|header|path|cookie) parame
 
 
 def error_response(reply: ErrorReply, status: int | None = None) -> Response[bytes]:
-    return Response(
-        content=_json.encode(reply),
-        status_code=status or STATUS.get(reply.code, 500),
-        media_type="application/json",
-        headers={"X-Request-Id": reply.request_id},
-    )
+    status = status or STATUS.get(reply.code, 500)
+    headers = {"X-Request-Id": reply.request_id}
+    if reply.retryable and status in (429, 503):  # say when to come back (admission control, degraded `fail`)
+        headers["Retry-After"] = str(max(1, math.ceil(reply.retry_after_s)))
+    return Response(content=_json.encode(reply), status_code=status, media_type="application/json", headers=headers)
 
 
 def _refused(request: Request[Any, Any, Any], reply: ErrorReply, status: int) -> None:

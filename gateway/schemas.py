@@ -43,6 +43,8 @@ class PredictResponse(Struct, kw_only=True):
     features_computed: int = 0
     """Feature values computed on the fly, summed over the transactions."""
     oldest_feature_age_s: float | None = None
+    degraded_reasons: list[str] = []
+    """Why some scores are degraded (each result says whether it is); empty when none is."""
 
 
 class FeaturesResponse(Struct, kw_only=True):
@@ -75,6 +77,9 @@ class FraudScoreResponse(Struct, kw_only=True):
     features_computed: int
     """Feature values computed on the fly for this score (their entities were missing or stale in Redis)."""
     latency_ms: float
+    degraded: bool = False
+    """True when the score was built without some of its inputs (see `degraded_reasons`, FRAUDMESH_DEGRADED_POLICY)."""
+    degraded_reasons: list[str] = []
 
 
 class ServiceHealth(Struct, kw_only=True):
@@ -87,3 +92,11 @@ class HealthResponse(Struct, kw_only=True):
     status: Literal["ok", "degraded", "down"]
     nats: Literal["connected", "disconnected"]
     services: dict[str, ServiceHealth]
+    down: list[str] = []
+    """Dependencies that are down: `nats`, `redis`, `postgres`, `aggregator`, `inference` (no instance), `feature`."""
+    problems: dict[str, str] = {}
+    """Per dependency that is down: what was seen and by whom."""
+    model_version: str = ""
+    """The active model version of the inference workers (comma-separated when they disagree)."""
+    age_s: float = 0.0
+    """Age of this information: seconds since the services' health replies were gathered."""

@@ -5,8 +5,11 @@ One pipelined Redis round trip reads the packed vectors of every card, merchant,
 FRAUDMESH_FEATURE_MAX_AGE_S) are computed by the feature workers with one `features.compute` request, which
 also writes them to Redis, so the next partial that meets them reads them.
 
-If the feature service cannot answer in time, the partial is still scored: those entities' features are NaN
-(models must tolerate missing values) and the result says how many were unavailable.
+If Redis cannot be read, every entity is asked of the feature service; if the feature service cannot answer in time
+(or its PostgreSQL ledger is down), the partial is still scored: those entities' features are NaN (models tolerate
+missing values) and each affected score says so (`degraded`, with the reasons of `inference_svc/degraded.py`) and has
+no freshness (null, never 0). Nothing here raises on an infrastructure failure, so no partial is retried or
+dead-lettered because a store is down.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import numpy as np
 from nats.aio.client import Client as NATS
 
 from feature_svc.client import compute_remote
-from feature_svc.online import OnlineStore
+from feature_svc.online import OnlineStore, VectorRead
 from inference_svc.embeddings import EmbeddingBlock
 from shared import subjects
+from shared.degraded import FEATURE_STORE_UNAVAILABLE, compute_failure_reason
 from shared.entities import ENTITY_ID_FIELD, ENTITY_TYPES
 from shared.messages import Transaction
 from shared.telemetry import inject, tracing_enabled
@@ -50,6 +54,10 @@ class EntityStats:
     """Per transaction: age of its oldest entity feature (0 for features computed now; NaN when none)."""
     row_computed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     """Per transaction: how many of its feature values were computed on the fly."""
+    row_degraded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per transaction: True when some of its entities' features could be neither read nor computed."""
+    reasons: list[str] = field(default_factory=list)
+    """Why (`inference_svc/degraded.py` reason codes), when any row is degraded."""
 
 
 class EntityFeatureSource:
@@ -108,12 +116,18 @@ class EntityFeatureSource:
         t0 = time.perf_counter()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": len(entities)}):
             # one command: the packed feature vectors (the embeddings are in memory, static per model version)
-            reads, _ = await self.store.read_packed(entities, (), max_age_s=self.max_age_s)
+            try:
+                reads, _ = await self.store.read_packed(entities, (), max_age_s=self.max_age_s)
+            except Exception as exc:  # Redis down or failing: compute every entity instead, flag the scores
+                reads = [VectorRead(present=False) for _ in entities]
+                stats.reasons.append(FEATURE_STORE_UNAVAILABLE)
+                self.last_error = f"redis: {type(exc).__name__}: {exc}"[:300]
         emb_vectors = embeddings.vectors(entities) if embeddings is not None else []
         stats.redis_ms = (time.perf_counter() - t0) * 1000.0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
         computed_flag = np.zeros(len(entities), dtype=bool)
+        unavailable_flag = np.zeros(len(entities), dtype=bool)
         stats.cache_hits = sum(1 for r in reads if r.fresh)
         stats.cache_stale = sum(1 for r in reads if r.present and r.stale)
         stats.cache_misses = sum(1 for r in reads if not r.present)
@@ -137,12 +151,15 @@ class EntityFeatureSource:
                 stats.computed = len(missing)
             except Exception as exc:  # FeatureServiceError, timeout, no responders: degrade, never fail the partial
                 stats.unavailable = len(missing)
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                unavailable_flag[missing] = True
+                stats.reasons.append(compute_failure_reason(exc))
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
             stats.compute_ms = (time.perf_counter() - t1) * 1000.0
 
         blocks = []
         row_age = np.full(n, np.nan)
         row_computed = np.zeros(n, dtype=np.int64)
+        row_degraded = np.zeros(n, dtype=bool)
         for etype in ENTITY_ORDER:
             width = self.widths[etype]
             table = np.full((len(entities) + 1, width), np.nan)  # last row: "no such entity" -> NaN
@@ -155,6 +172,7 @@ class EntityFeatureSource:
             ent_age = np.where(has, np.append(ages, np.nan)[idx], np.nan)
             row_age = np.fmax(row_age, ent_age)
             row_computed += np.where(has, np.append(computed_flag, False)[idx], False) * width
+            row_degraded |= np.where(has, np.append(unavailable_flag, False)[idx], False)
         if embeddings is not None:
             for etype in embeddings.spec.types:
                 table = np.tile(embeddings.defaults[etype], (len(entities) + 1, 1))  # last row: absent entity
@@ -162,7 +180,9 @@ class EntityFeatureSource:
                     if entities[i][0] == etype:
                         table[i] = vec
                 blocks.append(table[np.array(slots[etype], dtype=np.int64)])
+        row_age[row_degraded] = np.nan  # features missing: no freshness to report (null, never 0)
         stats.row_age_s = row_age
+        stats.row_degraded = row_degraded
         stats.row_computed = row_computed
         matrix = np.hstack(blocks) if blocks else np.zeros((n, 0))
         return matrix, stats

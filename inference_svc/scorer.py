@@ -17,6 +17,7 @@ from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
 from inference_svc.reasons import OcclusionExplainer
 from inference_svc.tx_features import DESCRIPTIONS, FEATURE_NAMES, featurize
+from shared.degraded import mark
 from shared.messages import FactorSource, Transaction, TransactionScore
 
 
@@ -118,4 +119,8 @@ class Scorer:
             )
             for i, tx in enumerate(transactions)
         ]
+        if stats is not None and stats.reasons:
+            reasons = list(dict.fromkeys(stats.reasons))
+            for i in np.flatnonzero(stats.row_degraded).tolist():
+                mark(scores[i], reasons)
         return scores, p, stats

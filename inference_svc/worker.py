@@ -37,6 +37,7 @@ from shared import subjects
 from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_policy
 from shared.messages import Partial, PartialResult
 from shared.model_messages import ModelControl, ModelInfoRequest, ModelWorkerState
+from shared.probes import Probes
 from shared.service import Context, Delivery, Service, StartupError
 from shared.settings import Settings
 from shared.telemetry import pass_through
@@ -59,6 +60,7 @@ class InferenceWorker(Service):
             instance_id=self.instance_id,
         )
         self._follower: asyncio.Task[None] | None = None
+        self.probes = Probes({})
 
     @property
     def scorer(self) -> Scorer | None:
@@ -96,7 +98,7 @@ class InferenceWorker(Service):
 
     # ---------------------------------------------------------------------------------- lifecycle
     def health_details(self) -> dict[str, str]:
-        details = self.models.health_details()
+        details = {**self.models.health_details(), **self.probes.details()}
         scorer = self.scorer
         if scorer is not None:
             details["entity_features"] = "on" if scorer.entities is not None else "off"
@@ -119,6 +121,9 @@ class InferenceWorker(Service):
         self.endpoint(subjects.MODEL_INFO, ModelInfoRequest, info, queue=subjects.QUEUE_INFERENCE, name="model_info")
         self.kv_watch(subjects.MODEL_STATE_BUCKET, self._on_kv_entry, registry.state_kv, name="model_state")
         self._follower = asyncio.create_task(self.models.follow())
+        if self.online is not None:
+            self.probes = Probes({"redis": self.online.ping})
+            self.probes.start()
         await ensure_streams(js, self.settings)
         await ensure_inference_consumer(js, self.settings)
         self.consumer(
@@ -132,6 +137,7 @@ class InferenceWorker(Service):
         )
 
     async def on_stop(self) -> None:
+        await self.probes.stop()
         if self._follower is not None:
             self._follower.cancel()
         if self.online is not None:

@@ -32,12 +32,14 @@ class ServiceError(Exception):
         *,
         errors: list[FieldError] | None = None,
         retryable: bool = False,
+        retry_after_s: float = 0.0,
     ) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
         self.errors = errors or []
         self.retryable = retryable
+        self.retry_after_s = retry_after_s
 
     def reply(self, request_id: str = "") -> ErrorReply:
         return ErrorReply(
@@ -46,6 +48,7 @@ class ServiceError(Exception):
             request_id=request_id,
             errors=self.errors,
             retryable=self.retryable,
+            retry_after_s=self.retry_after_s,
         )
 
 
@@ -113,6 +116,8 @@ class Context:
     request_id: str
     deadline_ms: float
     received_ms: float = field(default_factory=now_ms)
+    reply: str = ""
+    """The requester's reply subject (request-reply endpoints only)."""
 
     def remaining_s(self) -> float:
         return max(0.0, (self.deadline_ms - now_ms()) / 1000.0)

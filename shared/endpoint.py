@@ -62,6 +62,7 @@ class EndpointRoute(Route):
                 deadline_ms=deadline_from_headers(
                     headers, svc.settings.request_timeout_ms, svc.settings.max_request_timeout_ms
                 ),
+                reply=msg.reply or "",
             )
             ctx.check_deadline(f"{self.name}: start")
             try:

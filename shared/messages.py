@@ -96,6 +96,11 @@ class TransactionScore(Struct, kw_only=True):
     """Age of the oldest entity feature this score used (0 when computed just now); null without entity features."""
     features_computed: int = 0
     """Feature values of this transaction's entities that were computed on the fly (not read from Redis)."""
+    degraded: bool = False
+    """True when this score was built without some of its inputs (feature store or feature service unreachable,
+    `features.compute` timed out): the model saw missing values. `degraded_reasons` says which inputs."""
+    degraded_reasons: list[str] = []
+    """Why the score is degraded, e.g. `feature_store_unavailable`, `features_unavailable`; empty when not."""
 
 
 class FieldError(Struct, kw_only=True):
@@ -138,6 +143,8 @@ class ErrorReply(Struct, tag="error", tag_field="type", kw_only=True):
     missing_transaction_ids: list[str] = []
     error_count: int = 0
     """How many problems were found in all, when `errors` lists only the first ones (0: `errors` is complete)."""
+    retry_after_s: float = 0.0
+    """When `retryable`: how long to wait before retrying (the HTTP gateway sends it as `Retry-After`); 0: no hint."""
 
 
 # ---------------------------------------------------------------------------------------------- score
@@ -184,6 +191,8 @@ class ScoreReply(Struct, tag="score_reply", tag_field="type", kw_only=True):
     """Feature values computed on the fly for this request (entities missing or stale in Redis)."""
     oldest_feature_age_s: float | None = None
     """Age of the oldest entity feature any score of this request used; null without entity features."""
+    degraded_reasons: list[str] = []
+    """The reasons of every degraded score of this request (see TransactionScore.degraded); empty when none is."""
 
 
 ScoreAnswer = ScoreReply | ErrorReply

@@ -108,6 +108,32 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         _doc("Aggregator: how long small requests wait to share one partial (dynamic batching); 0 disables."),
     ] = 2.0
     handler_concurrency: Annotated[Positive, _doc("Messages each request-reply handler runs at once.")] = 256
+    degraded_policy: Annotated[
+        Literal["flag", "review", "fail"],
+        _doc(
+            "What a caller gets when a score was built without some of its inputs (feature store or service down): "
+            "`flag` (scored, `degraded: true` with the reasons), `review` (flagged, and the recommended action is "
+            "at least `review`) or `fail` (no score: 503 / `unavailable`, retryable, with the reasons)."
+        ),
+    ] = "flag"
+    gateway_max_in_flight: Annotated[
+        Positive, _doc("Admission control: requests one gateway process scores at once; more get 503 + Retry-After.")
+    ] = 256
+    gateway_max_in_flight_transactions: Annotated[
+        Positive, _doc("Admission control: transactions one gateway process has in flight at once.")
+    ] = 20000
+    admission_max_queue_ms: Annotated[
+        float,
+        Meta(gt=0),
+        _doc(
+            "Admission control: a request whose estimated wait (work in flight / recent throughput) exceeds this, "
+            "or half its own remaining deadline, is refused at once with 503 + Retry-After."
+        ),
+    ] = 500.0
+    aggregator_max_in_flight_transactions: Annotated[
+        Positive,
+        _doc("Admission control: transactions one aggregator has in flight; more are refused (`unavailable`)."),
+    ] = 40000
 
     # --- inference ---------------------------------------------------------------------------------
     model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = "var/models"

@@ -100,3 +100,10 @@ LABELS_CONSUMER = "ingest-labels"
 INGEST_DLQ_STREAM = "FRAUD_INGEST_DLQ"
 INGEST_DLQ_SUBJECT = "fraud.ingest.dlq"
 """Ingest messages that can never be applied (undecodable, or a label whose transaction never arrived)."""
+HDR_ACK = "Fraudmesh-Ack"
+"""On a `fraud.score` request: "1" asks the aggregator that takes it to send, before its answer, an empty message on
+the reply subject with `Fraudmesh-Accepted-By` (its instance id) and `Fraudmesh-Service-Id` (its `$SRV` id), so
+the caller can watch that instance (`$SRV.PING.aggregator.<id>`) and learn within about a second if it dies.
+Callers that do not send it get exactly one message, the answer."""
+HDR_ACCEPTED_BY = "Fraudmesh-Accepted-By"
+HDR_SERVICE_ID = "Fraudmesh-Service-Id"

@@ -11,7 +11,7 @@ from litestar.di import Provide
 
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.compression import GZIP
-from gateway.controllers.health import REQUIRED, _service_health
+from gateway.controllers.health import unready_reason
 from gateway.controllers.models import READ_ONLY
 from gateway.controllers.score import Scoring, provide_scoring
 from gateway.envelope import Locate, at, check_count, decode_envelope, decode_transactions, json_body
@@ -49,10 +49,8 @@ class PingController(Controller):
     async def ping(self, bridge: NatsBridge, request_id: str) -> PingResponse:
         """200 `{"status": "ok"}` when the gateway is connected to NATS and an aggregator and an inference worker
         answer; 503 otherwise (the error says what is missing)."""
-        services = await _service_health(bridge)
-        missing = [s for s in REQUIRED if services[s].instances == 0]
-        if not bridge.connected or missing:
-            why = "not connected to NATS" if not bridge.connected else f"no instance of {', '.join(missing)}"
+        why = await unready_reason(bridge)
+        if why:
             raise BridgeError(
                 ErrorReply(code="unavailable", request_id=request_id, retryable=True, message=f"Not ready: {why}.")
             )

@@ -17,7 +17,7 @@ from litestar.types import ExceptionHandlersMap
 
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.compression import GZIP
-from gateway.controllers.health import REQUIRED, _service_health
+from gateway.controllers.health import unready_reason
 from gateway.controllers.info import VERSION
 from gateway.controllers.mlflow import all_scored
 from gateway.controllers.models import READ_ONLY
@@ -99,11 +99,7 @@ OIP_HANDLERS: ExceptionHandlersMap = {
 
 async def _ready(bridge: NatsBridge) -> str:
     """Why inference cannot be served now ("" when it can)."""
-    if not bridge.connected:
-        return "not connected to NATS"
-    services = await _service_health(bridge)
-    missing = [s for s in REQUIRED if services[s].instances == 0]
-    return f"no instance of {', '.join(missing)}" if missing else ""
+    return await unready_reason(bridge)
 
 
 class OipHealthController(Controller):

@@ -146,6 +146,8 @@ def fraud_score_response(s: TransactionScore, request_id: str, latency_ms: float
         feature_freshness_sec=s.feature_freshness_sec,
         features_computed=s.features_computed,
         latency_ms=latency_ms,
+        degraded=s.degraded,
+        degraded_reasons=s.degraded_reasons,
     )
 
 
@@ -181,6 +183,7 @@ class ScoreController(Controller):
             features_computed=reply.features_computed,
             oldest_feature_age_s=reply.oldest_feature_age_s,
             latency_ms=scoring.latency_ms(),
+            degraded_reasons=reply.degraded_reasons,
         )
         return Response(out, headers={"X-Request-Id": reply.request_id})
 

@@ -1,0 +1,94 @@
+"""Admission control (gateway/admission.py, aggregator/admission.py) and the degraded policy (shared/degraded.py):
+pure decisions, no servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregator.admission import AggregatorAdmission
+from gateway.admission import MIN_IN_FLIGHT, Admission
+from shared.context import ServiceError
+from shared.degraded import apply_policy, mark
+from shared.messages import ErrorReply, ScoreReply, TransactionScore
+
+
+def test_requests_beyond_the_bound_are_refused_with_a_retry_delay() -> None:
+    a = Admission(max_requests=MIN_IN_FLIGHT + 2, max_transactions=10_000, max_queue_s=1.0)
+    for _ in range(MIN_IN_FLIGHT + 2):
+        assert a.try_admit(1, remaining_s=5.0) is None
+    refusal = a.try_admit(1, remaining_s=5.0)
+    assert refusal is not None and refusal.retry_after_s >= 1 and "FRAUDMESH_GATEWAY_MAX_IN_FLIGHT" in refusal.reason
+    a.release(1)
+    assert a.try_admit(1, remaining_s=5.0) is None
+    assert a.refused == 1
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_refused_at_once() -> None:
+    a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=10.0)
+    a.rate = 100.0  # work units per second
+    for _ in range(MIN_IN_FLIGHT):
+        assert a.try_admit(50, remaining_s=60.0) is None
+    # ~ (4 * 58 + 58) / 100 = 2.9 s of work ahead: fine with 60 s left, refused with 2 s left
+    assert a.try_admit(50, remaining_s=60.0) is None
+    refusal = a.try_admit(50, remaining_s=2.0)
+    assert refusal is not None and "deadline" in refusal.reason
+
+
+def test_the_rate_estimate_probes_upwards_after_idle_time() -> None:
+    a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=1.0)
+    a.rate = 10.0
+    a._window_start -= 1.0  # a window has passed
+    assert a.try_admit(1, remaining_s=5.0) is None
+    a.release(1)  # the gateway went idle during the window: the estimate grows
+    assert a.rate > 10.0
+
+
+def test_aggregator_bound_counts_transactions_and_frees_them() -> None:
+    a = AggregatorAdmission(max_transactions=100)
+    a.admit(80)
+    with pytest.raises(ServiceError) as exc:
+        a.admit(30)
+    assert exc.value.code == "unavailable" and exc.value.retryable and exc.value.retry_after_s >= 1
+    a.release(80)
+    a.admit(100)  # a request as large as the bound is admitted when nothing else is in flight
+    assert a.in_flight == 100
+
+
+def _reply(*actions: str, degraded: bool = True) -> ScoreReply:
+    scores: list[TransactionScore | None] = []
+    for i, action in enumerate(actions):
+        s = TransactionScore(
+            transaction_id=f"t{i}",
+            fraud_score=0.01,
+            risk_level="low",
+            recommended_action=action,  # type: ignore[arg-type]
+            confidence=0.9,
+            model_version="v",
+            feature_freshness_sec=3.0,
+        )
+        if degraded:
+            mark(s, ["features_unavailable"])
+        scores.append(s)
+    return ScoreReply(request_id="r", complete=True, results=scores)
+
+
+@pytest.mark.parametrize("policy", ["flag", "review", "fail"])
+def test_the_degraded_policy(policy: str) -> None:
+    out = apply_policy(_reply("approve", "decline"), policy)
+    if policy == "fail":
+        assert isinstance(out, ErrorReply) and out.code == "unavailable" and out.retryable
+        assert "features_unavailable" in out.message and out.retry_after_s > 0
+        return
+    assert isinstance(out, ScoreReply) and out.degraded_reasons == ["features_unavailable"]
+    first, second = out.results
+    assert first is not None and second is not None
+    assert first.feature_freshness_sec is None  # never a number when features were missing
+    assert first.recommended_action == ("review" if policy == "review" else "approve")
+    assert second.recommended_action == "decline"
+
+
+def test_scores_that_are_not_degraded_are_untouched_by_any_policy() -> None:
+    for policy in ("flag", "review", "fail"):
+        out = apply_policy(_reply("approve", degraded=False), policy)
+        assert isinstance(out, ScoreReply) and out.degraded_reasons == []
+        assert out.results[0] is not None and out.results[0].recommended_action == "approve"

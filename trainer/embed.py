@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ledger = ledger_from_world(read_world(args.world))
     as_of = to_us(args.as_of) if args.as_of else int(np.iinfo(np.int64).max // 2)
     snap = snapshot(ledger, edge_table(ledger), as_of)
-    emb = onnx_embeddings(base / str(meta.training.get("embeddings", {}).get("encoder", "encoder.onnx")), snap)  # type: ignore[union-attr]
+    declared = meta.training.get("embeddings")
+    encoder = str(declared.get("encoder", "encoder.onnx")) if isinstance(declared, dict) else "encoder.onnx"
+    emb = onnx_embeddings(base / encoder, snap)
     out = args.out or base / "embeddings.parquet"
     pq.write_table(embeddings_parquet(ledger, snap, emb), out, compression="zstd")
     print(f"wrote {out}")

@@ -67,7 +67,8 @@ class Snapshot:
 
 
 def _log(v: np.ndarray) -> np.ndarray:
-    return np.log1p(np.maximum(v, 0.0))
+    out: np.ndarray = np.log1p(np.maximum(v, 0.0))
+    return out
 
 
 def snapshot(ledger: Ledger, edges: EdgeTable, as_of: int, label_cutoff: int | None = None) -> Snapshot:

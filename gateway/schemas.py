@@ -88,6 +88,20 @@ class ServiceHealth(Struct, kw_only=True):
     details: dict[str, dict[str, str]] = {}
 
 
+class ReadyResponse(Struct, kw_only=True):
+    """`GET /ready`: whether requests can be scored now, and if not, why."""
+
+    status: Literal["ready", "not ready"]
+    reason: str = ""
+    """What is down, in words (only when not ready)."""
+    down: list[str] = []
+    """Dependencies that are down: `nats`, `redis`, `postgres`, `aggregator`, `inference` (no instance), `feature`."""
+    model_version: str = ""
+    """The active model version of the inference workers."""
+    age_s: float = 0.0
+    """Age of this information: seconds since the services' health replies were gathered."""
+
+
 class HealthResponse(Struct, kw_only=True):
     status: Literal["ok", "degraded", "down"]
     nats: Literal["connected", "disconnected"]

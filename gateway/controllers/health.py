@@ -14,7 +14,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from gateway.bridge import NatsBridge
 from gateway.dependencies import Gateway
 from gateway.health_view import system_view
-from gateway.schemas import HealthResponse, ServiceHealth
+from gateway.schemas import HealthResponse, ReadyResponse, ServiceHealth
 from shared.messages import HealthReply
 
 Status = Literal["ok", "degraded", "down"]
@@ -72,20 +72,19 @@ class HealthController(Controller):
     @get(
         "/ready",
         summary="Readiness: 200 when requests can be scored",
-        responses={503: ResponseSpec(dict[str, object], description="Not ready: `reason` says why.")},
+        responses={503: ResponseSpec(ReadyResponse, description="Not ready: `reason` says why.")},
     )
-    async def ready(self, bridge: NatsBridge, gateway: Gateway) -> Response[dict[str, object]]:
+    async def ready(self, bridge: NatsBridge, gateway: Gateway) -> Response[ReadyResponse]:
         """503 when nothing can be scored (no NATS, no aggregator, no inference worker), or when the feature
         stores are down and FRAUDMESH_DEGRADED_POLICY=fail refuses every degraded score."""
         replies = await bridge.health()
         view = system_view(replies, bridge.connected)
-        info: dict[str, object] = {
-            "down": view.down,
-            "model_version": view.model_version,
-            "age_s": round(bridge.health_age_s, 3),
-        }
+        body = ReadyResponse(
+            status="ready", down=view.down, model_version=view.model_version, age_s=round(bridge.health_age_s, 3)
+        )
         fail = gateway.settings.degraded_policy == "fail" and view.features_down
         if not view.can_score or fail:
-            reasons = [view.problems[d] for d in view.down]
-            return Response({"status": "not ready", "reason": "; ".join(reasons), **info}, status_code=503)
-        return Response({"status": "ready", **info}, status_code=200)
+            body.status = "not ready"
+            body.reason = "; ".join(view.problems[d] for d in view.down)
+            return Response(body, status_code=503)
+        return Response(body, status_code=200)

@@ -101,10 +101,20 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "request_ids": ("One id per inner batch (optional).", ["id1", "id2"]),
     "id": ("Echoed in the reply.", "req-1"),
     "outputs": ("The outputs wanted (default: all).", None),
+    # degraded decisions, health, admission
+    "degraded": ("True when the score was built without some of its inputs (see degraded_reasons).", False),
+    "degraded_reasons": ("Why inputs were missing or stale, e.g. features_unavailable; empty when none.", []),
+    "retry_after_s": ("When retryable: seconds to wait before retrying (also the Retry-After header).", 1.0),
+    "down": ("Dependencies that are down: nats, redis, postgres, aggregator, inference, feature.", []),
+    "problems": ("Per dependency that is down: what was seen and by whom.", {}),
+    "reason": ("Why it is not ready, in words.", "no instance of inference"),
 }
 PER_SCHEMA: dict[tuple[str, str], tuple[str, Any]] = {
     ("ServiceHealth", "status"): ("ok, degraded (some instance degraded) or down (no instance).", "ok"),
     ("HealthResponse", "status"): ("ok, degraded or down (a required service is missing).", "ok"),
+    ("HealthResponse", "age_s"): ("Age of this information: s since the health replies were gathered.", 0.4),
+    ("ReadyResponse", "status"): ("ready, or not ready (then `reason` says why).", "ready"),
+    ("ReadyResponse", "age_s"): ("Age of this information: s since the health replies were gathered.", 0.4),
     ("ServiceHealth", "instances"): ("Instances that answered.", 2),
     ("DataframeSplit", "index"): ("Row labels (ignored).", None),
     ("FeaturesResponse", "version"): ("Feature-set version.", "fs-1"),

@@ -14,10 +14,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from deploy.servers import Server, start_nats, start_redis
+from deploy.servers import Server, start_redis
 from feature_svc.world import World
 from tests.stacks import Stack
 from tests.test_gnn_serving import gnn_dir, world  # noqa: F401  (module fixtures: the tiny world and its GNN)
+from tests.worlds import gnn_stack, world_requests
 
 N = 200
 
@@ -37,38 +38,12 @@ def rstack(
     own_redis: dict[str, Server],
     postgres_dsn: str,
 ) -> Iterator[Stack]:
-    d = tmp_path_factory.mktemp("rstack")
-    nats = start_nats(d / "nats")
-    s = Stack(d / "stack", nats.extra["url"], own_redis["redis"].extra["url"], postgres_dsn, gnn_dir)
-    try:
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready(timeout=90)
-        s.wait_health("feature", 1)
+    with gnn_stack(tmp_path_factory.mktemp("rstack"), own_redis["redis"].extra["url"], postgres_dsn, gnn_dir) as s:
         yield s
-    finally:
-        s.stop()
-        nats.stop()
 
 
 def world_batch(world: World, n: int) -> list[dict[str, Any]]:  # noqa: F811
-    rows = world.transactions.slice(0, n).to_pylist()
-    return [
-        {
-            "card_id": r["card_id"],
-            "transaction_amount": float(r["amount"]),
-            "merchant_id": r["merchant_id"],
-            "mcc_code": r["mcc_code"],
-            "country_code": r["country_code"],
-            "device_id": r["device_id"],
-            "ip_address": r["ip_address"],
-            "channel": r["channel"],
-            "transaction_id": f"w-{i}",
-        }
-        for i, r in enumerate(rows)
-    ]
+    return world_requests(world.transactions.slice(0, n).to_pylist(), "w")
 
 
 def decisions(stack: Stack, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -16,10 +16,9 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from deploy.servers import start_nats
 from feature_svc.world import World, WorldParams, generate_world
 from tests.stacks import Stack
-from tests.worlds import load_world_into, train_tiny_gnn
+from tests.worlds import gnn_stack, load_world_into, train_tiny_gnn, world_requests
 
 TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
 
@@ -44,39 +43,13 @@ def gnn_dir(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def gstack(
     tmp_path_factory: pytest.TempPathFactory, world: World, gnn_dir: Path, redis_url: str, postgres_dsn: str
 ) -> Iterator[Stack]:
-    d = tmp_path_factory.mktemp("gstack")
-    nats = start_nats(d / "nats")
-    s = Stack(d / "stack", nats.extra["url"], redis_url, postgres_dsn, gnn_dir)
-    try:
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready(timeout=90)
-        s.wait_health("feature", 1)
+    with gnn_stack(tmp_path_factory.mktemp("gstack"), redis_url, postgres_dsn, gnn_dir) as s:
         yield s
-    finally:
-        s.stop()
-        nats.stop()
 
 
 def ring_transactions(world: World, n: int) -> list[dict[str, object]]:
     t = world.transactions
-    rows = t.filter(pc.equal(t["fraud_kind"], "ring")).slice(0, n).to_pylist()
-    return [
-        {
-            "card_id": r["card_id"],
-            "transaction_amount": float(r["amount"]),
-            "merchant_id": r["merchant_id"],
-            "mcc_code": r["mcc_code"],
-            "country_code": r["country_code"],
-            "device_id": r["device_id"],
-            "ip_address": r["ip_address"],
-            "channel": r["channel"],
-            "transaction_id": f"ring-{i}",
-        }
-        for i, r in enumerate(rows)
-    ]
+    return world_requests(t.filter(pc.equal(t["fraud_kind"], "ring")).slice(0, n).to_pylist(), "ring")
 
 
 def test_score_fraud_answer_carries_every_field_from_the_gnn(gstack: Stack, world: World) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
+from deploy.servers import start_nats
 from feature_svc.graph.postgres import PostgresGraphStore
 from feature_svc.ledger import connect, load_world, migrate
 from feature_svc.world import World
+from tests.stacks import Stack
 
 
 async def load_world_into(dsn: str, world: World, *, schema: str | None = None, max_size: int = 8) -> asyncpg.Pool:
@@ -36,3 +41,40 @@ def train_tiny_gnn(world: World, model_dir: Path, **config: object) -> Path:
     result = run(world, None, TrainConfig(progress=False, **{**defaults, **config}))  # type: ignore[arg-type]
     export(result, model_dir, world_params=world.params.to_json())
     return model_dir
+
+
+def world_requests(rows: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """World ledger rows as /predict transactions, with ids `{prefix}-{i}`."""
+    return [
+        {
+            "card_id": r["card_id"],
+            "transaction_amount": float(r["amount"]),
+            "merchant_id": r["merchant_id"],
+            "mcc_code": r["mcc_code"],
+            "country_code": r["country_code"],
+            "device_id": r["device_id"],
+            "ip_address": r["ip_address"],
+            "channel": r["channel"],
+            "transaction_id": f"{prefix}-{i}",
+        }
+        for i, r in enumerate(rows)
+    ]
+
+
+@contextmanager
+def gnn_stack(d: Path, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
+    """One of each service serving the model in `model_dir`, on a NATS of its own, ready and with its feature
+    worker answering."""
+    nats = start_nats(d / "nats")
+    s = Stack(d / "stack", nats.extra["url"], redis_url, postgres_dsn, model_dir)
+    try:
+        s.start("aggregator")
+        s.start("inference")
+        s.start("feature")
+        s.start("gateway")
+        s.wait_ready(timeout=90)
+        s.wait_health("feature", 1)
+        yield s
+    finally:
+        s.stop()
+        nats.stop()

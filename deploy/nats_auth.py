@@ -46,6 +46,7 @@ LABELS_STREAM, LABELS_SUBJECT = "FRAUD_LABELS", "fraud.labels.ingest"
 INGEST_DLQ_STREAM, INGEST_DLQ_SUBJECT = "FRAUD_INGEST_DLQ", "fraud.ingest.dlq"
 MODEL_STATE_STREAM = "KV_fraudmesh_model_state"
 MODELS_STREAM = "OBJ_fraudmesh_models"
+JOBS_KV_STREAM = f"KV_{subjects.JOBS_BUCKET}"
 STREAMS = (subjects.PARTIALS_STREAM, subjects.DLQ_STREAM, TXNS_STREAM, LABELS_STREAM, INGEST_DLQ_STREAM)
 """Streams the services declare idempotently at start (shared/jetstream.py)."""
 
@@ -125,8 +126,24 @@ def permissions(user: str) -> Permissions:
     if user == PUBLIC:  # other systems: score and ingest, nothing else
         return Permissions(publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=0)
     if user == "gateway":
+        jobs = subjects.JOBS_STREAM
         return _service(
-            user, [subjects.SCORE, subjects.FEATURES_GET, subjects.MODEL_INFO, TXNS_SUBJECT, LABELS_SUBJECT], []
+            user,
+            [
+                subjects.SCORE,
+                subjects.FEATURES_GET,
+                subjects.MODEL_INFO,
+                TXNS_SUBJECT,
+                LABELS_SUBJECT,
+                # async jobs (gateway/job_store.py, gateway/job_runner.py): queue, run and record them
+                *(subjects.job_subject(p) for p in subjects.JOB_PRIORITIES),
+                subjects.JOBS_DLQ_SUBJECT,
+                *_declare(jobs, subjects.JOBS_DLQ_STREAM),
+                *(rule for p in subjects.JOB_PRIORITIES for rule in _pull(jobs, subjects.job_consumer(p))),
+                *_read_bucket(JOBS_KV_STREAM),
+                f"$KV.{subjects.JOBS_BUCKET}.>",
+            ],
+            [subjects.health_subject("jobs")],  # the job runner answers health pings as service `jobs`
         )
     if user == "aggregator":
         return _with_responses(

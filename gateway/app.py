@@ -23,6 +23,7 @@ from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
 from gateway.controllers.info import VERSION, InfoController
+from gateway.controllers.jobs import JobsController, jobs_dependency
 from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.models import ModelsController
 from gateway.controllers.oip import OipHealthController, OipModelController
@@ -30,6 +31,7 @@ from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
 from gateway.ingest import IngestController
+from gateway.job_runner import Jobs
 from gateway.openapi_docs import SECURITY, openapi_config, static_docs
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
@@ -54,6 +56,7 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     ModelsController,
     OipModelController,
     IngestController,
+    JobsController,
 )
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
@@ -71,13 +74,16 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar:
     nats = bridge or NatsBridge(settings, name=settings.instance_id or "gateway")
     redis = Redis.from_url(settings.redis_url) if settings.rate_limit_per_second else None
+    jobs = Jobs(settings, nats)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await nats.start()
+        await jobs.start()
         try:
             yield
         finally:
+            await jobs.stop()  # the jobs running here finish first (they score through `nats`)
             await nats.stop()
             if redis is not None:
                 await redis.aclose()
@@ -97,7 +103,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
     )
     return Litestar(
         route_handlers=[api, *OPEN_CONTROLLERS, static_docs()],
-        dependencies=dependencies(settings, nats),
+        dependencies={**dependencies(settings, nats), **jobs_dependency(jobs)},
         plugins=otel_plugins(settings),
         lifespan=[lifespan],
         middleware=middleware,

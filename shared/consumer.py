@@ -328,3 +328,137 @@ class Consumer(Route, Generic[T]):
                 else:
                     outcomes.append(await self._ack(msg))
             return outcomes
+
+
+NO_WAIT = b'{"batch":1,"no_wait":true}'
+"""A pull request for one message that the server answers at once: the message, or a 404/408 status."""
+
+
+class PriorityConsumer(Consumer[T]):
+    """Several durable pull consumers of one stream, highest priority first (e.g. one per priority subject), handled
+    as one route. Made by `Service.priority_consumer`.
+
+    For each free slot it asks the durables in order for one message without waiting (`no_wait` pull requests)
+    and takes the first it gets: a queued message of a higher durable always starts before one of a lower durable.
+    When every durable is empty it pauses (doubling from 10 ms up to `max_wait_s`, or until `wake()`), then looks
+    again. Everything after the fetch (heartbeats, ack after the handler, the policy on failure) is `Consumer`'s.
+    """
+
+    kind = "priority_consumer"
+
+    def __init__(
+        self,
+        service: Service,
+        *,
+        name: str,
+        stream: str,
+        durables: Sequence[str],
+        message_type: type[T],
+        handler: MessageHandler[T],
+        max_wait_s: float,
+        concurrency: int,
+        policy: ConsumerPolicy,
+    ) -> None:
+        if not durables:
+            raise ValueError(f"priority consumer {name}: give at least one durable")
+        super().__init__(
+            service,
+            name=name,
+            stream=stream,
+            durable=",".join(durables),
+            message_type=message_type,
+            handler=handler,
+            batch_handler=None,
+            batch_size=1,
+            max_wait_s=max_wait_s,
+            concurrency=concurrency,
+            policy=policy,
+        )
+        self.durables = tuple(durables)
+        self._inboxes: list[tuple[str, Any]] = []
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look at the queues now (a message was just published) instead of at the end of the idle pause."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        nc = self.service.nc
+        js = nc.jetstream(timeout=5.0)
+        waits = []
+        filters = []
+        for durable in self.durables:
+            info = await js.consumer_info(self.stream, durable)
+            waits.append(info.config.ack_wait or 30.0)
+            filters.append(info.config.filter_subject or "")
+            inbox = nc.new_inbox()
+            self._inboxes.append((f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}", await nc.subscribe(inbox)))
+        self.heartbeat_s = max(0.05, min(waits) / 3.0)
+        self.destination = ",".join(f for f in filters if f) or self.stream
+        self.span_name = f"process {self.destination}"
+        self.attributes = messaging_attributes(
+            "process", self.destination, **{"messaging.consumer.group.name": self.durable}
+        )
+        self.service.dead_letters.expose(self.name)
+        self._running = True
+        self._puller = asyncio.create_task(self._pull_by_priority(), name=f"pull {self.name}")
+
+    async def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+        if self._puller is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._puller, timeout=self.max_wait_s + 7.0)
+        for _, sub in self._inboxes:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    def stats_metadata(self) -> dict[str, str]:
+        return {"kind": self.kind, "stream": self.stream, "durables": self.durable}
+
+    async def _next_of(self, api: str, sub: Any) -> Msg | None:
+        """One message of one durable, or None when it has none now."""
+        while sub.pending_msgs:  # a message that came after an earlier request timed out: take it first
+            msg = await sub.next_msg(timeout=0.01)
+            if not (msg.headers or {}).get("Status"):
+                return msg  # type: ignore[no-any-return]
+        await self.service.nc.publish(api, NO_WAIT, reply=sub.subject)
+        msg = await sub.next_msg(timeout=5.0)
+        if (msg.headers or {}).get("Status"):  # 404 no messages, 408 request timeout, 409 ...: nothing now
+            return None
+        return msg  # type: ignore[no-any-return]
+
+    async def _next(self) -> Msg | None:
+        for api, sub in self._inboxes:
+            msg = await self._next_of(api, sub)
+            if msg is not None:
+                return msg
+        return None
+
+    async def _pull_by_priority(self) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+        pause = 0.0
+        while self._running:
+            await slots.acquire()
+            if not self._running:
+                slots.release()
+                break
+            self._wake.clear()
+            try:
+                msg = await self._next()
+            except Exception as exc:  # connection trouble or a request timeout: nats-py reconnects; back off
+                if self._running:
+                    self.log.warning("fetch failed", extra=log_fields(consumer=self.name, error=repr(exc)))
+                msg = None
+                pause = self.max_wait_s
+            if msg is None:
+                slots.release()
+                pause = min(self.max_wait_s, max(0.01, pause * 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=pause)
+                continue
+            pause = 0.0
+            self.service.spawn(
+                self.service.dispatcher.run(self, msg, msg.subject, msg.headers or {}, len(msg.data)),
+                slots.release,
+            )

@@ -15,11 +15,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, BucketNotFoundError
+from nats.js.kv import KeyValue
 
 from shared import subjects
 from shared.messages import PartialFailed
@@ -208,4 +210,101 @@ class IngestPolicy(ConsumerPolicy):
 def ingest_policy() -> ConsumerPolicy:
     return IngestPolicy(
         max_deliver=INGEST_MAX_DELIVER, backoff_max_s=30.0, dead_letter_subject=subjects.INGEST_DLQ_SUBJECT
+    )
+
+
+# --- async jobs (seed 004) -------------------------------------------------------------------------
+def jobs_stream_configs(settings: Settings) -> list[StreamConfig]:
+    """FRAUD_JOBS (work queue, one subject per priority; a job still queued after the job TTL is dropped, as its
+    state has expired too) and its dead-letter stream."""
+    return [
+        StreamConfig(
+            name=subjects.JOBS_STREAM,
+            subjects=[subjects.job_subject(p) for p in subjects.JOB_PRIORITIES],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=settings.job_ttl_s,
+            duplicate_window=min(120.0, settings.job_ttl_s),
+            discard=DiscardPolicy.OLD,
+            num_replicas=settings.stream_replicas,
+            description="Async scoring jobs waiting for a job runner (work queue; one subject per priority).",
+        ),
+        StreamConfig(
+            name=subjects.JOBS_DLQ_STREAM,
+            subjects=[subjects.JOBS_DLQ_SUBJECT],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600.0,
+            num_replicas=settings.stream_replicas,
+            description="Job messages that cannot be read, with the reason in a header.",
+        ),
+    ]
+
+
+def jobs_consumer_config(priority: str, settings: Settings) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=subjects.job_consumer(priority),
+        description=f"Job runners: {priority}-priority jobs (every gateway's runner pulls from this one consumer).",
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=settings.job_ack_wait_s,
+        max_deliver=settings.job_max_deliver,
+        max_ack_pending=10_000,
+        max_waiting=512,
+        filter_subject=subjects.job_subject(priority),
+    )
+
+
+def jobs_bucket_config(settings: Settings) -> KeyValueConfig:
+    return KeyValueConfig(
+        bucket=subjects.JOBS_BUCKET,
+        description="fraudmesh async jobs: <job_id> state (JSON), <job_id>.result its result",
+        history=1,
+        ttl=settings.job_ttl_s,
+        storage=StorageType.FILE,
+        replicas=settings.stream_replicas,
+    )
+
+
+async def ensure_jobs(js: JetStreamContext, settings: Settings) -> KeyValue:
+    """FRAUD_JOBS, its dead-letter stream, the three priority consumers and the KV bucket; returns the bucket.
+    A bucket that exists with another TTL is brought in line (the KV's stream `max_age`)."""
+    for config in jobs_stream_configs(settings):
+        await _ensure_stream(js, config)
+    for priority in subjects.JOB_PRIORITIES:
+        try:
+            await js.add_consumer(subjects.JOBS_STREAM, jobs_consumer_config(priority, settings))
+        except BadRequestError as exc:
+            logging.getLogger("fraudmesh.jetstream").warning(
+                "job consumer %s exists with other settings; keeping it: %s", subjects.job_consumer(priority), exc
+            )
+    try:
+        kv = await js.key_value(subjects.JOBS_BUCKET)
+    except BucketNotFoundError:
+        pass
+    else:
+        info = await js.stream_info(f"KV_{subjects.JOBS_BUCKET}")
+        if info.config.max_age != settings.job_ttl_s:
+            info.config.max_age = settings.job_ttl_s
+            info.config.duplicate_window = min(info.config.duplicate_window or 120.0, settings.job_ttl_s)
+            try:
+                await js.update_stream(info.config)
+            except Exception as exc:  # keep serving with the bucket's TTL; say so
+                logging.getLogger("fraudmesh.jetstream").warning(
+                    "jobs bucket TTL not changed to %ss: %s", settings.job_ttl_s, exc
+                )
+        return kv
+    try:
+        return await js.create_key_value(jobs_bucket_config(settings))
+    except BadRequestError:  # created by another gateway meanwhile
+        return await js.key_value(subjects.JOBS_BUCKET)
+
+
+def jobs_policy(settings: Settings) -> ConsumerPolicy:
+    """What happens to a job message whose run raised (the runner itself marks a job failed on its last run)."""
+    return ConsumerPolicy(
+        max_deliver=settings.job_max_deliver,
+        backoff_base_s=0.25,
+        backoff_max_s=5.0,
+        dead_letter_subject=subjects.JOBS_DLQ_SUBJECT,
     )

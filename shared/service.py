@@ -7,6 +7,7 @@ span, the handler metric `fraudmesh_handler_messages_total{handler,outcome}` and
   `ErrorReply`;
 - `consumer(...)`: JetStream pull consumers (shared/consumer.py): fetch per free slot, `in_progress`
   heartbeats, ack after the handler, nak/term/dead-letter by a `ConsumerPolicy` (shared/policy.py);
+  `priority_consumer(...)` the same over several durables, highest priority first;
 - `listener(...)` and `kv_watch(...)`: inboxes, advisories and KV buckets (shared/listener.py).
 Every service also answers the NATS micro discovery verbs `$SRV.PING|INFO|STATS` (shared/discovery.py).
 
@@ -31,7 +32,7 @@ from opentelemetry.trace import SpanKind, TracerProvider
 from prometheus_client import CollectorRegistry
 
 from shared import subjects
-from shared.consumer import BatchHandler, Consumer, MessageHandler
+from shared.consumer import BatchHandler, Consumer, MessageHandler, PriorityConsumer
 from shared.context import (
     Context,
     DeadlineExceeded,
@@ -190,6 +191,35 @@ class Service:
                 policy=policy or ConsumerPolicy(max_deliver=self.settings.max_deliver),
             )
         )
+
+    def priority_consumer(
+        self,
+        *,
+        name: str,
+        stream: str,
+        durables: list[str],
+        message_type: type[T],
+        handler: MessageHandler[T],
+        max_wait_s: float = 0.5,
+        concurrency: int = 1,
+        policy: ConsumerPolicy | None = None,
+    ) -> PriorityConsumer[T]:
+        """Like `consumer`, over several durables of `stream` in priority order (shared/consumer.py
+        `PriorityConsumer`): each free slot takes a message of the first durable that has one. Returns the route,
+        whose `wake()` makes an idle consumer look at the queues at once."""
+        route = PriorityConsumer(
+            self,
+            name=name,
+            stream=stream,
+            durables=durables,
+            message_type=message_type,
+            handler=handler,
+            max_wait_s=max_wait_s,
+            concurrency=concurrency,
+            policy=policy or ConsumerPolicy(max_deliver=self.settings.max_deliver),
+        )
+        self._consumers.append(route)
+        return route
 
     def listener(
         self,

@@ -135,6 +135,44 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         _doc("Admission control: transactions one aggregator has in flight; more are refused (`unavailable`)."),
     ] = 40000
 
+    # --- async jobs (POST /predict/async) --------------------------------------------------------
+    job_ttl_s: Annotated[
+        float,
+        Meta(gt=0),
+        _doc(
+            "Async jobs: a job's state and result are kept this long after their last change (KV `fraudmesh_jobs` "
+            "max age), then GET /jobs/{id} answers 404; a job still queued after this long is dropped unrun."
+        ),
+    ] = 3600.0
+    job_concurrency: Annotated[
+        int,
+        Meta(ge=0, le=256),
+        _doc(
+            "Async jobs each gateway process runs at once (highest priority first); 0: this gateway accepts jobs "
+            "but runs none (other gateways do)."
+        ),
+    ] = 4
+    job_ack_wait_s: Annotated[
+        float,
+        Meta(gt=0),
+        _doc(
+            "Async jobs: a job whose gateway died while running it is run again by another (or the restarted) "
+            "gateway after this long (JetStream ack wait; a running job is kept alive by heartbeats)."
+        ),
+    ] = 30.0
+    job_max_deliver: Annotated[
+        Positive,
+        _doc("Async jobs: runs of one job (retries after a service was down or the gateway died) before it fails."),
+    ] = 5
+    job_poll_max_ms: Annotated[
+        float,
+        Meta(gt=0),
+        _doc(
+            "Async jobs: longest pause of an idle job runner between looks at the queues (a job submitted to the "
+            "same gateway starts at once; one submitted elsewhere within this)."
+        ),
+    ] = 500.0
+
     # --- inference ---------------------------------------------------------------------------------
     model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = "var/models"
     model_version: Annotated[str, _doc("Model version to load; empty loads the directory's `active` one.")] = ""

@@ -107,3 +107,29 @@ the caller can watch that instance (`$SRV.PING.aggregator.<id>`) and learn withi
 Callers that do not send it get exactly one message, the answer."""
 HDR_ACCEPTED_BY = "Fraudmesh-Accepted-By"
 HDR_SERVICE_ID = "Fraudmesh-Service-Id"
+
+# --- async scoring jobs (seed 004: POST /predict/async, GET /jobs) ---------------------------------
+JOBS_STREAM = "FRAUD_JOBS"
+"""Work queue of async scoring jobs (work-queue retention): one message per job, `Nats-Msg-Id` = job id, on the
+subject of its priority. Internal to the gateways (they publish and run jobs); clients use the HTTP routes."""
+JOB_PRIORITIES = ("high", "normal", "low")
+"""In the order a job runner drains them: a queued high job always starts before a queued normal or low one."""
+JOBS_PREFIX = "fraud.jobs"
+
+
+def job_subject(priority: str) -> str:
+    """`fraud.jobs.high|normal|low`: the work-queue subject of one priority."""
+    return f"{JOBS_PREFIX}.{priority}"
+
+
+def job_consumer(priority: str) -> str:
+    """`jobs-high|normal|low`: the durable pull consumer of one priority, shared by every job runner."""
+    return f"jobs-{priority}"
+
+
+JOBS_DLQ_STREAM = "FRAUD_JOBS_DLQ"
+JOBS_DLQ_SUBJECT = "fraud.jobs.dlq"
+"""Job messages that cannot be read (undecodable), unchanged, with the reason in `Fraudmesh-Dead-Letter-Reason`."""
+JOBS_BUCKET = "fraudmesh_jobs"
+"""KV: `<job_id>` holds the job's state (JobRecord, JSON); `<job_id>.result` its /predict-shaped result (JSON).
+Keys expire FRAUDMESH_JOB_TTL_S after their last write (the bucket's max age): an expired job answers 404."""

@@ -70,17 +70,8 @@ class Scoring:
         reply = await self.bridge.score(
             req, self.deadline_ms, rid, client_traceparent=self.request.headers.get("traceparent")
         )
-        if not reply.complete and all(r is None for r in reply.results):
-            raise BridgeError(
-                ErrorReply(
-                    code="deadline_exceeded",
-                    request_id=rid,
-                    retryable=True,
-                    message=f"No transaction was scored before the deadline: none of the {len(reply.partials)} "
-                    f"partial(s) came back. Are inference workers running? Retry with a larger timeout_ms.",
-                    missing_transaction_ids=reply.missing_transaction_ids[:1000],
-                )
-            )
+        if (error := nothing_scored(reply, rid)) is not None:
+            raise error
         return reply
 
     def latency_ms(self) -> float:
@@ -123,6 +114,39 @@ def _check_partials(n: int, partial_size: int | None, limit: int) -> None:
             ],
             "The request body is invalid: 1 problem; see `errors`.",
         )
+
+
+def predict_response(reply: ScoreReply, latency_ms: float) -> PredictResponse:
+    """`POST /predict`'s reply (also the result of an async job)."""
+    return PredictResponse(
+        request_id=reply.request_id,
+        complete=reply.complete,
+        results=reply.results,
+        partials=reply.partials,
+        missing_transaction_ids=reply.missing_transaction_ids,
+        model_versions=sorted({p.model_version for p in reply.partials if p.model_version}),
+        inference_workers=sorted({p.worker_id for p in reply.partials if p.worker_id}),
+        features_computed=reply.features_computed,
+        oldest_feature_age_s=reply.oldest_feature_age_s,
+        latency_ms=latency_ms,
+        degraded_reasons=reply.degraded_reasons,
+    )
+
+
+def nothing_scored(reply: ScoreReply, request_id: str) -> BridgeError | None:
+    """The 504 for a reply in which no transaction was scored before the deadline (None when some were)."""
+    if reply.complete or any(r is not None for r in reply.results):
+        return None
+    return BridgeError(
+        ErrorReply(
+            code="deadline_exceeded",
+            request_id=request_id,
+            retryable=True,
+            message=f"No transaction was scored before the deadline: none of the {len(reply.partials)} "
+            f"partial(s) came back. Are inference workers running? Retry with a larger timeout_ms.",
+            missing_transaction_ids=reply.missing_transaction_ids[:1000],
+        )
+    )
 
 
 def fraud_score_response(s: TransactionScore, request_id: str, latency_ms: float) -> FraudScoreResponse:
@@ -172,19 +196,7 @@ class ScoreController(Controller):
         body = await scoring.decode(PredictRequest, _predict_decoder)
         _check_partials(len(body.transactions), body.partial_size, scoring.settings.max_partials_per_request)
         reply = await scoring.score(list(body.transactions), body.request_id, body.partial_size)
-        out = PredictResponse(
-            request_id=reply.request_id,
-            complete=reply.complete,
-            results=reply.results,
-            partials=reply.partials,
-            missing_transaction_ids=reply.missing_transaction_ids,
-            model_versions=sorted({p.model_version for p in reply.partials if p.model_version}),
-            inference_workers=sorted({p.worker_id for p in reply.partials if p.worker_id}),
-            features_computed=reply.features_computed,
-            oldest_feature_age_s=reply.oldest_feature_age_s,
-            latency_ms=scoring.latency_ms(),
-            degraded_reasons=reply.degraded_reasons,
-        )
+        out = predict_response(reply, scoring.latency_ms())
         return Response(out, headers={"X-Request-Id": reply.request_id})
 
     @post(

@@ -27,10 +27,13 @@ StatusField = Annotated[
         "`failed` (see `error`)."
     ),
 ]
-EtaField = Annotated[
-    float | None,
-    Meta(ge=0, description="Estimated seconds until the job is done (0 when overdue); null once it is finished."),
-]
+EtaField = (
+    Annotated[
+        float,
+        Meta(ge=0, description="Estimated seconds until the job is done (0 when overdue); null once it is finished."),
+    ]
+    | None
+)
 Iso = Annotated[str, Meta(description="ISO 8601, UTC.", examples=["2026-12-01T00:00:00.000Z"])]
 
 ASYNC_EXAMPLE: dict[str, Any] = {

@@ -262,6 +262,25 @@ def test_a_gateway_killed_mid_run_loses_no_job(backend: Stack) -> None:
         stop(backend, api)
 
 
+def test_a_job_that_keeps_failing_ends_failed_with_the_error(backend: Stack) -> None:
+    """A deadline too short to score in is a retryable failure: the job goes back to pending with the error, is
+    run again, and after FRAUDMESH_JOB_MAX_DELIVER runs it is `failed`, with the error that says what to do."""
+    proc, url = gateway(backend, 1, FRAUDMESH_JOB_MAX_DELIVER="2")
+    try:
+        body = {"transactions": transactions("fail", 2), "timeout_ms": 0.001}
+        r = httpx.post(f"{url}/predict/async", json=body, params={"ingest": "false"}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        view = wait_finished(url, [job_id])[job_id]
+        assert view["status"] == "failed" and view["result"] is None, view
+        assert view["attempts"] == 2 and view["finished_at"] is not None
+        error = view["error"]
+        assert error["code"] in ("deadline_exceeded", "unavailable") and error["retryable"] is True
+        assert error["message"]
+    finally:
+        stop(backend, proc)
+
+
 def test_an_expired_job_answers_404(backend: Stack) -> None:
     """With FRAUDMESH_JOB_TTL_S=3 (the bucket's max age, set by the gateway that declares it), a finished job's
     state expires: GET /jobs/{id} answers 404 and the job is no longer listed. Last in the module: it shortens the

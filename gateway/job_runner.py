@@ -24,6 +24,8 @@ import logging
 import time
 
 import msgspec
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.controllers.score import nothing_scored, predict_response
@@ -125,6 +127,20 @@ class JobRunner(Service):
         self.store.timing.observe(elapsed)
 
 
+class HandlerFamilies:
+    """The job runner's handler metrics (`fraudmesh_handler_*{service="jobs", handler="jobs"}`: jobs run, by
+    outcome, and their duration) as a collector of the gateway's registry, so that its `/metrics` shows them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> list[Metric]:
+        return [m for m in self.registry.collect() if m.name.startswith("fraudmesh_handler_")]
+
+    def describe(self) -> list[Metric]:
+        return self.collect()
+
+
 class Jobs:
     """The async jobs of one gateway process: the store, and the runner (none with FRAUDMESH_JOB_CONCURRENCY=0).
     `start` never fails the gateway: the queue is declared, and the runner started, in the background (retried
@@ -135,8 +151,14 @@ class Jobs:
         self.store = JobStore(bridge, settings)
         self.runner = JobRunner(settings, self.store, bridge) if settings.job_concurrency > 0 else None
         self._starting: asyncio.Task[None] | None = None
+        self._metrics: HandlerFamilies | None = None
 
     async def start(self) -> None:
+        if self.runner is not None:
+            metrics = HandlerFamilies(self.runner.registry)
+            with contextlib.suppress(ValueError):  # another app of this process exposes its own (tests)
+                REGISTRY.register(metrics)
+                self._metrics = metrics
         self._starting = asyncio.create_task(self._start(), name="start jobs")
 
     async def _start(self) -> None:
@@ -160,3 +182,7 @@ class Jobs:
                 await self._starting
         if self.runner is not None and self.runner.ready:
             await self.runner.stop()
+        if self._metrics is not None:
+            with contextlib.suppress(KeyError):
+                REGISTRY.unregister(self._metrics)
+            self._metrics = None

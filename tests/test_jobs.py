@@ -155,6 +155,8 @@ def test_seed_004_body_is_queued_then_completed_with_the_predict_result(backend:
         one = httpx.get(f"{url}/jobs", params={"limit": 1}, timeout=30).json()
         assert len(one["jobs"]) == 1 and one["total_count"] >= 1
         assert set(one["jobs"][0]) >= {"job_id", "status", "created_at", "age_seconds"}
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        assert 'fraudmesh_handler_messages_total{handler="jobs",outcome="ok",service="jobs"}' in metrics
     finally:
         stop(backend, proc)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inference_svc.decisions import ACTIONS, confidence, risk_levels, top_factors
+from inference_svc.decisions import ACTIONS, SCORE_DECIMALS, confidence, risk_levels, top_factors
 from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
 from inference_svc.reasons import OcclusionExplainer
@@ -161,7 +161,7 @@ class Scorer:
             factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
         version = self.model.version
         n_features = x.shape[1]
-        rounded = np.round(p.astype(np.float64), 6).tolist()
+        rounded = np.round(p.astype(np.float64), SCORE_DECIMALS).tolist()
         confs = np.round(conf.astype(np.float64), 4).tolist()
         if stats is not None:
             ages: list[float | None] = [None if np.isnan(a) else round(float(a), 3) for a in stats.row_age_s]

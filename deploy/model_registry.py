@@ -19,7 +19,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from inference_svc.registry import (
-    KEY_ACTIVE,
     KEY_CANDIDATE,
     KEY_SHARE,
     MANIFEST,
@@ -80,10 +79,8 @@ def _metrics(summary: dict[str, object]) -> dict[str, object]:
 
 
 class RegistryAdmin(Registry):
-    """A `Registry` that can also publish versions and write the state."""
-
-    async def set_active(self, version: str) -> int:
-        return await (await self.state_kv()).put(KEY_ACTIVE, check_version(version).encode())
+    """A `Registry` that can also publish versions and write the A/B state (`set_active`, `exists` and `delete`
+    are the Registry's own: an inference worker carries them out for the gateway's admin routes)."""
 
     async def set_candidate(self, version: str, share: float) -> None:
         if not 0.0 <= share <= 1.0:
@@ -111,9 +108,6 @@ class RegistryAdmin(Registry):
                 if m is not None:
                     out.append(m)
         return sorted(out, key=lambda m: m.version)
-
-    async def exists(self, version: str) -> bool:
-        return is_local(self.model_dir, version) or await self.manifest(version) is not None
 
     async def publish(self, version: str) -> Manifest:
         """Upload a local version (every file of its directory), manifest last. Files the store already holds

@@ -133,6 +133,8 @@ def permissions(user: str) -> Permissions:
                 subjects.SCORE,
                 subjects.FEATURES_GET,
                 subjects.MODEL_INFO,
+                subjects.MODEL_OPS,  # the admin routes and /feature-importance (one inference worker acts)
+                subjects.MODEL_CONTROL,  # a load's hot swap everywhere, a rolling reload (every worker answers)
                 TXNS_SUBJECT,
                 LABELS_SUBJECT,
                 # async jobs (gateway/job_store.py, gateway/job_runner.py): queue, run and record them
@@ -180,8 +182,17 @@ def permissions(user: str) -> Permissions:
                 *_pull(partials, consumer),
                 *_read_bucket(MODEL_STATE_STREAM),
                 *_read_bucket(MODELS_STREAM),
+                # fraud.model.ops (inference_svc/model_ops.py): a load writes `active`; a delete removes a
+                # version's objects (meta rollup message, then a purge of its chunks)
+                f"$KV.{subjects.MODEL_STATE_BUCKET}.active",
+                f"$O.{subjects.MODEL_ARTIFACTS_BUCKET}.M.>",
+                f"{API}.STREAM.PURGE.{MODELS_STREAM}",
             ],
-            [subjects.MODEL_CONTROL, f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}"],
+            [
+                subjects.MODEL_CONTROL,
+                f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}",
+                f"{subjects.MODEL_OPS} {subjects.QUEUE_INFERENCE}",
+            ],
         )
     if user == "feature":
         return _service(

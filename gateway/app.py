@@ -2,7 +2,8 @@
 
 The gateway talks to the rest of fraudmesh only through NATS (`NatsBridge`), and to Redis only for the shared rate
 limit. Routes live in controllers by domain (`gateway/controllers/`); a new route module is one line in
-`API_CONTROLLERS` (behind the API keys) or `OPEN_CONTROLLERS` (probes and metrics). Errors: `gateway/errors.py`.
+`API_CONTROLLERS` (behind the API keys), `ADMIN_CONTROLLERS` (behind the admin keys) or `OPEN_CONTROLLERS` (probes
+and metrics). Errors: `gateway/errors.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from litestar.config.cors import CORSConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from redis.asyncio import Redis
 
-from gateway.auth import api_key_guard, parse_keys
+from gateway.auth import admin_key_guard, api_key_guard, parse_keys
 from gateway.bridge import NatsBridge
 from gateway.compression import GZIP
 from gateway.controllers.batches import BatchController
@@ -27,6 +28,7 @@ from gateway.controllers.jobs import JobsController, jobs_dependency
 from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.models import ModelsController
 from gateway.controllers.oip import OipHealthController, OipModelController
+from gateway.controllers.operations import FeatureImportanceController, ModelAdminController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
@@ -38,7 +40,7 @@ from gateway.request_context import request_context, request_id_of
 from gateway.telemetry import otel_plugins
 from shared.settings import Settings
 
-__all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
+__all__ = ["ADMIN_CONTROLLERS", "API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
 
@@ -57,8 +59,12 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     OipModelController,
     IngestController,
     JobsController,
+    FeatureImportanceController,
 )
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
+ADMIN_CONTROLLERS: tuple[type[Controller], ...] = (ModelAdminController,)
+"""Operations (load, delete, validate, restart): behind an FRAUDMESH_ADMIN_API_KEYS key whenever API keys are set
+(`admin_key_guard`; an API key is not an admin key), and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
     HealthController,
     MetricsController,
@@ -101,8 +107,14 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         guards=api_key_guard(settings.api_keys),
         security=SECURITY,
     )
+    admin = Router(
+        path="/",
+        route_handlers=list(ADMIN_CONTROLLERS),
+        guards=admin_key_guard(settings.admin_api_keys, settings.api_keys),
+        security=SECURITY,
+    )
     return Litestar(
-        route_handlers=[api, *OPEN_CONTROLLERS, static_docs()],
+        route_handlers=[api, admin, *OPEN_CONTROLLERS, static_docs()],
         dependencies={**dependencies(settings, nats), **jobs_dependency(jobs)},
         plugins=otel_plugins(settings),
         lifespan=[lifespan],

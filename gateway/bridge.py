@@ -1,6 +1,7 @@
 """The gateway's only way out: NATS. Maps a scoring call onto `fraud.score` (with a deadline and trace), a feature
-read onto `features.get`, and gathers health. Every NATS failure becomes a `BridgeError` in one place
-(`_request`): no responders -> 503 `unavailable`, timeout -> 504 `deadline_exceeded`, an `ErrorReply` -> its code."""
+read onto `features.get`, model operations onto `fraud.model.ops` and `fraud.model.control`, and gathers health.
+Every NATS failure becomes a `BridgeError` in one place (`_request`): no responders -> 503 `unavailable`, timeout
+-> 504 `deadline_exceeded`, an `ErrorReply` -> its code."""
 
 from __future__ import annotations
 
@@ -20,13 +21,27 @@ from shared import subjects
 from shared.discovery import Discovery
 from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
-from shared.model_messages import ModelInfo, ModelInfoReply, ModelInfoRequest
+from shared.model_messages import (
+    ModelControl,
+    ModelControlReply,
+    ModelInfo,
+    ModelInfoReply,
+    ModelInfoRequest,
+    ModelOps,
+    ModelOpsReply,
+    ModelWorkerState,
+)
 from shared.nats_conn import connect_nats
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
 
 REPLY_GRACE_S = 0.25
 """How long past the deadline we still wait for the aggregator's own (incomplete or deadline) reply."""
+
+MODEL_OPS_TIMEOUT_S = 60.0
+"""Loading a model (a GNN with its embeddings) or reloading a worker takes seconds, not the scoring deadline."""
+CONTROL_GRACE_S = 0.2
+"""After the expected workers answered a broadcast, how long more answers are still gathered."""
 
 SERVICES = ("aggregator", "inference", "feature")
 HEALTH_MAX_AGE_S = 1.0
@@ -191,6 +206,67 @@ class NatsBridge:
         )
         assert isinstance(answer, ModelInfo)
         return answer
+
+    async def model_ops(self, body: ModelOps, request_id: str, timeout_s: float = MODEL_OPS_TIMEOUT_S) -> object:
+        """One inference worker carries out a model operation (`fraud.model.ops`); its reply, or BridgeError."""
+        return await self._request(
+            subjects.MODEL_OPS,
+            body,
+            ModelOpsReply,
+            request_id,
+            timeout_s,
+            {},
+            down=f"No inference worker answers {subjects.MODEL_OPS}: the inference service is down. Start it "
+            "(`fraudmesh up`) or retry.",
+            late=f"The inference service did not finish the model operation within {timeout_s:.0f} s; check "
+            "GET /models before retrying.",
+        )
+
+    async def inference_workers(self) -> int:
+        """How many inference workers answered the last health gather (at least 1, to wait for someone)."""
+        return max(1, len((await self.health()).get("inference", [])))
+
+    async def model_control(
+        self,
+        request: ModelControl,
+        request_id: str,
+        *,
+        expect: int,
+        timeout_s: float = MODEL_OPS_TIMEOUT_S,
+        wanted: str = "",
+    ) -> list[ModelWorkerState]:
+        """Broadcast on `fraud.model.control` and gather the workers' states: until `expect` have answered (then a
+        short grace for more), or, with `wanted`, until the worker of that instance id has; or `timeout_s`."""
+        nc = self.require_nc(request_id)
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        out: dict[str, ModelWorkerState] = {}
+        try:
+            headers = {
+                subjects.HDR_DEADLINE: str(int((time.time() + timeout_s) * 1000)),
+                subjects.HDR_REQUEST_ID: request_id,
+            }
+            await nc.publish(subjects.MODEL_CONTROL, self.codec.encode(request), reply=inbox, headers=headers)
+            end = time.monotonic() + timeout_s
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except (NatsTimeout, TimeoutError):
+                    break
+                if not msg.data:  # "no responders": no worker listens
+                    break
+                with contextlib.suppress(Exception):
+                    reply = self.codec.decoder(ModelControlReply).decode(msg.data)
+                    if isinstance(reply, ModelWorkerState):
+                        out[reply.instance_id] = reply
+                if wanted and wanted in out:
+                    break
+                if not wanted and len(out) >= expect:
+                    end = min(end, time.monotonic() + CONTROL_GRACE_S)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return sorted(out.values(), key=lambda w: w.instance_id)
 
     async def _request(
         self,

@@ -1,7 +1,8 @@
 """Every error, ours or Litestar's, leaves as one JSON shape with a status that says what happened.
 
 `ErrorReply` (`{"type": "error", "code", "message", "request_id", "errors": [{"path", "message"}]}`): 400 bad input,
-401 no or wrong API key, 413 too many transactions, 415 not JSON, 429 rate limited (with Retry-After), 503 a service
+401 no or wrong API key, 404 nothing of that name, 409 in conflict with what is served (the active
+model version), 413 too many transactions, 415 not JSON, 429 rate limited (with Retry-After), 503 a service
 is down, 504 the deadline passed. Refusals are logged at INFO (path, query, status, the error paths; not 401 and 429):
 the log formatter masks any card number in them.
 """
@@ -30,6 +31,7 @@ STATUS: dict[ErrorCode, int] = {
     "bad_request": 400,
     "unauthorized": 401,
     "not_found": 404,
+    "conflict": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
     "internal": 500,
@@ -42,6 +44,7 @@ CODE_OF_STATUS: dict[int, ErrorCode] = {
     401: "unauthorized",
     403: "unauthorized",
     404: "not_found",
+    409: "conflict",
     413: "payload_too_large",
     429: "rate_limited",
     503: "unavailable",

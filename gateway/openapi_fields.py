@@ -121,8 +121,8 @@ PER_SCHEMA: dict[tuple[str, str], tuple[str, Any]] = {
     ("PartialInfo", "index"): ("Position of the partial in the batch.", 0),
     ("PartialInfo", "model_version"): ("The model version that scored it.", "bootstrap-20261201-000000"),
     ("ErrorReply", "code"): (
-        "bad_request, unauthorized, not_found, payload_too_large, rate_limited, unavailable, deadline_exceeded, "
-        "incomplete or internal.",
+        "bad_request, unauthorized, not_found, conflict, payload_too_large, rate_limited, unavailable, "
+        "deadline_exceeded, incomplete or internal.",
         "bad_request",
     ),
 }

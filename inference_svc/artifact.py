@@ -43,6 +43,19 @@ class EmbeddingSpec(msgspec.Struct, kw_only=True):
         return [f"emb_{t}_{k}" for t in self.types for k in range(self.dim)]
 
 
+class ValidationSpec(msgspec.Struct, kw_only=True):
+    """The validation sample shipped beside a model (`POST /validate`): a Parquet file with one column per model
+    input (the `feature_names`, in order), `label` (1 fraud, 0 legit) and `trainer_score` (the trainer's own
+    prediction), plus the metrics the trainer computed from those predictions, which serving must reproduce."""
+
+    file: str
+    rows: int
+    positives: int
+    metrics: dict[str, float]
+    source: str = ""
+    """Which rows: e.g. "bootstrap validation split (last 20% of the synthetic sample)"."""
+
+
 class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: str
     kind: str
@@ -55,6 +68,7 @@ class ModelMetadata(msgspec.Struct, kw_only=True, omit_defaults=True):
     input_name: str = "input"
     output_name: str = "probabilities"
     embeddings: EmbeddingSpec | None = None
+    validation: ValidationSpec | None = None
 
     def embedding_spec(self) -> EmbeddingSpec | None:
         """The embeddings declaration (older artifacts kept it under training["embeddings"])."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from inference_svc.artifact import LinearExplainer, ModelMetadata, Thresholds, write_artifact
 from inference_svc.tx_features import FEATURE_NAMES, HIGH_RISK_MCC, featurize
+from inference_svc.validation import write_sample
 from shared.messages import Channel, Transaction
 
 MCCS = ["5411", "5812", "5541", "5311", "5999", "4111", "5912", "7011", *sorted(HIGH_RISK_MCC)]
@@ -123,6 +124,12 @@ def train_bootstrap(model_dir: Path, n: int = 40_000, seed: int = 7, activate: b
         },
         input_name=onx.graph.input[0].name,
         output_name="probabilities",
+    )
+    base = model_dir / version
+    base.mkdir(parents=True, exist_ok=True)
+    # the validation split ships with the model: `POST /validate` scores it with onnxruntime and compares
+    meta.validation = write_sample(
+        base, meta.feature_names, x[split:], y[split:], p_val, "bootstrap validation split (last 20% of the sample)"
     )
     write_artifact(model_dir, meta, onx.SerializeToString(), activate=activate)
     return meta

@@ -8,6 +8,9 @@ from inference_svc.artifact import Thresholds
 from inference_svc.tx_features import DESCRIPTIONS
 from shared.messages import Action, FactorSource, RiskFactor, RiskLevel
 
+SCORE_DECIMALS = 6
+"""A fraud score is answered with this many decimals (and validated at this precision: inference_svc/validation.py)."""
+
 ACTIONS: dict[RiskLevel, Action] = {
     "low": "approve",
     "medium": "review",

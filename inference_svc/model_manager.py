@@ -35,7 +35,14 @@ from inference_svc.registry import (
 )
 from inference_svc.scorer import Scorer
 from shared.logs import log_fields
-from shared.model_messages import ActivateModel, ClearCandidate, ModelControl, ModelWorkerState, SetCandidate
+from shared.model_messages import (
+    ActivateModel,
+    ClearCandidate,
+    ModelControl,
+    ModelWorkerState,
+    ReloadModels,
+    SetCandidate,
+)
 
 KV_POLL_S = 15.0
 """Besides the KV watch, the state is re-read this often (a lost watch must not strand a worker)."""
@@ -101,6 +108,8 @@ class ModelManager:
         self.target = RegistryState()
         """What the registry asks for: the KV's entries (with their revisions), updated by control messages."""
         self.swaps = 0
+        self.reloads = 0
+        self.reload_ms = 0.0
         self.last_error = ""
         self.changed = asyncio.Event()
         """Set by `note_kv` when the target moved; `follow` applies it."""
@@ -251,11 +260,34 @@ class ModelManager:
                 self.log.error("model change failed", extra=log_fields(error=self.last_error))
             return active_error, candidate_error
 
+    async def reload(self) -> str:
+        """Load the served versions again (fresh ONNX sessions and Scorers, from the model dir or the registry) and
+        swap to them in one step; partials keep being scored by the old Scorers meanwhile. Returns '' or the error
+        (then nothing changed)."""
+        async with self._swap_lock:
+            routing = self.routing
+            assert routing is not None, "reload before start"
+            t0 = time.perf_counter()
+            try:
+                active = await self.prepare(routing.active.model.version)
+                candidate = (
+                    await self.prepare(routing.candidate.model.version) if routing.candidate is not None else None
+                )
+            except ModelLoadError as exc:
+                self.m.swap_failures.inc()
+                return f"reload failed, still serving the models loaded before: {exc}"
+            self._set_routing(Routing(active, candidate, routing.share), swapped=False)
+            self.reloads += 1
+            self.reload_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+            return ""
+
     # ------------------------------------------------------------------------------- the target
     async def control(self, req: ModelControl) -> ModelWorkerState:
         """Apply a control request, answer with this worker's state. A request that cannot be applied (e.g. an
         unknown version) changes nothing and is answered with the reason."""
         before = self.target
+        if isinstance(req, ReloadModels):
+            return self.state(await self.reload() if req.instance_id == self.instance_id else "")
         if isinstance(req, ActivateModel):
             self.target = replace(before, active=req.version)
         elif isinstance(req, SetCandidate):
@@ -320,6 +352,8 @@ class ModelManager:
             pinned=bool(self.pinned),
             swaps=self.swaps,
             error=error,
+            reloads=self.reloads,
+            reload_ms=self.reload_ms,
         )
 
     def health_details(self) -> dict[str, str]:

@@ -110,12 +110,29 @@ class OcclusionExplainer:
                 z[:, c] = np.nan
         return z
 
+    @property
+    def codes(self) -> list[str]:
+        """The name of each group: a GROUPS code, or a transaction field's feature name."""
+        return [code for _, _, code in self.groups]
+
+    def deltas(self, x: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """(rows, groups): logit(p) - logit(p with that group unknown), the attribution of each group."""
+        if not self.groups:
+            return np.zeros((x.shape[0], 0))
+        base = _logit(p)
+        return np.stack([base - _logit(self.predict(self._occlude(x, cols))) for _, cols, _ in self.groups], axis=1)
+
+    def baseline(self, x: np.ndarray) -> np.ndarray:
+        """The prediction with every group unknown at once: what the model says knowing none of these inputs."""
+        if not self.groups:
+            return self.predict(x)
+        return self.predict(self._occlude(x, np.concatenate([cols for _, cols, _ in self.groups])))
+
     def explain(self, x: np.ndarray, p: np.ndarray, k: int = 3, min_weight: float = 0.1) -> list[list[RiskFactor]]:
         """Weights are log-odds differences (so they mean the same at a score of 0.001 as at 0.5)."""
         if x.shape[0] == 0 or not self.groups:
             return [[] for _ in range(x.shape[0])]
-        base = _logit(p)
-        deltas = np.stack([base - _logit(self.predict(self._occlude(x, cols))) for _, cols, _ in self.groups], axis=1)
+        deltas = self.deltas(x, p)
         order = np.argsort(-deltas, axis=1)[:, :k].tolist()
         weights = np.round(deltas.astype(np.float64), 4).tolist()
         out: list[list[RiskFactor]] = []

@@ -282,6 +282,32 @@ class Registry:
         base = self.model_dir / version
         return all((base / f.name).is_file() and (base / f.name).stat().st_size == f.size for f in manifest.files)
 
+    async def set_active(self, version: str) -> int:
+        """Write the `active` key: every worker converges on it (KV watch); returns the KV revision."""
+        return await (await self.state_kv()).put(KEY_ACTIVE, check_version(version).encode())
+
+    async def exists(self, version: str) -> bool:
+        return is_local(self.model_dir, check_version(version)) or await self.manifest(version) is not None
+
+    async def delete(self, version: str) -> list[str]:
+        """Remove a version: from the object store (its manifest first, so it is unpublished at once, then its
+        files) and from the local model dir. Returns where it was found: `object_store`, `model_dir` (empty: it
+        existed nowhere). The caller checks first that the version is not served."""
+        removed = []
+        manifest = await self.manifest(version)
+        if manifest is not None:
+            obs = await self.objects()
+            await obs.delete(f"{version}/{MANIFEST}")
+            for f in manifest.files:
+                with contextlib.suppress(NotFoundError):
+                    await obs.delete(f"{version}/{f.name}")
+            removed.append("object_store")
+        local = self.model_dir / version
+        if local.is_dir():
+            await asyncio.to_thread(shutil.rmtree, local, True)
+            removed.append("model_dir")
+        return removed
+
     async def ensure_local(self, version: str) -> Path:
         """The version's local directory, fetched (or completed) from the object store when needed. A complete
         local copy is used as it is when the object store does not know the version (never published)."""

@@ -9,10 +9,11 @@ order; the scorer picks those columns, so a new model version with other inputs 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from inference_svc.decisions import ACTIONS, confidence, risk_levels, top_factors
+from inference_svc.decisions import ACTIONS, SCORE_DECIMALS, confidence, risk_levels, top_factors
 from inference_svc.entity_features import EntityFeatureSource, EntityStats
 from inference_svc.model import OnnxModel
 from inference_svc.reasons import OcclusionExplainer
@@ -23,6 +24,32 @@ from shared.messages import FactorSource, Transaction, TransactionScore
 
 class ModelInputMismatch(RuntimeError):
     pass
+
+
+LINEAR_BASELINE = (
+    "the model's prediction at the training mean of every input; logit(prediction) = logit(baseline_prediction) "
+    "+ the sum of the attributions (log-odds)"
+)
+OCCLUSION_BASELINE = (
+    "the model's prediction with every input group unknown; each attribution is logit(prediction) - "
+    "logit(prediction with that group unknown) (log-odds)"
+)
+
+
+@dataclass(frozen=True)
+class Attributions:
+    explainer: str
+    baseline: str
+    names: list[str]
+    values: np.ndarray
+    """(rows, names), log-odds."""
+    predictions: np.ndarray
+    baselines: np.ndarray
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p.astype(np.float64), 1e-9, 1 - 1e-9)
+    return np.asarray(np.log(q / (1 - q)))
 
 
 def entity_descriptions() -> dict[str, tuple[str, FactorSource]]:
@@ -70,13 +97,14 @@ class Scorer:
             **{name: (text, "transaction") for name, text in DESCRIPTIONS.items()},
         }
 
-    async def score(
+    async def inputs(
         self,
         transactions: Sequence[Transaction],
         *,
         timeout_s: float = 5.0,
         headers: dict[str, str] | None = None,
-    ) -> tuple[list[TransactionScore], np.ndarray, EntityStats | None]:
+    ) -> tuple[np.ndarray, EntityStats | None]:
+        """The model's input rows (its `feature_names`, in order) of these transactions."""
         x_tx = featurize(transactions)
         stats: EntityStats | None = None
         if self.entities is not None:
@@ -86,7 +114,43 @@ class Scorer:
             full = np.hstack([x_tx, x_ent.astype(np.float32)])
         else:
             full = x_tx
-        x = full[:, self.columns]
+        return full[:, self.columns], stats
+
+    def attribute(self, x: np.ndarray) -> Attributions:
+        """Per-input attributions (log-odds) and the baseline prediction of each row, as the model's explainer
+        defines them: `linear` (exact: logit(p) = logit(baseline) + sum of attributions, the baseline being the
+        prediction at the training mean) or `occlusion` (per group: logit(p) - logit(p with the group unknown);
+        the baseline is the prediction with every group unknown)."""
+        p = self.model.predict(x)
+        if self.occlusion is None:
+            contrib = self.model.contributions(x)
+            assert contrib is not None  # no occlusion explainer: the model has an exact one
+            logit_base = _logit(p) - contrib.astype(np.float64).sum(axis=1)
+            return Attributions(
+                explainer="linear",
+                baseline=LINEAR_BASELINE,
+                names=list(self.model.meta.feature_names),
+                values=contrib.astype(np.float64),
+                predictions=p.astype(np.float64),
+                baselines=1.0 / (1.0 + np.exp(-logit_base)),
+            )
+        return Attributions(
+            explainer="occlusion",
+            baseline=OCCLUSION_BASELINE,
+            names=self.occlusion.codes,
+            values=self.occlusion.deltas(x, p).astype(np.float64),
+            predictions=p.astype(np.float64),
+            baselines=self.occlusion.baseline(x).astype(np.float64),
+        )
+
+    async def score(
+        self,
+        transactions: Sequence[Transaction],
+        *,
+        timeout_s: float = 5.0,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[list[TransactionScore], np.ndarray, EntityStats | None]:
+        x, stats = await self.inputs(transactions, timeout_s=timeout_s, headers=headers)
         p = self.model.predict(x)
         meta = self.model.meta
         levels = risk_levels(p, meta.thresholds)
@@ -97,7 +161,7 @@ class Scorer:
             factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
         version = self.model.version
         n_features = x.shape[1]
-        rounded = np.round(p.astype(np.float64), 6).tolist()
+        rounded = np.round(p.astype(np.float64), SCORE_DECIMALS).tolist()
         confs = np.round(conf.astype(np.float64), 4).tolist()
         if stats is not None:
             ages: list[float | None] = [None if np.isnan(a) else round(float(a), 3) for a in stats.row_age_s]

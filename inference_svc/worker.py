@@ -12,8 +12,9 @@ Delivery contract (the consumer of the service base, shared/consumer.py, carries
   dead-lettered; in both dead-letter cases its aggregator is told (shared/jetstream.py `partials_policy`).
 
 Models: the manager serves the pinned, registry or local version and follows `fraud.model.control` (every worker
-hears it and answers with its state) and the registry's KV (watched through the base, and re-read every
-KV_POLL_S), so a missed message is not fatal.
+hears it and answers with its state; `ReloadModels` reloads the one it names) and the registry's KV (watched
+through the base, and re-read every KV_POLL_S), so a missed message is not fatal. `fraud.model.ops` (one worker
+of the queue group): load, delete, validate, explain (inference_svc/model_ops.py).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from inference_svc.metrics import InferenceMetrics
 from inference_svc.model import OnnxModel
 from inference_svc.model_info import ModelInfoEndpoint
 from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
+from inference_svc.model_ops import ModelOpsEndpoint
 from inference_svc.registry import Registry
 from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
 from shared.jetstream import ensure_inference_consumer, ensure_streams, partials_policy
 from shared.messages import Partial, PartialResult
-from shared.model_messages import ModelControl, ModelInfoRequest, ModelWorkerState
+from shared.model_messages import ModelControl, ModelInfoRequest, ModelOps, ModelWorkerState
 from shared.probes import Probes
 from shared.service import Context, Delivery, Service, StartupError
 from shared.settings import Settings
@@ -119,6 +121,10 @@ class InferenceWorker(Service):
             lambda: self.models.routing, registry, self.models.model_dir, self.instance_id, bool(self.models.pinned)
         )
         self.endpoint(subjects.MODEL_INFO, ModelInfoRequest, info, queue=subjects.QUEUE_INFERENCE, name="model_info")
+        ops = ModelOpsEndpoint(self.models, registry, self.instance_id)
+        self.endpoint(
+            subjects.MODEL_OPS, ModelOps, ops, queue=subjects.QUEUE_INFERENCE, concurrency=2, name="model_ops"
+        )
         self.kv_watch(subjects.MODEL_STATE_BUCKET, self._on_kv_entry, registry.state_kv, name="model_state")
         self._follower = asyncio.create_task(self.models.follow())
         if self.online is not None:

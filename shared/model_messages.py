@@ -18,7 +18,7 @@ from typing import Annotated, Any, Union
 
 from msgspec import Meta, Struct
 
-from shared.messages import ErrorReply
+from shared.messages import ErrorReply, Transaction
 
 ModelVersion = Annotated[
     str,
@@ -54,7 +54,15 @@ class ModelStatus(Struct, tag="model_status", tag_field="type", kw_only=True):
     """Change nothing; every worker answers with its state."""
 
 
-ModelControl = Union[ActivateModel, SetCandidate, ClearCandidate, ModelStatus]  # noqa: UP007
+class ReloadModels(Struct, tag="reload_models", tag_field="type", kw_only=True):
+    """The worker `instance_id` loads its active version (and candidate) again from the model dir or the registry
+    and swaps to the fresh copies, serving the old ones meanwhile; every other worker just answers its state. A
+    rolling restart (`POST /restart`) sends one per worker, each after the previous one answered."""
+
+    instance_id: str
+
+
+ModelControl = Union[ActivateModel, SetCandidate, ClearCandidate, ModelStatus, ReloadModels]  # noqa: UP007
 """Body of a request on `fraud.model.control`. (`typing.Union`, not `|`: the service base names the request type
 in its error replies, and only this form has a `__name__`.)"""
 
@@ -72,6 +80,10 @@ class ModelWorkerState(Struct, tag="model_state", tag_field="type", kw_only=True
     swaps: int = 0
     """Times this worker switched its active version since it started."""
     error: str = ""
+    reloads: int = 0
+    """Times this worker reloaded its models (`ReloadModels`) since it started."""
+    reload_ms: float = 0.0
+    """How long its last reload took, ms (0 before the first)."""
 
 
 ModelControlReply = ModelWorkerState | ErrorReply
@@ -111,3 +123,100 @@ class ModelInfo(Struct, tag="model_info_reply", tag_field="type", kw_only=True):
 
 
 ModelInfoReply = ModelInfo | ErrorReply
+
+
+# ---------------------------------------------------------------------------- model operations (fraud.model.ops)
+class LoadModel(Struct, tag="load_model", tag_field="type", kw_only=True):
+    """Make `version` the active one: the worker that takes the request swaps to it first (so a version that does
+    not load is refused before anything changes), then writes the registry's `active` key. The caller then
+    broadcasts `ActivateModel` so every worker swaps now rather than on its next KV read."""
+
+    version: ModelVersion
+    kind: str = ""
+    """When set, the version's `kind` (its metadata) must be this, or nothing changes (seed 004's `model_type`)."""
+
+
+class ModelLoaded(Struct, tag="model_loaded", tag_field="type", kw_only=True):
+    version: str
+    previous: str
+    """The version that was active before."""
+    kind: str = ""
+    instance_id: str = ""
+    input_features: int = 0
+
+
+class DeleteModel(Struct, tag="delete_model", tag_field="type", kw_only=True):
+    """Remove a version from the registry's object store and the model dir. Refused (`conflict`) for the active
+    version and the A/B candidate, `not_found` for a version that exists nowhere."""
+
+    version: ModelVersion
+
+
+class ModelDeleted(Struct, tag="model_deleted", tag_field="type", kw_only=True):
+    version: str
+    removed_from: list[str] = []
+    """`object_store` and/or `model_dir`."""
+
+
+class ValidateModel(Struct, tag="validate_model", tag_field="type", kw_only=True):
+    """Score the active model's shipped validation sample and compare the metrics with those the trainer recorded."""
+
+    tolerance: float = 0.005
+
+
+class MetricCheck(Struct, kw_only=True):
+    name: str
+    reported: float
+    observed: float
+    difference: float
+    agrees: bool
+
+
+class ValidationReport(Struct, tag="validation_report", tag_field="type", kw_only=True):
+    version: str
+    kind: str = ""
+    instance_id: str = ""
+    sample_available: bool = False
+    message: str = ""
+    sample_file: str = ""
+    rows: int = 0
+    positives: int = 0
+    tolerance: float = 0.0
+    reported: dict[str, float] = {}
+    """The metrics the trainer recorded on this sample (its own predictions, before the ONNX export)."""
+    observed: dict[str, float] = {}
+    """The same metrics from this worker's onnxruntime scores of the sample."""
+    checks: list[MetricCheck] = []
+    agrees: bool = False
+    model_report: dict[str, Any] = {}
+    """The scalar metrics of the model's metadata (the trainer's report)."""
+
+
+class ExplainInputs(Struct, tag="explain_inputs", tag_field="type", kw_only=True):
+    """Per-input attributions of the active model for some transactions (their features are built as for scoring)
+    or for rows of model inputs (in the order of the model's `feature_names`; null: unknown, NaN)."""
+
+    transactions: list[Transaction] = []
+    rows: list[list[float | None]] = []
+
+
+class RowExplanation(Struct, kw_only=True):
+    prediction: float
+    baseline_prediction: float
+    attributions: dict[str, float]
+
+
+class Explanation(Struct, tag="explanation", tag_field="type", kw_only=True):
+    version: str
+    explainer: str
+    """`linear` (coef * (x - mean), exact for the model's logit) or `occlusion` (drop in logit when a group of
+    inputs is set unknown)."""
+    baseline: str
+    """What `baseline_prediction` is, in words."""
+    input_names: list[str]
+    rows: list[RowExplanation]
+
+
+ModelOps = Union[LoadModel, DeleteModel, ValidateModel, ExplainInputs]  # noqa: UP007
+"""Body of a request on `fraud.model.ops`."""
+ModelOpsReply = ModelLoaded | ModelDeleted | ValidationReport | Explanation | ErrorReply

@@ -21,11 +21,19 @@ FEATURES_GET = "features.get"
 """Read features through the Redis online store."""
 
 MODEL_CONTROL = "fraud.model.control"
-"""Model control (activate a version, A/B split). Every inference worker listens (no queue group)."""
+"""Model control (activate a version, A/B split, reload one worker's models). Every inference worker listens (no
+queue group)."""
 
 MODEL_INFO = "fraud.model.info"
 """What the inference fleet serves (active and candidate versions, their metadata, the registry's versions).
 Body: ModelInfoRequest; reply: ModelInfo | ErrorReply. One worker answers (queue group `QUEUE_INFERENCE`)."""
+
+MODEL_OPS = "fraud.model.ops"
+"""Operations on the models that ONE inference worker carries out (queue group `QUEUE_INFERENCE`): load a version
+(swap this worker, then write the registry's `active`), delete a version that is not served, validate the active
+model on its shipped validation sample, explain inputs (per-input attributions and the baseline prediction).
+Body: ModelOps (shared/model_messages.py); reply: ModelOpsReply. The gateway then broadcasts on `MODEL_CONTROL`
+where every worker must act (a load's hot swap, a rolling reload)."""
 
 HEALTH_PREFIX = "fraudmesh.health"
 """`fraudmesh.health.<service>`: every instance of the service answers (no queue group), so a caller that

@@ -114,7 +114,9 @@ def keyed_gateway(stack: Stack, tmp_path: Path) -> Iterator[str]:
     s = stack.state
     extra = Stack(tmp_path / "keyed", s.nats_url, s.redis_url, s.postgres_dsn, stack.model_dir)
     try:
-        (proc,) = extra.start("gateway", env={"FRAUDMESH_API_KEYS": API_KEY})
+        # the same key is an admin key too, so that the admin routes (load, delete, validate, restart) are fuzzed
+        # past their guard: random versions are unknown (404), the session's one version is active (409)
+        (proc,) = extra.start("gateway", env={"FRAUDMESH_API_KEYS": API_KEY, "FRAUDMESH_ADMIN_API_KEYS": API_KEY})
         extra.wait_ready()
         yield f"http://127.0.0.1:{proc.http_port}"
     finally:

@@ -124,7 +124,13 @@ async def test_only_the_admin_writes_the_model_registry_and_reads_the_dlq(
 ) -> None:
     for user in ("inference", "aggregator", "feature", "public"):
         c = await as_user(user)
-        for subject in ("$KV.fraudmesh_model_state.active", "$O.fraudmesh_models.M.x"):
+        # the inference worker that carries out the gateway's admin routes (inference_svc/model_ops.py) may write
+        # `active` (a load) and object metadata (a delete); never the A/B state, nor any model's content
+        forbidden = ["$KV.fraudmesh_model_state.candidate", "$KV.fraudmesh_model_state.candidate_share"]
+        forbidden += ["$O.fraudmesh_models.C.x"]
+        if user != "inference":
+            forbidden += ["$KV.fraudmesh_model_state.active", "$O.fraudmesh_models.M.x"]
+        for subject in forbidden:
             await c.nc.publish(subject, b"v9")
             assert await c.denied(subject), (user, subject)
         await c.nc.subscribe(subjects.DLQ_SUBJECT)

@@ -133,6 +133,21 @@ def test_artifact_metadata_and_embeddings(trained) -> None:  # type: ignore[no-u
         assert b.feature_names == meta.feature_names[: len(b.feature_names)]
 
 
+def test_exported_gnn_ships_a_validation_sample_that_serving_reproduces(trained) -> None:  # type: ignore[no-untyped-def]
+    from inference_svc.model import load_model
+    from inference_svc.validation import validate
+
+    _result, model_dir, written = trained
+    model = load_model(model_dir, written["version"])
+    spec = model.meta.validation
+    assert spec is not None and spec.rows > 100 and spec.positives > 0
+    assert (Path(written["gnn"]) / spec.file).is_file()
+    report = validate(model.meta, Path(written["gnn"]), model.predict, 0.005)
+    assert report.sample_available and report.rows == spec.rows
+    assert report.agrees, report.message
+    assert {c.name for c in report.checks} == {"roc_auc", "pr_auc"}
+
+
 def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 

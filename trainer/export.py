@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import torch
 
 from feature_svc.definitions import FEATURE_SET_VERSION
-from inference_svc.artifact import EmbeddingSpec, ModelMetadata, Thresholds, write_artifact
+from inference_svc.artifact import EmbeddingSpec, ModelMetadata, Thresholds, ValidationSpec, write_artifact
+from inference_svc.validation import write_sample
 from trainer.embed import embeddings_parquet
 from trainer.gnn import NODE_TYPES, EncoderOnnx
 from trainer.snapshot import LINKS, NODE_FEATURES, snapshot
-from trainer.train import TX_NAMES, Result, snapshot_tensors
+from trainer.train import TX_NAMES, Result, predict, snapshot_tensors
 
 OPSET = 17
 INPUT, OUTPUT = "input", "probabilities"
@@ -104,6 +105,32 @@ def baseline_onnx(result: Result) -> bytes | None:
         return None
 
 
+VALIDATION_ROWS = 5000
+
+
+def validation_sample(result: Result, base: Path, names: list[str], rows: int = VALIDATION_ROWS) -> ValidationSpec:
+    """Up to `rows` test rows (every fraud row among them if they fit in half), with their head inputs, eventual
+    labels and the trainer's own (torch) scores, written beside the model for `POST /validate`."""
+    prep = result.prep
+    test = np.flatnonzero(prep.part == 2)
+    y_all = prep.y_true[test].astype(bool)
+    rng = np.random.default_rng(result.cfg.seed)
+    pos, neg = test[y_all], test[~y_all]
+    pos = pos if len(pos) <= rows // 2 else rng.choice(pos, rows // 2, replace=False)
+    neg = neg if len(neg) <= rows - len(pos) else rng.choice(neg, rows - len(pos), replace=False)
+    mask = np.zeros(len(prep.part), dtype=bool)
+    mask[np.concatenate([pos, neg])] = True
+    scores, x = predict(result.encoder, result.head, prep, mask)
+    return write_sample(
+        base,
+        names,
+        x.numpy(),
+        prep.y_true[mask].astype(bool),
+        scores,
+        f"{int(mask.sum())} rows of the test period (eventual labels; fraud rows kept, legit rows sampled)",
+    )
+
+
 def _summary(metrics: dict) -> dict:
     out = {}
     for part in ("validation_known", "test"):
@@ -182,6 +209,9 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
             encoder=ENCODER_FILE,
         ),
     )
+    base = model_dir / version
+    base.mkdir(parents=True, exist_ok=True)
+    meta.validation = validation_sample(result, base, meta.feature_names)
     base = write_artifact(model_dir, meta, head_onnx(result), activate=activate)
     (base / ENCODER_FILE).write_bytes(encoder_onnx(result))
     pq.write_table(table, base / EMBEDDINGS_FILE, compression="zstd")

@@ -18,7 +18,7 @@ from inference_svc.metrics import ModelMetrics
 from inference_svc.model_manager import ModelManager, NoModel
 from inference_svc.registry import RegistryState
 from inference_svc.scorer import Scorer
-from shared.model_messages import ActivateModel, ClearCandidate, SetCandidate
+from shared.model_messages import ActivateModel, ClearCandidate, ReloadModels, SetCandidate
 from tests.test_model_registry import add_version
 
 
@@ -180,3 +180,25 @@ def test_embeddings_are_served_from_memory_with_defaults_for_unknown_entities(tm
     assert len(block) == 2
     vectors = block.vectors([("card", "c1"), ("ip", "1.2.3.4"), ("card", "new"), ("ip", "9.9.9.9")])
     assert [v.tolist() for v in vectors] == [[0.5, 1.5], [2.0, 3.0], [9.0, 9.0], [0.0, 0.0]]
+
+
+async def test_reload_swaps_to_fresh_scorers_of_the_same_versions_and_only_on_the_named_worker(
+    model_dir: Path,
+) -> None:
+    m, _ = manager(model_dir)
+    await m.start()
+    await m.control(SetCandidate(version="v2", share=0.5))
+    assert m.routing is not None and m.routing.candidate is not None
+    before = m.routing
+    other = await m.control(ReloadModels(instance_id="w-2"))  # another worker's turn: nothing happens here
+    assert m.routing is before and other.reloads == 0
+    state = await m.control(ReloadModels(instance_id="w-1"))
+    assert not state.error and state.reloads == 1 and state.reload_ms > 0
+    after = m.routing
+    assert after is not None and after.candidate is not None
+    assert after.active is not before.active and after.candidate is not before.candidate
+    assert (after.active.model.version, after.candidate.model.version, after.share) == ("v1", "v2", 0.5)
+    assert state.swaps == 0  # a reload is not a version change
+    shutil.rmtree(model_dir / "v1")  # a version that cannot be loaded again: the worker keeps what it has
+    failed = await m.control(ReloadModels(instance_id="w-1"))
+    assert "reload failed" in failed.error and m.routing is after and failed.reloads == 1

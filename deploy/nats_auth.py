@@ -46,6 +46,8 @@ LABELS_STREAM, LABELS_SUBJECT = "FRAUD_LABELS", "fraud.labels.ingest"
 INGEST_DLQ_STREAM, INGEST_DLQ_SUBJECT = "FRAUD_INGEST_DLQ", "fraud.ingest.dlq"
 MODEL_STATE_STREAM = "KV_fraudmesh_model_state"
 MODELS_STREAM = "OBJ_fraudmesh_models"
+CONFIG_STREAM = f"KV_{subjects.CONFIG_BUCKET}"
+"""Runtime settings (shared/runtime_config.py): every service watches it; the gateway writes it (`POST /config`)."""
 STREAMS = (subjects.PARTIALS_STREAM, subjects.DLQ_STREAM, TXNS_STREAM, LABELS_STREAM, INGEST_DLQ_STREAM)
 """Streams the services declare idempotently at start (shared/jetstream.py)."""
 
@@ -126,7 +128,17 @@ def permissions(user: str) -> Permissions:
         return Permissions(publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=0)
     if user == "gateway":
         return _service(
-            user, [subjects.SCORE, subjects.FEATURES_GET, subjects.MODEL_INFO, TXNS_SUBJECT, LABELS_SUBJECT], []
+            user,
+            [
+                subjects.SCORE,
+                subjects.FEATURES_GET,
+                subjects.MODEL_INFO,
+                TXNS_SUBJECT,
+                LABELS_SUBJECT,
+                *_read_bucket(CONFIG_STREAM),
+                f"$KV.{subjects.CONFIG_BUCKET}.{subjects.CONFIG_KEY}",  # POST /config
+            ],
+            [],
         )
     if user == "aggregator":
         return _with_responses(
@@ -144,6 +156,7 @@ def permissions(user: str) -> Permissions:
                     f"{API}.CONSUMER.DURABLE.CREATE.{partials}.{consumer}",
                     f"{API}.STREAM.MSG.GET.{partials}",  # a partial past max_deliver, to dead-letter it
                     f"{API}.STREAM.MSG.DELETE.{partials}",
+                    *_read_bucket(CONFIG_STREAM),
                 ],
                 [
                     f"{subjects.SCORE} {subjects.QUEUE_AGGREGATOR}",
@@ -163,6 +176,7 @@ def permissions(user: str) -> Permissions:
                 *_pull(partials, consumer),
                 *_read_bucket(MODEL_STATE_STREAM),
                 *_read_bucket(MODELS_STREAM),
+                *_read_bucket(CONFIG_STREAM),
             ],
             [subjects.MODEL_CONTROL, f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}"],
         )
@@ -175,6 +189,7 @@ def permissions(user: str) -> Permissions:
                 *_declare(*STREAMS),
                 *_pull(TXNS_STREAM, "*"),
                 *_pull(LABELS_STREAM, "*"),
+                *_read_bucket(CONFIG_STREAM),
             ],
             [f"features.> {subjects.QUEUE_FEATURES}"],
         )

@@ -16,9 +16,10 @@ from litestar.config.cors import CORSConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from redis.asyncio import Redis
 
-from gateway.auth import api_key_guard, parse_keys
+from gateway.auth import admin_key_guard, api_key_guard, parse_keys
 from gateway.bridge import NatsBridge
 from gateway.compression import GZIP
+from gateway.controllers.admin import CacheAdminController, CacheStatsController, ConfigController
 from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
@@ -33,10 +34,11 @@ from gateway.ingest import IngestController
 from gateway.openapi_docs import SECURITY, openapi_config, static_docs
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
+from gateway.stores import Stores
 from gateway.telemetry import otel_plugins
 from shared.settings import Settings
 
-__all__ = ["API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
+__all__ = ["ADMIN_CONTROLLERS", "API_CONTROLLERS", "OPEN_CONTROLLERS", "create_app", "request_id_of"]
 """`request_id_of` lives in gateway.request_context; it is also importable from here, where it used to be."""
 
 
@@ -54,8 +56,11 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     ModelsController,
     OipModelController,
     IngestController,
+    CacheStatsController,
 )
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
+ADMIN_CONTROLLERS: tuple[type[Controller], ...] = (ConfigController, CacheAdminController)
+"""Routes behind FRAUDMESH_ADMIN_API_KEYS (gateway/auth.py `admin_key_guard`) and the rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
     HealthController,
     MetricsController,
@@ -71,6 +76,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar:
     nats = bridge or NatsBridge(settings, name=settings.instance_id or "gateway")
     redis = Redis.from_url(settings.redis_url) if settings.rate_limit_per_second else None
+    stores = Stores.from_url(settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -78,6 +84,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         try:
             yield
         finally:
+            await stores.close()
             await nats.stop()
             if redis is not None:
                 await redis.aclose()
@@ -95,9 +102,15 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
         guards=api_key_guard(settings.api_keys),
         security=SECURITY,
     )
+    admin = Router(
+        path="/",
+        route_handlers=list(ADMIN_CONTROLLERS),
+        guards=admin_key_guard(settings.admin_api_keys, settings.api_keys),
+        security=SECURITY,
+    )
     return Litestar(
-        route_handlers=[api, *OPEN_CONTROLLERS, static_docs()],
-        dependencies=dependencies(settings, nats),
+        route_handlers=[api, admin, *OPEN_CONTROLLERS, static_docs()],
+        dependencies=dependencies(nats, stores),
         plugins=otel_plugins(settings),
         lifespan=[lifespan],
         middleware=middleware,

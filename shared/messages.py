@@ -128,6 +128,7 @@ ErrorCode = Literal[
     "unauthorized",
     "rate_limited",
     "not_found",
+    "conflict",
     "internal",
 ]
 

@@ -23,7 +23,9 @@ def sample_batch(n: int, seed: int = 42) -> list[dict[str, object]]:
 def run_demo(gateway_url: str, n: int = 1000, api_key: str = "") -> int:
     body = {"transactions": sample_batch(n)}
     headers = {"X-API-Key": api_key} if api_key else {}
-    r = httpx.post(f"{gateway_url}/predict", json=body, headers=headers, timeout=30.0)
+    # the same 1,000 transactions each run: `rescore` so that every run scores them (a repeat would otherwise get
+    # the stored decisions back, with no partial and no worker to show)
+    r = httpx.post(f"{gateway_url}/predict", params={"rescore": "true"}, json=body, headers=headers, timeout=30.0)
     if r.status_code != 200:
         print(f"POST /predict failed: {r.status_code} {r.text}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.runtime_config import RUNTIME_FIELDS, setting_description
+
 FIELDS: dict[str, tuple[str, Any]] = {
     # transactions
     "card_id": ("Card token (never the card number): 1-128 of letters, digits and _ . : @ -.", "card_00001234"),
@@ -121,11 +123,18 @@ PER_SCHEMA: dict[tuple[str, str], tuple[str, Any]] = {
     ("PartialInfo", "index"): ("Position of the partial in the batch.", 0),
     ("PartialInfo", "model_version"): ("The model version that scored it.", "bootstrap-20261201-000000"),
     ("ErrorReply", "code"): (
-        "bad_request, unauthorized, not_found, payload_too_large, rate_limited, unavailable, deadline_exceeded, "
-        "incomplete or internal.",
+        "bad_request, unauthorized, not_found, conflict, payload_too_large, rate_limited, unavailable, "
+        "deadline_exceeded, incomplete or internal.",
         "bad_request",
     ),
 }
+
+PER_SCHEMA.update(
+    {
+        ("RuntimeConfig", name): (f"Runtime override of FRAUDMESH_{name.upper()}: {setting_description(name)}", None)
+        for name in RUNTIME_FIELDS
+    }
+)
 
 
 def _title(name: str) -> str:

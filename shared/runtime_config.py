@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_type_hints
 
 import msgspec
 from msgspec import Meta, Struct
@@ -56,7 +56,7 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "partial_size": ("aggregator",),
     "coalesce_window_ms": ("aggregator",),
     "degraded_policy": ("aggregator", "gateway"),
-    "request_timeout_ms": ("gateway", "inference"),
+    "request_timeout_ms": ("gateway", "aggregator", "inference"),
     "max_batch_size": ("gateway", "aggregator"),
     "max_partials_per_request": ("gateway",),
     "gateway_max_in_flight": ("gateway",),
@@ -68,6 +68,14 @@ APPLIES_TO: dict[str, tuple[str, ...]] = {
     "idempotency_window_s": ("gateway",),
 }
 """Which services read each runtime setting (every instance of them applies a change)."""
+
+
+def setting_description(name: str) -> str:
+    """The description of a setting (its `Meta` in shared/settings.py), for the OpenAPI document."""
+    hint = get_type_hints(Settings, include_extras=True)[name]
+    found = [m.description for m in getattr(hint, "__metadata__", ()) if isinstance(m, Meta) and m.description]
+    return found[-1] if found else name
+
 
 _decode = msgspec.json.Decoder(RuntimeConfig)
 _encode = msgspec.json.Encoder()

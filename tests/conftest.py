@@ -77,18 +77,7 @@ def model_dir(run_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
     """The default topology on the session's servers: 1 gateway, 1 aggregator, 2 inference, 1 feature."""
-    # Idempotency off on this shared stack: its tests score made-up transactions whose ids repeat across tests with
-    # other bodies (deploy/demo.py names them demo-00000...) and re-score batches to compare; with it on they would
-    # get 409s and replays. Idempotency is tested on stacks of its own (tests/test_gateway_admin.py), and the
-    # stacks that tests start themselves keep the default (on).
-    s = Stack(
-        run_dir / "stack",
-        nats_url,
-        redis_url,
-        postgres_dsn,
-        model_dir,
-        env={"FRAUDMESH_IDEMPOTENCY_ENABLED": "false"},
-    )
+    s = Stack(run_dir / "stack", nats_url, redis_url, postgres_dsn, model_dir)
     s.start("aggregator")
     s.start("inference", 2)
     s.start("feature")

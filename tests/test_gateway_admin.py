@@ -19,6 +19,8 @@ from deploy.servers import Server, free_port, start_nats, start_redis
 from gateway.idempotency import KEY_PREFIX
 from tests.stacks import Stack
 
+IDEMPOTENCY_ON = {"FRAUDMESH_IDEMPOTENCY_ENABLED": "true"}
+"""Test stacks turn it off by default (tests/stacks.py TEST_DEFAULTS); here it is what is tested."""
 ADMIN_KEY = "admin-key-test"
 API_KEY = "api-key-test"
 
@@ -80,7 +82,7 @@ def gws(run_dir: Path, postgres_dsn: str, model_dir: Path) -> Iterator[Gateways]
     nats: Server = start_nats(root / "nats")
     own_redis = start_redis(root / "redis")
     redis_url = own_redis.extra["url"]
-    s = Stack(root / "stack", nats.extra["url"], redis_url, postgres_dsn, model_dir)
+    s = Stack(root / "stack", nats.extra["url"], redis_url, postgres_dsn, model_dir, env=IDEMPOTENCY_ON)
     try:
         s.start("aggregator")
         s.start("inference")
@@ -114,7 +116,7 @@ def extra_gateway(gws: Gateways, env: dict[str, str]) -> Iterator[str]:
         gws.stack.model_dir,
     )
     try:
-        extra.start("gateway", env=env)
+        extra.start("gateway", env={**IDEMPOTENCY_ON, **env})
         extra.wait_ready(timeout=60)
         yield extra.gateway_url
     finally:

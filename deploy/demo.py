@@ -15,7 +15,9 @@ from inference_svc.bootstrap import synthetic_sample
 def sample_batch(n: int, seed: int = 42) -> list[dict[str, object]]:
     txs, _ = synthetic_sample(n, seed)
     for i, tx in enumerate(txs):
-        tx.transaction_id = f"demo-{i:05d}"
+        # the seed and size name the sample: a transaction id names one transaction (the gateway answers a known
+        # id with its stored decision, and refuses it with another body: docs/http-api.md "Idempotency")
+        tx.transaction_id = f"demo-{seed}-{n}-{i:05d}"
         tx.timestamp = dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=37 * i)
     return msgspec.to_builtins(txs)  # type: ignore[no-any-return]
 

@@ -114,7 +114,7 @@ class Idempotency:
             self.outcomes[outcome].inc(n)
             self.totals[outcome] += n
 
-    async def plan(self, txs: Sequence[Transaction], *, rescore: bool, request_id: str) -> Plan:
+    async def plan(self, txs: Sequence[Transaction], *, rescore: bool, request_id: str, where: str = "$") -> Plan:
         """One MGET for the request's ids. Raises BridgeError `conflict` (409) when a known id has another body."""
         hashes = [body_hash(tx) if tx.transaction_id is not None else None for tx in txs]
         keyed = [i for i, h in enumerate(hashes) if h is not None]
@@ -146,7 +146,7 @@ class Idempotency:
         conflicts = [i for i, rec in found.items() if rec.body_hash != hashes[i]]
         if conflicts:
             self.count("conflict", len(conflicts))
-            raise BridgeError(self._conflict(txs, conflicts, found, request_id))
+            raise BridgeError(self._conflict(txs, conflicts, found, request_id, where))
         replayed = {i: rec.score for i, rec in found.items()}
         to_score = [i for i in everything if i not in replayed]
         self.count("hit", len(replayed))
@@ -155,15 +155,26 @@ class Idempotency:
         return Plan(status, replayed=replayed, to_score=to_score, hashes=hashes)
 
     def _conflict(
-        self, txs: Sequence[Transaction], conflicts: list[int], found: dict[int, StoredDecision], request_id: str
+        self,
+        txs: Sequence[Transaction],
+        conflicts: list[int],
+        found: dict[int, StoredDecision],
+        request_id: str,
+        where: str,
     ) -> ErrorReply:
+        """`where`: the transactions' place in the body (`$` for one, `$.transactions` for a list, "" for nested
+        lists: the path then says which transaction in order)."""
         errors = []
         for i in conflicts[:100]:
             rec, tx = found[i], txs[i]
             diff = differing_fields(rec.transaction, tx)
             errors.append(
                 FieldError(
-                    path=f"$.transactions[{i}].transaction_id" if len(txs) > 1 else "$.transaction_id",
+                    path=f"{where}.transaction_id"
+                    if where == "$"
+                    else f"{where}[{i}].transaction_id"
+                    if where
+                    else f"$.batch[*][*].transaction_id (transaction {i} of the request, counting from 0)",
                     message=f"Transaction id {tx.transaction_id!r} was scored at {_utc(rec.stored_at)} (request "
                     f"{rec.request_id}) with a different body; differing field(s): {', '.join(diff) or 'none'}.",
                 )

@@ -17,10 +17,10 @@ from deploy.stack import ServiceProc, StackState, start_service, stop_service, w
 
 TEST_DEFAULTS = {"FRAUDMESH_IDEMPOTENCY_ENABLED": "false"}
 """Settings of every test stack unless the test says otherwise. Idempotency (on in the product) is off: the suite's
-tests score made-up transactions whose ids repeat across tests with other bodies (deploy/demo.py names them
-demo-00000...), on stacks that share the session's Redis, and re-score the same rows to compare (features now
-cached, identical decisions after a fault); with it on they would get 409s and stored decisions back. The
-idempotency tests (tests/test_gateway_admin.py) turn it on, on a stack and Redis of their own."""
+tests score made-up transactions whose ids repeat across tests with other bodies, on stacks that share the
+session's Redis, and re-score the same rows to compare (features now cached, identical decisions after a fault);
+with it on they would get 409s and stored decisions back. The idempotency tests (tests/test_gateway_admin.py) turn
+it on, on a stack and Redis of their own; `fraudmesh up` (tests/test_stack_cli.py) runs the product's default."""
 
 
 class Stack:

@@ -202,6 +202,22 @@ def test_a_batch_scores_only_the_ids_it_does_not_know_and_keeps_the_order(gws: G
     sb = httpx.post(f"{gws.a}/score/batch", json={"model_type": "fraud_detection", "requests": [tx(known)]}, timeout=30)
     assert sb.status_code == 200 and sb.headers["Idempotency-Status"] == "replayed", sb.text
     assert sb.json()["responses"][0]["fraud_score"] == first.json()["fraud_score"]
+    # a transaction without an id, scored beside a replayed one, is named by its place in the whole batch
+    mixed = httpx.post(
+        f"{gws.a}/score/batch",
+        json={
+            "model_type": "fraud_detection",
+            "requests": [tx(known), {"card_id": "c9", "transaction_amount": 1.0}],
+            "batch_id": "b-mixed",
+        },
+        timeout=30,
+    )
+    assert mixed.status_code == 200 and mixed.headers["Idempotency-Status"] == "partly-replayed", mixed.text
+    assert [r["transaction_id"] for r in mixed.json()["responses"]] == [known, "b-mixed-1"]
+    clash = httpx.post(
+        f"{gws.a}/score/batch", json={"model_type": "fraud_detection", "requests": [tx(known, 1.5)]}, timeout=30
+    )
+    assert clash.status_code == 409 and clash.json()["errors"][0]["path"] == "$.requests[0].transaction_id"
 
 
 def test_what_if_scoring_neither_reads_nor_writes_decisions(gws: Gateways) -> None:

@@ -35,8 +35,14 @@ _predict_decoder = msgspec.json.Decoder(PredictRequest)
 _transaction_decoder = msgspec.json.Decoder(StrictTransaction)
 
 
-IDEMPOTENT_ROUTES = frozenset({"/score/fraud", "/predict", "/score/batch", "/predict/batch"})
-"""The payment-API routes, where a transaction id names one decision (gateway/idempotency.py). Not idempotent:
+IDEMPOTENT_ROUTES = {
+    "/score/fraud": "$",
+    "/predict": "$.transactions",
+    "/score/batch": "$.requests",
+    "/predict/batch": "",
+}
+"""The payment-API routes, where a transaction id names one decision (gateway/idempotency.py), with where their
+transactions are in the body (for the paths of a 409; `/predict/batch` flattens its inner batches). Not idempotent:
 what-if scoring (`ingest=false`, it changes no history) and the model-serving protocols (MLflow `/invocations` and
 `/batch-predict`, Open Inference Protocol `infer`), which are stateless inference by their own conventions."""
 
@@ -81,13 +87,17 @@ class Scoring:
         rid = request_id or self.request_id
         if not (self.ingest and self.settings.idempotency_enabled and self.request.scope["path"] in IDEMPOTENT_ROUTES):
             return await self._score(txs, rid, partial_size)
-        plan = await self.idempotency.plan(txs, rescore=self.rescore, request_id=rid)
+        where = IDEMPOTENT_ROUTES[self.request.scope["path"]]
+        plan = await self.idempotency.plan(txs, rescore=self.rescore, request_id=rid, where=where)
         self.idempotency_status = plan.status
         if not plan.replayed:
             reply = await self._score(txs, rid, partial_size)
         elif not plan.to_score:
             reply = ScoreReply(request_id=rid, complete=True, results=[plan.replayed[i] for i in range(len(txs))])
         else:
+            for i in plan.to_score:  # named by their place in the whole request, as the aggregator would
+                if txs[i].transaction_id is None:
+                    txs[i].transaction_id = f"{rid}-{i}"
             fresh = await self._score([txs[i] for i in plan.to_score], rid, partial_size)
             results: list[TransactionScore | None] = [plan.replayed.get(i) for i in range(len(txs))]
             for i, s in zip(plan.to_score, fresh.results, strict=True):

@@ -4,6 +4,7 @@ with two gateways, so that a change made through one gateway is seen by the othe
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import time
 import uuid
@@ -279,6 +280,22 @@ def test_a_config_change_reaches_both_gateways_the_aggregator_and_the_worker(gws
     r = gws.config(gws.b, {"partial_size": None})
     assert r.status_code == 200 and "partial_size" not in r.json()["overrides"]
     assert r.json()["overrides"]["max_batch_size"] == 130  # the other overrides stay
+
+
+def test_changes_made_at_once_through_two_gateways_both_land(gws: Gateways, reset_config: None) -> None:
+    """Compare-and-set on the bucket's revision: neither change overwrites the other."""
+    changes = [(gws.a, {"coalesce_window_ms": 1.0}), (gws.b, {"admission_max_queue_ms": 400.0})] * 3
+    with concurrent.futures.ThreadPoolExecutor(len(changes)) as pool:
+        replies = list(pool.map(lambda c: gws.config(*c), changes))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    final = until(
+        lambda: (
+            (doc := httpx.get(f"{gws.a}/config").json())["revision"] == max(r.json()["revision"] for r in replies)
+            and doc
+        ),
+        what="gateway A at the last revision",
+    )
+    assert final["overrides"] == {"coalesce_window_ms": 1.0, "admission_max_queue_ms": 400.0}
 
 
 def test_bad_config_is_refused_with_400_naming_the_field_and_nothing_changes(gws: Gateways) -> None:

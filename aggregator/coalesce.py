@@ -54,6 +54,11 @@ class Coalescer:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def reconfigure(self, *, window_ms: float, max_size: int) -> None:
+        """New window and size (runtime settings); requests already buffered keep their timer."""
+        self._window_s = window_ms / 1000.0
+        self._max_size = max_size
+
     async def submit(self, transactions: list[Transaction], ctx: Context) -> CoalescedOutcome:
         loop = asyncio.get_running_loop()
         member = _Member(transactions, ctx, loop.create_future())

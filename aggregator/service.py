@@ -113,6 +113,10 @@ class Aggregator(Service):
         if self.ingest is not None:  # let the scored transactions in flight reach FRAUD_TXNS
             await self.ingest.drain()
 
+    def on_settings(self, settings: Settings) -> None:
+        self.admission.max_transactions = settings.aggregator_max_in_flight_transactions
+        self.coalescer.reconfigure(window_ms=settings.coalesce_window_ms, max_size=settings.partial_size)
+
     def health_details(self) -> dict[str, str]:
         ingest = self.ingest.health() if self.ingest is not None else {}
         return {

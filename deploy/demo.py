@@ -15,7 +15,9 @@ from inference_svc.bootstrap import synthetic_sample
 def sample_batch(n: int, seed: int = 42) -> list[dict[str, object]]:
     txs, _ = synthetic_sample(n, seed)
     for i, tx in enumerate(txs):
-        tx.transaction_id = f"demo-{i:05d}"
+        # the seed and size name the sample: a transaction id names one transaction (the gateway answers a known
+        # id with its stored decision, and refuses it with another body: docs/http-api.md "Idempotency")
+        tx.transaction_id = f"demo-{seed}-{n}-{i:05d}"
         tx.timestamp = dt.datetime(2026, 11, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=37 * i)
     return msgspec.to_builtins(txs)  # type: ignore[no-any-return]
 
@@ -23,7 +25,9 @@ def sample_batch(n: int, seed: int = 42) -> list[dict[str, object]]:
 def run_demo(gateway_url: str, n: int = 1000, api_key: str = "") -> int:
     body = {"transactions": sample_batch(n)}
     headers = {"X-API-Key": api_key} if api_key else {}
-    r = httpx.post(f"{gateway_url}/predict", json=body, headers=headers, timeout=30.0)
+    # the same 1,000 transactions each run: `rescore` so that every run scores them (a repeat would otherwise get
+    # the stored decisions back, with no partial and no worker to show)
+    r = httpx.post(f"{gateway_url}/predict", params={"rescore": "true"}, json=body, headers=headers, timeout=30.0)
     if r.status_code != 200:
         print(f"POST /predict failed: {r.status_code} {r.text}", file=sys.stderr)
         return 1

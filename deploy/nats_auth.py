@@ -47,6 +47,8 @@ INGEST_DLQ_STREAM, INGEST_DLQ_SUBJECT = "FRAUD_INGEST_DLQ", "fraud.ingest.dlq"
 MODEL_STATE_STREAM = "KV_fraudmesh_model_state"
 MODELS_STREAM = "OBJ_fraudmesh_models"
 JOBS_KV_STREAM = f"KV_{subjects.JOBS_BUCKET}"
+CONFIG_STREAM = f"KV_{subjects.CONFIG_BUCKET}"
+"""Runtime settings (shared/runtime_config.py): every service watches it; the gateway writes it (`POST /config`)."""
 STREAMS = (subjects.PARTIALS_STREAM, subjects.DLQ_STREAM, TXNS_STREAM, LABELS_STREAM, INGEST_DLQ_STREAM)
 """Streams the services declare idempotently at start (shared/jetstream.py)."""
 
@@ -144,6 +146,8 @@ def permissions(user: str) -> Permissions:
                 *(rule for p in subjects.JOB_PRIORITIES for rule in _pull(jobs, subjects.job_consumer(p))),
                 *_read_bucket(JOBS_KV_STREAM),
                 f"$KV.{subjects.JOBS_BUCKET}.>",
+                *_read_bucket(CONFIG_STREAM),
+                f"$KV.{subjects.CONFIG_BUCKET}.{subjects.CONFIG_KEY}",  # POST /config
             ],
             [subjects.health_subject("jobs")],  # the job runner answers health pings as service `jobs`
         )
@@ -163,6 +167,7 @@ def permissions(user: str) -> Permissions:
                     f"{API}.CONSUMER.DURABLE.CREATE.{partials}.{consumer}",
                     f"{API}.STREAM.MSG.GET.{partials}",  # a partial past max_deliver, to dead-letter it
                     f"{API}.STREAM.MSG.DELETE.{partials}",
+                    *_read_bucket(CONFIG_STREAM),
                 ],
                 [
                     f"{subjects.SCORE} {subjects.QUEUE_AGGREGATOR}",
@@ -182,6 +187,7 @@ def permissions(user: str) -> Permissions:
                 *_pull(partials, consumer),
                 *_read_bucket(MODEL_STATE_STREAM),
                 *_read_bucket(MODELS_STREAM),
+                *_read_bucket(CONFIG_STREAM),
                 # fraud.model.ops (inference_svc/model_ops.py): a load writes `active`; a delete removes a
                 # version's objects (meta rollup message, then a purge of its chunks)
                 f"$KV.{subjects.MODEL_STATE_BUCKET}.active",
@@ -203,6 +209,7 @@ def permissions(user: str) -> Permissions:
                 *_declare(*STREAMS),
                 *_pull(TXNS_STREAM, "*"),
                 *_pull(LABELS_STREAM, "*"),
+                *_read_bucket(CONFIG_STREAM),
             ],
             [f"features.> {subjects.QUEUE_FEATURES}"],
         )

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from gateway.auth import admin_key_guard, api_key_guard, parse_keys
 from gateway.bridge import NatsBridge
 from gateway.compression import GZIP
+from gateway.controllers.admin import CacheAdminController, CacheStatsController, ConfigController
 from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
@@ -37,6 +38,7 @@ from gateway.job_runner import Jobs
 from gateway.openapi_docs import SECURITY, openapi_config, static_docs
 from gateway.ratelimit import rate_limit
 from gateway.request_context import request_context, request_id_of
+from gateway.stores import Stores
 from gateway.telemetry import otel_plugins
 from shared.settings import Settings
 
@@ -60,11 +62,13 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     IngestController,
     JobsController,
     FeatureImportanceController,
+    CacheStatsController,
 )
 """Routes behind FRAUDMESH_API_KEYS and the rate limit."""
-ADMIN_CONTROLLERS: tuple[type[Controller], ...] = (ModelAdminController,)
-"""Operations (load, delete, validate, restart): behind an FRAUDMESH_ADMIN_API_KEYS key whenever API keys are set
-(`admin_key_guard`; an API key is not an admin key), and the rate limit."""
+ADMIN_CONTROLLERS: tuple[type[Controller], ...] = (ModelAdminController, ConfigController, CacheAdminController)
+"""Operations (load, delete, validate, restart), runtime settings and cache clearing: behind an
+FRAUDMESH_ADMIN_API_KEYS key whenever API keys are set (`admin_key_guard`; an API key is not an admin key), and the
+rate limit."""
 OPEN_CONTROLLERS: tuple[type[Controller], ...] = (
     HealthController,
     MetricsController,
@@ -81,6 +85,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
     nats = bridge or NatsBridge(settings, name=settings.instance_id or "gateway")
     redis = Redis.from_url(settings.redis_url) if settings.rate_limit_per_second else None
     jobs = Jobs(settings, nats)
+    stores = Stores.from_url(settings.redis_url)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -90,6 +95,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
             yield
         finally:
             await jobs.stop()  # the jobs running here finish first (they score through `nats`)
+            await stores.close()
             await nats.stop()
             if redis is not None:
                 await redis.aclose()
@@ -115,7 +121,7 @@ def create_app(settings: Settings, bridge: NatsBridge | None = None) -> Litestar
     )
     return Litestar(
         route_handlers=[api, admin, *OPEN_CONTROLLERS, static_docs()],
-        dependencies={**dependencies(settings, nats), **jobs_dependency(jobs)},
+        dependencies={**dependencies(nats, stores), **jobs_dependency(jobs)},
         plugins=otel_plugins(settings),
         lifespan=[lifespan],
         middleware=middleware,

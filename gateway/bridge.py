@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
@@ -20,6 +22,7 @@ from gateway.inflight import AggregatorLost, ScoreCalls
 from shared import subjects
 from shared.discovery import Discovery
 from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, FeaturesGetReply, FeaturesGetRequest
+from shared.logs import log_fields
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
 from shared.model_messages import (
     ModelControl,
@@ -32,9 +35,11 @@ from shared.model_messages import (
     ModelWorkerState,
 )
 from shared.nats_conn import connect_nats
+from shared.runtime_config import LiveSettings, config_bucket
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
 
+log = logging.getLogger("fraudmesh.gateway.bridge")
 REPLY_GRACE_S = 0.25
 """How long past the deadline we still wait for the aggregator's own (incomplete or deadline) reply."""
 
@@ -66,7 +71,8 @@ class BridgeError(Exception):
 
 class NatsBridge:
     def __init__(self, settings: Settings, name: str, registry: CollectorRegistry = REGISTRY) -> None:
-        self.settings = settings
+        self.live = LiveSettings(settings)
+        """This gateway's settings with the runtime overrides (`POST /config`) on top; `settings` reads it."""
         self.reconnects = _counter(
             registry, "fraudmesh_nats_reconnects", "NATS reconnections of this process.", "gateway"
         )
@@ -83,6 +89,44 @@ class NatsBridge:
             settings.gateway_max_in_flight_transactions,
             settings.admission_max_queue_ms / 1000.0,
         )
+        self.live.listen(self._settings_changed)
+        self._config_task: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.live.current
+
+    def _settings_changed(self, settings: Settings) -> None:
+        self.admission.max_requests = settings.gateway_max_in_flight
+        self.admission.max_transactions = settings.gateway_max_in_flight_transactions
+        self.admission.max_queue_s = settings.admission_max_queue_ms / 1000.0
+        log.info(
+            "runtime settings applied",
+            extra=log_fields(revision=self.live.revision, overrides=msgspec.to_builtins(self.live.overrides)),
+        )
+
+    async def _watch_config(self) -> None:
+        """Follow the runtime config bucket (current value first), restarting the watch when it fails."""
+        while True:
+            try:
+                nc = self.nc
+                if nc is None:
+                    return
+                kv = await config_bucket(nc.jetstream(timeout=5.0), self.settings.stream_replicas)
+                watcher: Any = await kv.watch(subjects.CONFIG_KEY)
+                try:
+                    async for entry in watcher:
+                        if entry is not None:
+                            self.live.apply_entry(entry)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()
+                await asyncio.sleep(1.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("runtime config watch failed; retrying", extra=log_fields(error=repr(exc)))
+                await asyncio.sleep(2.0)
 
     async def start(self) -> None:
         self.nc = await connect_nats(
@@ -100,8 +144,13 @@ class NatsBridge:
         await self.discovery.start()
         self.calls = ScoreCalls(self.nc)
         await self.calls.start()
+        self._config_task = asyncio.create_task(self._watch_config(), name="watch runtime config")
 
     async def stop(self) -> None:
+        if self._config_task is not None:
+            self._config_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._config_task
         if self.discovery is not None:
             with contextlib.suppress(Exception):
                 await self.discovery.stop()

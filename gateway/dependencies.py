@@ -20,6 +20,7 @@ from litestar.di import Provide
 
 from gateway.bridge import NatsBridge
 from gateway.request_context import BAD_REQUEST_ID, request_id_of
+from gateway.stores import Stores
 from gateway.validation import BodyError, echo
 from shared.messages import FieldError
 from shared.settings import Settings
@@ -59,20 +60,25 @@ def provide_deadline(settings: Settings, timeout_ms: int | None = None) -> float
 
 @dataclass(frozen=True, slots=True)
 class Gateway:
-    """The process-wide pieces a route may need, in one dependency."""
+    """The process-wide pieces a route may need, in one dependency. `settings` are those in force now: the
+    process's own with the runtime overrides (`POST /config`) on top."""
 
-    settings: Settings
     bridge: NatsBridge
+    stores: Stores
+
+    @property
+    def settings(self) -> Settings:
+        return self.bridge.settings
 
 
-def dependencies(settings: Settings, bridge: NatsBridge) -> dict[str, Provide]:
-    gateway = Gateway(settings, bridge)
+def dependencies(bridge: NatsBridge, stores: Stores) -> dict[str, Provide]:
+    gateway = Gateway(bridge, stores)
 
     def provide_gateway() -> Gateway:
         return gateway
 
     def provide_settings() -> Settings:
-        return settings
+        return bridge.settings
 
     def provide_bridge() -> NatsBridge:
         return bridge

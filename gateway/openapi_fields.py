@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.runtime_config import RUNTIME_FIELDS, setting_description
+
 FIELDS: dict[str, tuple[str, Any]] = {
     # transactions
     "card_id": ("Card token (never the card number): 1-128 of letters, digits and _ . : @ -.", "card_00001234"),
@@ -126,6 +128,13 @@ PER_SCHEMA: dict[tuple[str, str], tuple[str, Any]] = {
         "bad_request",
     ),
 }
+
+PER_SCHEMA.update(
+    {
+        ("RuntimeConfig", name): (f"Runtime override of FRAUDMESH_{name.upper()}: {setting_description(name)}", None)
+        for name in RUNTIME_FIELDS
+    }
+)
 
 
 def _title(name: str) -> str:

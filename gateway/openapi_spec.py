@@ -22,7 +22,13 @@ ERROR_TEXT: dict[int, tuple[str, ErrorCode, str]] = {
     400: ("Bad input: `errors` lists every problem at its JSON path.", "bad_request", "The request body is invalid."),
     401: ("No API key, or an unknown one (X-API-Key).", "unauthorized", "Missing API key: send it in X-API-Key."),
     404: ("Nothing of that name.", "not_found", "Unknown model 'x'."),
-    409: ("In conflict with what is served: e.g. the active model version.", "conflict", "Version 'x' is active."),
+    409: (
+        "In conflict: a transaction id scored within the idempotency window with a different body (`errors` names "
+        "the fields: send the same body, a new transaction_id, or ?rescore=true), or an operation on what is served "
+        "(deleting the active model version).",
+        "conflict",
+        "Transaction id 'tx-1' already names another transaction.",
+    ),
     413: ("Too many transactions in one request: split the batch.", "payload_too_large", "Too many transactions."),
     415: ("The body is not declared JSON (Content-Type).", "bad_request", "The body must be JSON."),
     429: ("Rate limited: retry after Retry-After seconds.", "rate_limited", "Rate limit exceeded."),

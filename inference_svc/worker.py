@@ -99,6 +99,14 @@ class InferenceWorker(Service):
         self.models.note_kv(entry.key, value, entry.revision or 0)
 
     # ---------------------------------------------------------------------------------- lifecycle
+    def on_settings(self, settings: Settings) -> None:
+        """The freshness bound of entity features, for the scorers loaded now (new ones read `self.settings`)."""
+        r = self.models.routing
+        for scorer in (r.active, r.candidate) if r is not None else ():
+            source = scorer.entities if scorer is not None else None
+            if source is not None:
+                source.max_age_s = settings.feature_max_age_s
+
     def health_details(self) -> dict[str, str]:
         details = {**self.models.health_details(), **self.probes.details()}
         scorer = self.scorer

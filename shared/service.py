@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, TypeVar
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.kv import KeyValue
 from opentelemetry import trace
@@ -54,6 +55,7 @@ from shared.messages import Codec, HealthPing, HealthReply
 from shared.metrics import HandlerMetrics, serve_metrics
 from shared.nats_conn import connect_nats
 from shared.policy import ConsumerPolicy
+from shared.runtime_config import LiveSettings, config_bucket
 from shared.settings import Settings
 from shared.telemetry import inject, pass_through, setup_tracing, shutdown_tracing, tracing_enabled
 
@@ -92,6 +94,8 @@ class Service:
         """`tracer_provider`: record spans with this provider (tests); by default spans are recorded when
         shared.telemetry.setup_tracing installed an exporter, and not made at all otherwise."""
         self.settings = settings
+        """The settings in force: the environment's, with the runtime overrides (`POST /config`) on top."""
+        self.live = LiveSettings(settings)
         self.instance_id = settings.instance_id or f"{self.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.codec = Codec()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -132,6 +136,10 @@ class Service:
 
     def health_details(self) -> dict[str, str]:
         return {}
+
+    def on_settings(self, settings: Settings) -> None:
+        """The runtime settings changed (`POST /config`): `self.settings` is already the new one. Override to
+        re-apply values copied at start (limits, windows)."""
 
     # ------------------------------------------------------------------------------------ routes
     def endpoint(
@@ -305,8 +313,20 @@ class Service:
             settings=self.settings,
         )
 
+    async def _on_config(self, entry: KeyValue.Entry, _ctx: Context) -> None:
+        """The runtime config bucket's key changed (or was read at start): apply it to this instance."""
+        self.live.apply_entry(entry)
+
+    def _settings_changed(self, settings: Settings) -> None:
+        self.settings = settings
+        self.on_settings(settings)
+        self.log.info(
+            "runtime settings applied",
+            extra=log_fields(revision=self.live.revision, overrides=msgspec.to_builtins(self.live.overrides)),
+        )
+
     async def _health(self, _req: HealthPing, _ctx: Context) -> HealthReply:
-        details = self.health_details()
+        details = {**self.health_details(), "config_revision": str(self.live.revision)}
         return HealthReply(
             service=self.name,
             instance_id=self.instance_id,
@@ -320,6 +340,14 @@ class Service:
         await self.connect()
         await self.on_start()
         self.endpoint(subjects.health_subject(self.name), HealthPing, self._health, name="health", concurrency=4)
+        self.live.listen(self._settings_changed)
+        js = self.nc.jetstream(timeout=5.0)
+        self.kv_watch(
+            subjects.CONFIG_BUCKET,
+            self._on_config,
+            lambda: config_bucket(js, self.settings.stream_replicas),
+            name="runtime_config",
+        )
         for ep in self._endpoints:
             await self._subscribe(ep)
         for listener in self._listeners:

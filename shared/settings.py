@@ -130,6 +130,17 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
             "or half its own remaining deadline, is refused at once with 503 + Retry-After."
         ),
     ] = 500.0
+    idempotency_enabled: Annotated[
+        bool,
+        _doc(
+            "Gateway: a transaction id scored within `idempotency_window_s` gets its stored decision back (a "
+            "different body under that id: 409; `?rescore=true` scores anew). Stored in Redis, shared by every "
+            "gateway; `false` scores every request anew."
+        ),
+    ] = True
+    idempotency_window_s: Annotated[
+        float, Meta(gt=0), _doc("Gateway: how long a transaction id's decision is kept for idempotent replays, in s.")
+    ] = 86400.0
     aggregator_max_in_flight_transactions: Annotated[
         Positive,
         _doc("Admission control: transactions one aggregator has in flight; more are refused (`unavailable`)."),

@@ -83,6 +83,10 @@ MODEL_ARTIFACTS_BUCKET = "fraudmesh_models"
 """Object Store: model versions, `<version>/<file>` then `<version>/.manifest.json` (inference_svc/registry.py)."""
 MODEL_STATE_BUCKET = "fraudmesh_model_state"
 """KV: `active`, `candidate`, `candidate_share`: what every inference worker serves."""
+CONFIG_BUCKET = "fraudmesh_config"
+"""KV: runtime settings (`POST /config`), watched by every gateway, aggregator, inference and feature instance
+(shared/runtime_config.py). One key, CONFIG_KEY, holds the JSON object of the overridden settings."""
+CONFIG_KEY = "runtime"
 
 # --- headers ---------------------------------------------------------------------------------------
 HDR_DEADLINE = "Fraudmesh-Deadline"

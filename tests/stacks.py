@@ -15,6 +15,13 @@ import httpx
 from deploy.servers import Server, alive, free_port, start_nats
 from deploy.stack import ServiceProc, StackState, start_service, stop_service, wait_ready
 
+TEST_DEFAULTS = {"FRAUDMESH_IDEMPOTENCY_ENABLED": "false"}
+"""Settings of every test stack unless the test says otherwise. Idempotency (on in the product) is off: the suite's
+tests score made-up transactions whose ids repeat across tests with other bodies, on stacks that share the
+session's Redis, and re-score the same rows to compare (features now cached, identical decisions after a fault);
+with it on they would get 409s and stored decisions back. The idempotency tests (tests/test_gateway_admin.py) turn
+it on, on a stack and Redis of their own; `fraudmesh up` (tests/test_stack_cli.py) runs the product's default."""
+
 
 class Stack:
     """A set of service processes sharing one nats-server (and the session's Redis and PostgreSQL)."""
@@ -31,7 +38,7 @@ class Stack:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.state = StackState(run_dir=str(run_dir), nats_url=nats_url, redis_url=redis_url, postgres_dsn=postgres_dsn)
         self.model_dir = model_dir
-        self.env = {"FRAUDMESH_MODEL_DIR": str(model_dir), **(env or {})}
+        self.env = {"FRAUDMESH_MODEL_DIR": str(model_dir), **TEST_DEFAULTS, **(env or {})}
         self.procs: list[ServiceProc] = []
         self.gateway_url = ""
         self._counts: dict[str, int] = {}

@@ -292,6 +292,7 @@ async def test_raw_listener_and_discovery(start_probe: Start, client: Client) ->
         "inbox": "listener",
         "raw": "listener",
         "state": "kv_watch",
+        "runtime_config": "kv_watch",  # every service follows the runtime settings (POST /config)
     }
     stats = msgspec.json.decode((await client.request(f"$SRV.STATS.probe.{probe.discovery.id}", b"", timeout=5)).data)
     raw = next(e for e in stats["endpoints"] if e["name"] == "raw")

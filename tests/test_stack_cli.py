@@ -125,7 +125,7 @@ def test_restart_one_inference_instance_and_scoring_works(local_stack: StackStat
     workers: set[str] = set()
     for _ in range(10):
         resp = httpx.post(
-            f"{state.gateway_url}/predict",
+            f"{state.gateway_url}/predict?rescore=true",  # the same batch again: score it each time
             json={"transactions": sample_batch(400, seed=12), "partial_size": 50},
             headers={"X-API-Key": KEY},
             timeout=30,

@@ -28,7 +28,7 @@ from shared.messages import ErrorReply, FieldError, TransactionScore
 
 _score_batch = msgspec.json.Decoder(ScoreBatchRequest[msgspec.Raw])
 _predict_batch = msgspec.json.Decoder(PredictBatchRequest[msgspec.Raw])
-BATCH_ERRORS = error_responses(400, 401, 413, 415, 429, 503, 504)
+BATCH_ERRORS = error_responses(400, 401, 409, 413, 415, 429, 503, 504)
 NOT_SCORED = "Not scored before the deadline; retry it (alone or with a larger timeout_ms)."
 
 
@@ -101,7 +101,7 @@ class BatchController(Controller):
             failures=failures,
             latency_ms=latency,
         )
-        return Response(out, headers={"X-Request-Id": scoring.request_id})
+        return Response(out, headers=scoring.headers(scoring.request_id))
 
     @post(
         "/predict/batch",
@@ -167,7 +167,7 @@ class BatchController(Controller):
             },
             timestamp=now,
         )
-        return Response(out, headers={"X-Request-Id": rid})
+        return Response(out, headers=scoring.headers(rid))
 
 
 def _starts(batch: list[list[msgspec.Raw]]) -> list[tuple[int, list[msgspec.Raw]]]:

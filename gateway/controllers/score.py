@@ -22,6 +22,7 @@ from litestar.params import Parameter
 from gateway.bridge import BridgeError, NatsBridge
 from gateway.compression import GZIP
 from gateway.dependencies import Gateway, provide_deadline, provide_request_id
+from gateway.idempotency import Idempotency
 from gateway.openapi import body_operation
 from gateway.openapi_spec import error_responses
 from gateway.schemas import FraudScoreResponse, PredictRequest, PredictResponse, StrictTransaction
@@ -34,13 +35,25 @@ _predict_decoder = msgspec.json.Decoder(PredictRequest)
 _transaction_decoder = msgspec.json.Decoder(StrictTransaction)
 
 
+IDEMPOTENT_ROUTES = {
+    "/score/fraud": "$",
+    "/predict": "$.transactions",
+    "/score/batch": "$.requests",
+    "/predict/batch": "",
+}
+"""The payment-API routes, where a transaction id names one decision (gateway/idempotency.py), with where their
+transactions are in the body (for the paths of a 409; `/predict/batch` flattens its inner batches). Not idempotent:
+what-if scoring (`ingest=false`, it changes no history) and the model-serving protocols (MLflow `/invocations` and
+`/batch-predict`, Open Inference Protocol `infer`), which are stateless inference by their own conventions."""
+
+
 def is_json(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Scoring:
     request: Request[Any, Any, Any]
     bridge: NatsBridge
@@ -49,6 +62,10 @@ class Scoring:
     deadline_ms: float
     ingest: bool
     started: float
+    idempotency: Idempotency
+    rescore: bool = False
+    idempotency_status: str = "off"
+    """How idempotency answered (`Idempotency-Status`): new, replayed, partly-replayed, rescored, unchecked, off."""
 
     async def decode(self, type_: type[T], decoder: msgspec.json.Decoder[T]) -> T:
         media_type = self.request.content_type[0]
@@ -65,7 +82,36 @@ class Scoring:
     async def score(
         self, txs: list[Transaction], request_id: str | None = None, partial_size: int | None = None
     ) -> ScoreReply:
+        """Score `txs`: decisions of transaction ids already scored come from the idempotency store (one Redis
+        round trip for all of them), the others from the aggregator, merged in order; new decisions are stored."""
         rid = request_id or self.request_id
+        if not (self.ingest and self.settings.idempotency_enabled and self.request.scope["path"] in IDEMPOTENT_ROUTES):
+            return await self._score(txs, rid, partial_size)
+        where = IDEMPOTENT_ROUTES[self.request.scope["path"]]
+        plan = await self.idempotency.plan(txs, rescore=self.rescore, request_id=rid, where=where)
+        self.idempotency_status = plan.status
+        if not plan.replayed:
+            reply = await self._score(txs, rid, partial_size)
+        elif not plan.to_score:
+            reply = ScoreReply(request_id=rid, complete=True, results=[plan.replayed[i] for i in range(len(txs))])
+        else:
+            for i in plan.to_score:  # named by their place in the whole request, as the aggregator would
+                if txs[i].transaction_id is None:
+                    txs[i].transaction_id = f"{rid}-{i}"
+            fresh = await self._score([txs[i] for i in plan.to_score], rid, partial_size)
+            results: list[TransactionScore | None] = [plan.replayed.get(i) for i in range(len(txs))]
+            for i, s in zip(plan.to_score, fresh.results, strict=True):
+                results[i] = s
+            fresh.results = results
+            reply = fresh
+        self.idempotency.remember(txs, plan, reply.results, self.settings.idempotency_window_s, rid)
+        return reply
+
+    def headers(self, request_id: str) -> dict[str, str]:
+        """The reply's headers: its request id, and how idempotency answered."""
+        return {"X-Request-Id": request_id, "Idempotency-Status": self.idempotency_status}
+
+    async def _score(self, txs: list[Transaction], rid: str, partial_size: int | None) -> ScoreReply:
         req = ScoreRequest(transactions=txs, request_id=rid, partial_size=partial_size, ingest=self.ingest)
         reply = await self.bridge.score(
             req, self.deadline_ms, rid, client_traceparent=self.request.headers.get("traceparent")
@@ -89,6 +135,14 @@ async def provide_scoring(
             "what-if scoring that must not change any history."
         ),
     ] = True,
+    rescore: Annotated[
+        bool,
+        Parameter(
+            description="On /score/fraud, /predict, /score/batch and /predict/batch: score anew even when a "
+            "transaction id was scored within the idempotency window, and replace its stored decision (by default "
+            "a known id answers its stored decision)."
+        ),
+    ] = False,
 ) -> Scoring:
     settings = gateway.settings
     return Scoring(
@@ -99,6 +153,8 @@ async def provide_scoring(
         deadline_ms=provide_deadline(settings, timeout_ms),
         ingest=ingest,
         started=time.perf_counter(),
+        idempotency=gateway.stores.idempotency,
+        rescore=rescore,
     )
 
 
@@ -185,7 +241,7 @@ class ScoreController(Controller):
         summary="Score a batch of up to 10,000 transactions",
         status_code=200,
         middleware=[GZIP],
-        responses=error_responses(503, 504),
+        responses=error_responses(409, 503, 504),
     )
     async def predict(self, scoring: Scoring) -> Response[PredictResponse]:
         """One result per transaction, in order. Split into partials and scored by inference workers in parallel.
@@ -197,14 +253,14 @@ class ScoreController(Controller):
         _check_partials(len(body.transactions), body.partial_size, scoring.settings.max_partials_per_request)
         reply = await scoring.score(list(body.transactions), body.request_id, body.partial_size)
         out = predict_response(reply, scoring.latency_ms())
-        return Response(out, headers={"X-Request-Id": reply.request_id})
+        return Response(out, headers=scoring.headers(reply.request_id))
 
     @post(
         "/score/fraud",
         operation_class=body_operation(StrictTransaction),
         summary="Score one transaction",
         status_code=200,
-        responses=error_responses(503, 504),
+        responses=error_responses(409, 503, 504),
     )
     async def score_fraud(self, scoring: Scoring) -> Response[FraudScoreResponse]:
         """Seed 001's real-time endpoint: the score, risk level, action, confidence and the reasons."""
@@ -213,4 +269,4 @@ class ScoreController(Controller):
         s = reply.results[0]
         assert s is not None  # Scoring.score raised otherwise
         out = fraud_score_response(s, reply.request_id, scoring.latency_ms())
-        return Response(out, headers={"X-Request-Id": reply.request_id})
+        return Response(out, headers=scoring.headers(reply.request_id))

@@ -7,8 +7,9 @@ For each micro-batch, in this order, and acked by the consumer only after all of
    transaction; card, merchant, and for a fraud label the devices and IPs of its card and the cards on those),
    recomputed from the ledger as of now and written to Redis unless a newer computation is there;
 3. the freshness histogram (JetStream publish time to visible in Redis) for every new message.
-The second-hand graph effects of transactions (sharing counts of the other cards on a device or IP) go to the
-deferred pass, which refreshes them every `DEFERRED_PERIOD_S` (the lagging class of the registry).
+The second-hand graph effects of transactions (sharing counts of the other cards on a device or IP that gained a
+card, i.e. a new edge) go to the deferred pass, which refreshes them every `DEFERRED_PERIOD_S` (the lagging
+class of the registry).
 A worker killed anywhere in a batch acked nothing of it: the batch is redelivered and, the writes being
 idempotent, counted once.
 """
@@ -48,6 +49,8 @@ log = logging.getLogger("fraudmesh.ingest")
 
 DEFERRED_PERIOD_S = 1.0
 DEFERRED_BATCH = 500
+DEFERRED_CHUNK = 500
+"""Cards per refresh call of the deferred pass (one compute and one Redis write each)."""
 LAG_PERIOD_S = 2.0
 RECENT = 5000
 """Recently touched entities kept for the periodic consistency sample."""
@@ -164,7 +167,9 @@ class Ingestor:
             if label_cards:
                 entities += await touched.graph_neighbours(self.graph, label_cards)
         await refresh(self.pool, self.graph, self.online, entities)
-        await self.deferred.add(touched.devices_and_ips([*result.new, *again]))
+        # the other cards on a device or IP change only when it gains a card; a redelivered batch may have been
+        # written (edges included) by a worker that died before queueing them: queue all of its nodes
+        await self.deferred.add([*result.new_links, *touched.devices_and_ips(again)])
         if parked:
             await drop_pending_labels(self.pool, [lb.transaction_id for lb in parked])
         self._after(subjects.TXNS_STREAM, batch, {t.transaction_id for t in result.new}, entities, started)
@@ -227,20 +232,27 @@ class Ingestor:
                 log.warning("ingest background job failed: %s", self.last_error)
 
     async def deferred_pass(self) -> None:
-        """Refresh the other cards on the devices and IPs that new transactions used (the lagging features),
-        the oldest `DEFERRED_BATCH` queue entries at a time, until the queue is empty."""
+        """Refresh the other cards on the devices and IPs that gained a card (the lagging features), the oldest
+        `DEFERRED_BATCH` queue entries at a time, until the queue is empty. A card whose online entry was computed
+        after the newest of those entries was queued (a transaction of its own refreshed it since) already
+        includes the new edges and is skipped; the others are refreshed `DEFERRED_CHUNK` at a time, so the direct
+        path's micro-batches interleave with a long pass."""
         while True:
             entries = await self.deferred.oldest(DEFERRED_BATCH)
             if not entries:
                 self._deferred_size = 0
                 return
             cards = await touched.cards_on(self.graph, [node for node, _ in entries], exclude=set())
-            await refresh(self.pool, self.graph, self.online, cards)
+            newest = max(touched_at for _, touched_at in entries)
+            computed = await self.deferred.computed_at([self.online.key(t, i) for t, i in cards])
+            stale = [c for c, at in zip(cards, computed, strict=True) if at is None or at < newest]
+            for start in range(0, len(stale), DEFERRED_CHUNK):
+                await refresh(self.pool, self.graph, self.online, stale[start : start + DEFERRED_CHUNK])
             await self.deferred.done(entries)
             now = time.time()
             for _, touched_at in entries:
                 self.m.freshness.labels("deferred").observe(max(0.0, now - touched_at))
-            self.m.refreshed.labels("deferred").inc(len(cards))
+            self.m.refreshed.labels("deferred").inc(len(stale))
             self._deferred_size = await self.deferred.size()
 
     async def update_lag(self, js: JetStreamContext) -> None:

@@ -276,3 +276,40 @@ async def test_cards_linked_in_one_query_are_the_first_cards_of_each_node(pool: 
     assert max(len(cards) for cards in linked) > 3  # the limit below is exercised
     expected = {n.entity_id for cards in linked for n in cards[:3]}
     assert sorted(await graph.cards_linked(nodes, 3)) == sorted(expected)
+
+
+async def test_the_deferred_pass_skips_cards_refreshed_since_their_node_was_queued(
+    service: FeatureService, pool: asyncpg.Pool
+) -> None:
+    """The other cards on a device that gained a card are refreshed by the deferred pass, except a card whose
+    online entry was computed after the device was queued (it already includes the new edge)."""
+    from prometheus_client import CollectorRegistry
+
+    from feature_svc.definitions import FEATURE_SET_VERSION
+    from feature_svc.ingest.ingestor import Ingestor
+    from feature_svc.ingest.refresh import refresh
+
+    assert service.online is not None
+    graph = PostgresGraphStore(pool)
+    # its own prefix, so the service's background pass never takes this queue's entries
+    online = OnlineStore(service.online.redis, version=FEATURE_SET_VERSION, prefix="fmtest:ingest:skip")
+    registry = CollectorRegistry()
+    ingestor = Ingestor(pool, graph, online, registry, check_interval_s=0)
+    cards = ["card_skip_a", "card_skip_b", "card_skip_c"]
+    written = await write_transactions(pool, graph, [txn(f"skip-{c}", c, device="dev_skip") for c in cards])
+    assert ("device", "dev_skip") in written.new_links
+    await ingestor.deferred.add(written.new_links)
+    await refresh(pool, graph, online, [("card", "card_skip_a")])  # computed after the device was queued
+    [kept] = await online.read([("card", "card_skip_a")])
+
+    await ingestor.deferred_pass()
+
+    assert await ingestor.deferred.size() == 0
+    assert registry.get_sample_value("fraudmesh_ingest_entities_refreshed_total", {"path": "deferred"}) == 2
+    [again] = await online.read([("card", "card_skip_a")])
+    assert again.computed_at == kept.computed_at  # skipped, not rewritten
+    for card in cards:
+        [read] = await online.read([("card", card)])
+        assert read.present and read.values["card_cards_sharing_device"] == 2
+    report = await check_consistency(pool, graph, online, [("card", c) for c in cards])
+    assert report.checked == 3 and report.mismatches == []

@@ -19,6 +19,7 @@ import math
 import os
 import pstats
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -189,6 +190,7 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         rds.stop()
         stop_postgres(pg)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,10 @@ MessageHandler = Callable[[T, Delivery], Awaitable[None]]
 BatchHandler = Callable[[list[Delivered[T]]], Awaitable[None]]
 
 
+TOP_UP_WAIT_S = 0.01
+"""How long a linger top-up fetch waits when nothing arrived during the linger."""
+
+
 class Heartbeat:
     """Sends `in_progress` for the given messages every `period` seconds until cancelled. A timer, not a task:
     most messages are handled long before the first beat."""
@@ -90,6 +94,7 @@ class Consumer(Route, Generic[T]):
         max_wait_s: float,
         concurrency: int,
         policy: ConsumerPolicy,
+        linger_s: float = 0.0,
     ) -> None:
         if (handler is None) == (batch_handler is None):
             raise ValueError(f"consumer {name}: give exactly one of handler= and batch_handler=")
@@ -102,6 +107,7 @@ class Consumer(Route, Generic[T]):
         self.batch_handler = batch_handler
         self.batch_size = batch_size if batch_handler is not None else 1
         self.max_wait_s = max_wait_s
+        self.linger_s = linger_s if batch_handler is not None else 0.0
         self.concurrency = concurrency
         self.policy = policy
         self.decoder: msgspec.msgpack.Decoder[Any] = service.codec.decoder(message_type)
@@ -162,6 +168,8 @@ class Consumer(Route, Generic[T]):
             if not msgs:
                 slots.release()
                 continue
+            if self.linger_s > 0 and len(msgs) < self.batch_size and self._running:
+                msgs += await self._top_up(psub, self.batch_size - len(msgs))
             if single:
                 msg = msgs[0]
                 self.service.spawn(
@@ -170,6 +178,15 @@ class Consumer(Route, Generic[T]):
                 )
             else:
                 self.service.spawn(self._run_batch(msgs), slots.release)
+
+    async def _top_up(self, psub: JetStreamContext.PullSubscription, room: int) -> list[Msg]:
+        """Micro-batches under steady traffic: wait `linger_s`, then take what arrived meanwhile (up to `room`).
+        A handler whose cost is mostly per batch (or per distinct entity) then runs on fewer, bigger batches."""
+        await asyncio.sleep(self.linger_s)
+        try:
+            return list(await psub.fetch(room, timeout=TOP_UP_WAIT_S))
+        except Exception:  # nothing more arrived (a timeout), or connection trouble: the next fetch sees it
+            return []
 
     def _delivery(self, msg: Msg, headers: dict[str, str]) -> Delivery:
         meta = msg.metadata

@@ -178,10 +178,12 @@ class Service:
         max_wait_s: float = 0.5,
         concurrency: int = 1,
         policy: ConsumerPolicy | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         """A JetStream pull consumer bound to the existing durable `durable` of `stream` (declare it first,
         shared/jetstream.py). Give `handler(message, delivery)` (one message at a time) or
-        `batch_handler(list[Delivered])` (micro-batches of up to `batch_size`, waiting at most `max_wait_s`).
+        `batch_handler(list[Delivered])` (micro-batches of up to `batch_size`, waiting at most `max_wait_s`;
+        with `linger_s`, a fetch that did not fill the batch is topped up once after that long).
         `concurrency` messages (or batches) are handled at once. The message is acked when the handler returns;
         what happens when it raises is the `policy` (shared/policy.py)."""
         self._consumers.append(
@@ -197,6 +199,7 @@ class Service:
                 max_wait_s=max_wait_s,
                 concurrency=concurrency,
                 policy=policy or ConsumerPolicy(max_deliver=self.settings.max_deliver),
+                linger_s=linger_s,
             )
         )
 

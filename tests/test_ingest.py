@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from deploy.servers import Server, start_nats
 from feature_svc.graph import PostgresGraphStore
 from feature_svc.ingest.check import check_consistency
+from feature_svc.ingest.ledger_writer import write_transactions
 from feature_svc.online import OnlineStore
 from feature_svc.service import FeatureService
 from feature_svc.world import WorldParams, generate_world
@@ -243,3 +244,74 @@ def test_ingest_never_gives_up_on_a_store_that_is_down() -> None:
     assert down.action is Action.NAK and 0 < down.delay_s <= 30.0
     broken = policy.decide(ValueError("a bug"), INGEST_MAX_DELIVER)
     assert broken.action is Action.DEAD_LETTER
+
+
+async def test_only_a_new_card_on_a_device_or_ip_queues_its_other_cards(pool: asyncpg.Pool) -> None:
+    """The deferred pass refreshes the other cards on a device or IP only when it gained a card: a card paying
+    again from a device and IP it used before changes no other card's sharing counts, 2-hop counts or component."""
+    graph = PostgresGraphStore(pool)
+    first = await write_transactions(pool, graph, [txn("nl-1", "card_nl_a", device="dev_nl", ip="10.8.8.8")])
+    assert sorted(first.new_links) == [("device", "dev_nl"), ("ip", "10.8.8.8")]
+    again = await write_transactions(pool, graph, [txn("nl-2", "card_nl_a", device="dev_nl", ip="10.8.8.8")])
+    assert [t.transaction_id for t in again.new] == ["nl-2"] and again.new_links == []
+    # a second card on the same device, from a new IP; twice in one batch: each node listed once
+    other = await write_transactions(
+        pool,
+        graph,
+        [txn(f"nl-{k}", "card_nl_b", device="dev_nl", ip="10.8.8.9") for k in (3, 4)],
+    )
+    assert sorted(other.new_links) == [("device", "dev_nl"), ("ip", "10.8.8.9")]
+    replay = await write_transactions(pool, graph, [txn("nl-1", "card_nl_a", device="dev_nl", ip="10.8.8.8")])
+    assert replay.new == [] and replay.new_links == []
+
+
+async def test_cards_linked_in_one_query_are_the_first_cards_of_each_node(pool: asyncpg.Pool) -> None:
+    graph = PostgresGraphStore(pool)
+    nodes: list[tuple[str, str]] = [
+        ("ip", r["entity_id"])
+        for r in await pool.fetch(
+            "SELECT entity_id FROM edges WHERE entity_type = 'ip' GROUP BY entity_id ORDER BY count(*) DESC LIMIT 5"
+        )
+    ]
+    nodes.append(("device", "no_such_device"))
+    linked = [await graph.neighbours(t, i) for t, i in nodes]
+    assert max(len(cards) for cards in linked) > 3  # the limit below is exercised
+    expected = {n.entity_id for cards in linked for n in cards[:3]}
+    assert sorted(await graph.cards_linked(nodes, 3)) == sorted(expected)
+
+
+async def test_the_deferred_pass_skips_cards_refreshed_since_their_node_was_queued(
+    service: FeatureService, pool: asyncpg.Pool
+) -> None:
+    """The other cards on a device that gained a card are refreshed by the deferred pass, except a card whose
+    online entry was computed after the device was queued (it already includes the new edge)."""
+    from prometheus_client import CollectorRegistry
+
+    from feature_svc.definitions import FEATURE_SET_VERSION
+    from feature_svc.ingest.ingestor import Ingestor
+    from feature_svc.ingest.refresh import refresh
+
+    assert service.online is not None
+    graph = PostgresGraphStore(pool)
+    # its own prefix, so the service's background pass never takes this queue's entries
+    online = OnlineStore(service.online.redis, version=FEATURE_SET_VERSION, prefix="fmtest:ingest:skip")
+    registry = CollectorRegistry()
+    ingestor = Ingestor(pool, graph, online, registry, check_interval_s=0)
+    cards = ["card_skip_a", "card_skip_b", "card_skip_c"]
+    written = await write_transactions(pool, graph, [txn(f"skip-{c}", c, device="dev_skip") for c in cards])
+    assert ("device", "dev_skip") in written.new_links
+    await ingestor.deferred.add(written.new_links)
+    await refresh(pool, graph, online, [("card", "card_skip_a")])  # computed after the device was queued
+    [kept] = await online.read([("card", "card_skip_a")])
+
+    await ingestor.deferred_pass()
+
+    assert await ingestor.deferred.size() == 0
+    assert registry.get_sample_value("fraudmesh_ingest_entities_refreshed_total", {"path": "deferred"}) == 2
+    [again] = await online.read([("card", "card_skip_a")])
+    assert again.computed_at == kept.computed_at  # skipped, not rewritten
+    for card in cards:
+        [read] = await online.read([("card", card)])
+        assert read.present and read.values["card_cards_sharing_device"] == 2
+    report = await check_consistency(pool, graph, online, [("card", c) for c in cards])
+    assert report.checked == 3 and report.mismatches == []

@@ -29,11 +29,21 @@ return removed
 """
 
 
+_COMPUTED_AT = """
+local out = {}
+for i = 1, #KEYS do
+  out[i] = redis.call('HGET', KEYS[i], 'computed_at') or ''
+end
+return out
+"""
+
+
 class DeferredQueue:
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.redis = redis
         self.key = f"{prefix}:ingest:deferred"
         self._remove: Any = redis.register_script(_REMOVE_IF_UNCHANGED)
+        self._computed_at: Any = redis.register_script(_COMPUTED_AT)
 
     async def add(self, nodes: Sequence[Entity]) -> None:
         if nodes:
@@ -59,3 +69,10 @@ class DeferredQueue:
 
     async def size(self) -> int:
         return int(await self.redis.zcard(self.key))
+
+    async def computed_at(self, keys: Sequence[str]) -> list[float | None]:
+        """The online entries' `computed_at` (None where there is none), in ONE Redis call."""
+        if not keys:
+            return []
+        raw: list[Any] = await self._computed_at(keys=list(keys), args=[])
+        return [float(v) if v not in (b"", "") else None for v in raw]

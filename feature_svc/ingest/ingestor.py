@@ -7,8 +7,9 @@ For each micro-batch, in this order, and acked by the consumer only after all of
    transaction; card, merchant, and for a fraud label the devices and IPs of its card and the cards on those),
    recomputed from the ledger as of now and written to Redis unless a newer computation is there;
 3. the freshness histogram (JetStream publish time to visible in Redis) for every new message.
-The second-hand graph effects of transactions (sharing counts of the other cards on a device or IP) go to the
-deferred pass, which refreshes them every `DEFERRED_PERIOD_S` (the lagging class of the registry).
+The second-hand graph effects of transactions (sharing counts of the other cards on a device or IP that gained a
+card, i.e. a new edge) go to the deferred pass, which refreshes them every `DEFERRED_PERIOD_S` (the lagging
+class of the registry).
 A worker killed anywhere in a batch acked nothing of it: the batch is redelivered and, the writes being
 idempotent, counted once.
 """
@@ -21,7 +22,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -47,7 +48,17 @@ M = TypeVar("M", TxnIngest, Label)
 log = logging.getLogger("fraudmesh.ingest")
 
 DEFERRED_PERIOD_S = 1.0
+DEFERRED_SHARE = 0.2
+"""Most of the worker's time the deferred pass takes while it has work: after each chunk it pauses (1 - share) /
+share times as long as the chunk took. A hub (a shared device, a carrier IP) gaining cards can ask for far more
+refreshes per second than the direct path (up to `MAX_NEIGHBOURS` cards per new edge): then the lagging features
+lag more instead of the 1-second ones."""
 DEFERRED_BATCH = 500
+DEFERRED_CHUNK = 100
+"""Cards per refresh call of the deferred pass (one compute and one Redis write each)."""
+DEFERRED_YIELD_S = 0.25
+"""Before each chunk, the deferred pass waits up to this long for the worker's direct micro-batches to finish: the
+1-second features go first, the lagging ones (10 s) take the gaps, and at least one chunk per wait."""
 LAG_PERIOD_S = 2.0
 RECENT = 5000
 """Recently touched entities kept for the periodic consistency sample."""
@@ -146,9 +157,32 @@ class Ingestor:
         self._deferred_size = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.last_error = ""
+        self._direct = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # ------------------------------------------------------------------------------------ handlers
+    @contextlib.contextmanager
+    def _direct_batch(self) -> Iterator[None]:
+        """Marks a direct micro-batch in flight (the deferred pass gives way to it)."""
+        self._direct += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._direct -= 1
+            if self._direct == 0:
+                self._idle.set()
+
     async def on_txns(self, batch: list[Delivered[TxnIngest]]) -> None:
+        with self._direct_batch():
+            await self._on_txns(batch)
+
+    async def on_labels(self, batch: list[Delivered[Label]]) -> None:
+        with self._direct_batch():
+            await self._on_labels(batch)
+
+    async def _on_txns(self, batch: list[Delivered[TxnIngest]]) -> None:
         started = time.perf_counter()
         txns = [d.message for d in batch]
         result = await write_transactions(self.pool, self.graph, txns)
@@ -164,12 +198,14 @@ class Ingestor:
             if label_cards:
                 entities += await touched.graph_neighbours(self.graph, label_cards)
         await refresh(self.pool, self.graph, self.online, entities)
-        await self.deferred.add(touched.devices_and_ips([*result.new, *again]))
+        # the other cards on a device or IP change only when it gains a card; a redelivered batch may have been
+        # written (edges included) by a worker that died before queueing them: queue all of its nodes
+        await self.deferred.add([*result.new_links, *touched.devices_and_ips(again)])
         if parked:
             await drop_pending_labels(self.pool, [lb.transaction_id for lb in parked])
         self._after(subjects.TXNS_STREAM, batch, {t.transaction_id for t in result.new}, entities, started)
 
-    async def on_labels(self, batch: list[Delivered[Label]]) -> None:
+    async def _on_labels(self, batch: list[Delivered[Label]]) -> None:
         started = time.perf_counter()
         result = await write_labels(self.pool, self.graph, [d.message for d in batch])
         entities = touched.of_labels(result.new)
@@ -227,20 +263,32 @@ class Ingestor:
                 log.warning("ingest background job failed: %s", self.last_error)
 
     async def deferred_pass(self) -> None:
-        """Refresh the other cards on the devices and IPs that new transactions used (the lagging features),
-        the oldest `DEFERRED_BATCH` queue entries at a time, until the queue is empty."""
+        """Refresh the other cards on the devices and IPs that gained a card (the lagging features), the oldest
+        `DEFERRED_BATCH` queue entries at a time, until the queue is empty. A card whose online entry was computed
+        after the newest of those entries was queued (a transaction of its own refreshed it since) already
+        includes the new edges and is skipped; the others are refreshed `DEFERRED_CHUNK` at a time, each chunk
+        after the direct micro-batches in flight (or `DEFERRED_YIELD_S`) and followed by a pause, so that a long pass
+        takes at most `DEFERRED_SHARE` of the worker's time and the 1-second features stay fresh."""
         while True:
             entries = await self.deferred.oldest(DEFERRED_BATCH)
             if not entries:
                 self._deferred_size = 0
                 return
             cards = await touched.cards_on(self.graph, [node for node, _ in entries], exclude=set())
-            await refresh(self.pool, self.graph, self.online, cards)
+            newest = max(touched_at for _, touched_at in entries)
+            computed = await self.deferred.computed_at([self.online.key(t, i) for t, i in cards])
+            stale = [c for c, at in zip(cards, computed, strict=True) if at is None or at < newest]
+            for start in range(0, len(stale), DEFERRED_CHUNK):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), DEFERRED_YIELD_S)
+                began = time.monotonic()
+                await refresh(self.pool, self.graph, self.online, stale[start : start + DEFERRED_CHUNK])
+                await asyncio.sleep((time.monotonic() - began) * (1.0 - DEFERRED_SHARE) / DEFERRED_SHARE)
             await self.deferred.done(entries)
             now = time.time()
             for _, touched_at in entries:
                 self.m.freshness.labels("deferred").observe(max(0.0, now - touched_at))
-            self.m.refreshed.labels("deferred").inc(len(cards))
+            self.m.refreshed.labels("deferred").inc(len(stale))
             self._deferred_size = await self.deferred.size()
 
     async def update_lag(self, js: JetStreamContext) -> None:

@@ -31,6 +31,10 @@ class TxnWrite:
 
     new: list[TxnIngest] = field(default_factory=list)
     duplicates: int = 0
+    new_links: list[tuple[str, str]] = field(default_factory=list)
+    """The devices and IPs that gained a card: a new transaction's (card, device) or (card, IP) pair the ledger
+    had not seen before. Only these change the sharing counts, 2-hop counts and components of the OTHER cards on
+    them (a card paying again from a device it used before adds no edge)."""
 
 
 @dataclass
@@ -79,6 +83,7 @@ async def write_transactions(pool: asyncpg.Pool, graph: GraphStore, txns: Sequen
             t.card_id, t.timestamp, device_id=t.device_id, ip_address=t.ip_address, merchant_id=t.merchant_id
         )
     ]
+    new_links = await _new_links(pool, fresh)
     await graph.upsert_edges(edges)
     rows = await pool.fetch(
         _INSERT_TXNS,
@@ -99,7 +104,30 @@ async def write_transactions(pool: asyncpg.Pool, graph: GraphStore, txns: Sequen
     )
     inserted = {r["transaction_id"] for r in rows}
     new = [t for t in fresh if t.transaction_id in inserted]
-    return TxnWrite(new=new, duplicates=len(txns) - len(new))
+    return TxnWrite(new=new, duplicates=len(txns) - len(new), new_links=new_links)
+
+
+_NEW_LINKS = """
+SELECT DISTINCT x.entity_type, x.entity_id
+FROM unnest($1::text[], $2::text[], $3::text[]) AS x(card_id, entity_type, entity_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM transactions t
+    WHERE t.card_id = x.card_id
+      AND CASE x.entity_type WHEN 'device' THEN t.device_id ELSE t.ip_address END = x.entity_id)
+"""
+
+
+async def _new_links(pool: asyncpg.Pool, fresh: Sequence[TxnIngest]) -> list[tuple[str, str]]:
+    """The devices and IPs of `fresh` (not yet in the ledger) used with a card that no ledger transaction used
+    them with. Read from the ledger (the source of every graph store's edges) before the rows are inserted."""
+    pairs = {
+        (t.card_id, etype, eid) for t in fresh for etype, eid in (("device", t.device_id), ("ip", t.ip_address)) if eid
+    }
+    if not pairs:
+        return []
+    ordered = sorted(pairs)
+    rows = await pool.fetch(_NEW_LINKS, [p[0] for p in ordered], [p[1] for p in ordered], [p[2] for p in ordered])
+    return [(r["entity_type"], r["entity_id"]) for r in rows]
 
 
 _KNOWN = "SELECT transaction_id FROM transactions WHERE transaction_id = ANY($1::text[])"

@@ -14,8 +14,11 @@ from feature_svc.compute import Entity, compute_features, known_entities
 from feature_svc.graph import GraphStore
 from feature_svc.online import FeatureRecord, OnlineStore
 
-CHUNK = 2000
+CHUNK = 5000
 """Entities per compute call (each SQL group is one query over all of them)."""
+WRITE_CHUNK = 1000
+"""Entities per Redis write (one Lua call each): a script blocks Redis while it runs, scoring reads included, so
+one call stays at a few milliseconds."""
 
 
 def now_ms() -> datetime:
@@ -45,5 +48,6 @@ async def refresh(
             FeatureRecord(entity_type=t, entity_id=i, values=v, computed_at=as_of.timestamp(), known=(t, i) in known)
             for (t, i), v in values.items()
         ]
-        written += await online.write_if_newer(records)
+        for k in range(0, len(records), WRITE_CHUNK):
+            written += await online.write_if_newer(records[k : k + WRITE_CHUNK])
     return as_of.timestamp(), written

@@ -12,6 +12,7 @@ NAT address with thousands of cards) costs no more than that; beyond it the scor
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from feature_svc.compute import Entity
 from feature_svc.graph import GraphStore
@@ -69,10 +70,21 @@ def devices_and_ips(txns: Iterable[TxnIngest]) -> list[Entity]:
 
 
 async def cards_on(graph: GraphStore, nodes: Sequence[Entity], exclude: set[str]) -> list[Entity]:
-    """The cards linked to these devices and IPs (at most MAX_NEIGHBOURS each), except `exclude`."""
+    """The cards linked to these devices and IPs (at most MAX_NEIGHBOURS each), except `exclude`: one query on
+    a store that offers `cards_linked` (PostgreSQL), one lookup per node otherwise."""
     out: dict[Entity, None] = {}
-    for etype, eid in nodes:
-        for o in (await graph.neighbours(etype, eid))[:MAX_NEIGHBOURS]:
-            if o.entity_id not in exclude:
-                out[("card", o.entity_id)] = None
+    if isinstance(graph, LinkedCards):
+        cards = await graph.cards_linked(nodes, MAX_NEIGHBOURS)
+    else:
+        cards = [o.entity_id for etype, eid in nodes for o in (await graph.neighbours(etype, eid))[:MAX_NEIGHBOURS]]
+    for card in cards:
+        if card not in exclude:
+            out[("card", card)] = None
     return list(out)
+
+
+@runtime_checkable
+class LinkedCards(Protocol):
+    async def cards_linked(self, nodes: Sequence[tuple[str, str]], limit: int) -> list[str]:
+        """The cards linked to any of `nodes`, at most `limit` per node (the first by card id)."""
+        ...

@@ -42,6 +42,7 @@ class IngestWiring:
         common: dict[str, Any] = {
             "batch_size": settings.ingest_batch_size,
             "max_wait_s": settings.ingest_max_wait_ms / 1000.0,
+            "linger_s": settings.ingest_linger_ms / 1000.0,
             "policy": ingest_policy(),
         }
         self.service.consumer(

@@ -123,10 +123,23 @@ def permissions(user: str) -> Permissions:
     if user == ADMIN:  # the operator: model registry writes, stream management, the dead-letter queue
         return Permissions(publish=(">",), subscribe=(">",), responses=0)
     if user == PUBLIC:  # other systems: score and ingest, nothing else
-        return Permissions(publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=0)
+        return Permissions(
+            publish=(subjects.SCORE, subjects.PERSONALIZATION_SCORE, TXNS_SUBJECT, LABELS_SUBJECT),
+            subscribe=("_INBOX.>",),
+            responses=0,
+        )
     if user == "gateway":
         return _service(
-            user, [subjects.SCORE, subjects.FEATURES_GET, subjects.MODEL_INFO, TXNS_SUBJECT, LABELS_SUBJECT], []
+            user,
+            [
+                subjects.SCORE,
+                subjects.PERSONALIZATION_SCORE,
+                subjects.FEATURES_GET,
+                subjects.MODEL_INFO,
+                TXNS_SUBJECT,
+                LABELS_SUBJECT,
+            ],
+            [],
         )
     if user == "aggregator":
         return _with_responses(
@@ -164,7 +177,12 @@ def permissions(user: str) -> Permissions:
                 *_read_bucket(MODEL_STATE_STREAM),
                 *_read_bucket(MODELS_STREAM),
             ],
-            [subjects.MODEL_CONTROL, f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}"],
+            [
+                subjects.MODEL_CONTROL,
+                f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}",
+                f"{subjects.PERSONALIZATION_SCORE} {subjects.QUEUE_INFERENCE}",
+                subjects.PERSONALIZATION_MODEL_CONTROL,
+            ],
         )
     if user == "feature":
         return _service(

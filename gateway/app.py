@@ -26,6 +26,7 @@ from gateway.controllers.info import VERSION, InfoController
 from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.models import ModelsController
 from gateway.controllers.oip import OipHealthController, OipModelController
+from gateway.controllers.personalization import PersonalizationController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
@@ -48,6 +49,7 @@ class MetricsController(PrometheusController):
 
 API_CONTROLLERS: tuple[type[Controller], ...] = (
     ScoreController,
+    PersonalizationController,
     FeaturesController,
     BatchController,
     MlflowController,

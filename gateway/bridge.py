@@ -22,6 +22,11 @@ from shared.feature_messages import EntityRef, EntityType, FeaturesGetAnswer, Fe
 from shared.messages import Codec, ErrorReply, HealthPing, HealthReply, ScoreAnswer, ScoreReply, ScoreRequest
 from shared.model_messages import ModelInfo, ModelInfoReply, ModelInfoRequest
 from shared.nats_conn import connect_nats
+from shared.personalization_messages import (
+    PersonalizationAnswer,
+    PersonalizationScoreReply,
+    PersonalizationScoreRequest,
+)
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
 
@@ -151,6 +156,27 @@ class NatsBridge:
         finally:
             self.admission.release(n)
         assert isinstance(answer, ScoreReply)
+        return answer
+
+    async def personalize(
+        self, req: PersonalizationScoreRequest, deadline_ms: float, request_id: str
+    ) -> PersonalizationScoreReply:
+        """Score (user, item) pairs on `personalization.score` (an inference worker answers)."""
+        headers = {subjects.HDR_DEADLINE: str(int(deadline_ms))}
+        if tracing_enabled():
+            inject(headers)
+        answer = await self._request(
+            subjects.PERSONALIZATION_SCORE,
+            req,
+            PersonalizationAnswer,
+            request_id,
+            max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S,
+            headers,
+            down=f"No inference worker answers {subjects.PERSONALIZATION_SCORE}: the inference service is down. "
+            "Start it (`fraudmesh up`) or retry.",
+            late="The personalization request got no answer before its deadline. Retry with a larger timeout_ms.",
+        )
+        assert isinstance(answer, PersonalizationScoreReply)
         return answer
 
     async def features(

@@ -107,3 +107,12 @@ the caller can watch that instance (`$SRV.PING.aggregator.<id>`) and learn withi
 Callers that do not send it get exactly one message, the answer."""
 HDR_ACCEPTED_BY = "Fraudmesh-Accepted-By"
 HDR_SERVICE_ID = "Fraudmesh-Service-Id"
+
+# --- the personalization model family (seed 001's `/score/personalization`) -----------------------
+PERSONALIZATION_SCORE = "personalization.score"
+"""Score (user, item) pairs. Body: PersonalizationScoreRequest (shared/personalization_messages.py); reply:
+PersonalizationScoreReply | ErrorReply. Inference workers answer (queue group `QUEUE_INFERENCE`)."""
+
+PERSONALIZATION_MODEL_CONTROL = "personalization.model.control"
+"""Activate a personalization model version. Body: PersonalizationModelControl; reply: PersonalizationModelState
+(one per worker: every inference worker listens, no queue group)."""

@@ -1,0 +1,117 @@
+"""The personalization family on an inference worker: `personalization.score` (queue group `inference`) and
+`personalization.model.control` (every worker). `attach(service)` registers both on the service base from the
+worker's `on_start`; the fraud routes are untouched, and a worker without a personalization model still starts
+(its personalization requests are answered `unavailable`, naming the directory to fill)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from feature_svc.online import OnlineStore
+from feature_svc.world.personalization.online import store as online_store
+from inference_svc.personalization.artifact import PersonalizationModelError, active_version, load, versions
+from inference_svc.personalization.scorer import PersonalizationScorer
+from shared import subjects
+from shared.personalization_messages import (
+    PersonalizationModelControl,
+    PersonalizationModelState,
+    PersonalizationScoreReply,
+    PersonalizationScoreRequest,
+)
+from shared.service import Context, Service, ServiceError
+from shared.settings import Settings
+
+
+def model_dir_of(settings: Settings) -> Path:
+    return Path(settings.personalization_model_dir or f"{settings.model_dir.rstrip('/')}-personalization")
+
+
+class Personalization:
+    """The served personalization version of one worker, and its endpoints."""
+
+    def __init__(self, settings: Settings, instance_id: str) -> None:
+        self.settings = settings
+        self.instance_id = instance_id
+        self.model_dir = model_dir_of(settings)
+        self.store: OnlineStore = online_store(settings.redis_url, settings.feature_ttl_s)
+        self.scorer: PersonalizationScorer | None = None
+        self.error = ""
+        self._swap = asyncio.Lock()
+
+    async def activate(self, version: str) -> None:
+        async with self._swap:
+            model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
+            self.scorer = PersonalizationScorer(model, self.store, self.settings.feature_max_age_s)
+            self.error = ""
+
+    async def start(self) -> None:
+        version = active_version(self.model_dir)
+        if version is None:
+            self.error = f"no personalization model in {self.model_dir} (no `active` file)"
+            return
+        try:
+            await self.activate(version)
+        except PersonalizationModelError as exc:
+            self.error = str(exc)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def state(self, error: str = "") -> PersonalizationModelState:
+        return PersonalizationModelState(
+            worker_id=self.instance_id,
+            version=self.scorer.model.version if self.scorer is not None else "",
+            versions=versions(self.model_dir),
+            error=error,
+        )
+
+    async def score(self, req: PersonalizationScoreRequest, ctx: Context) -> PersonalizationScoreReply:
+        scorer = self.scorer  # one version for the whole request, whatever is activated meanwhile
+        if scorer is None:
+            raise ServiceError(
+                "unavailable",
+                f"The personalization model family is not loaded on this worker: {self.error}. Train one "
+                f"(`python -m trainer.personalization --out {self.model_dir}`) and activate it.",
+                retryable=False,
+            )
+        ctx.check_deadline("personalization: before scoring")
+        scores = await scorer.score(req.items)
+        return PersonalizationScoreReply(
+            request_id=req.request_id or ctx.request_id,
+            scores=scores,
+            model_version=scorer.model.version,
+            worker_id=self.instance_id,
+        )
+
+    async def control(self, req: PersonalizationModelControl, _ctx: Context) -> PersonalizationModelState:
+        if not req.version:
+            return self.state(self.error)
+        if req.version not in versions(self.model_dir):
+            return self.state(f"version {req.version!r} is not in {self.model_dir}")
+        try:
+            await self.activate(req.version)
+        except PersonalizationModelError as exc:
+            return self.state(str(exc))
+        return self.state()
+
+
+async def attach(service: Service) -> Personalization:
+    """Load the active personalization version (if any) and register its endpoints on `service`."""
+    p = Personalization(service.settings, service.instance_id)
+    await p.start()
+    service.endpoint(
+        subjects.PERSONALIZATION_SCORE,
+        PersonalizationScoreRequest,
+        p.score,
+        queue=subjects.QUEUE_INFERENCE,
+        name="personalization_score",
+    )
+    service.endpoint(
+        subjects.PERSONALIZATION_MODEL_CONTROL,
+        PersonalizationModelControl,
+        p.control,
+        concurrency=2,
+        name="personalization_model_control",
+    )
+    return p

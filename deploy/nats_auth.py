@@ -134,6 +134,7 @@ def permissions(user: str) -> Permissions:
             [
                 subjects.SCORE,
                 subjects.PERSONALIZATION_SCORE,
+                subjects.PERSONALIZATION_MODEL_INFO,
                 subjects.FEATURES_GET,
                 subjects.MODEL_INFO,
                 TXNS_SUBJECT,
@@ -181,6 +182,7 @@ def permissions(user: str) -> Permissions:
                 subjects.MODEL_CONTROL,
                 f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}",
                 f"{subjects.PERSONALIZATION_SCORE} {subjects.QUEUE_INFERENCE}",
+                f"{subjects.PERSONALIZATION_MODEL_INFO} {subjects.QUEUE_INFERENCE}",
                 subjects.PERSONALIZATION_MODEL_CONTROL,
             ],
         )

@@ -24,6 +24,9 @@ from shared.model_messages import ModelInfo, ModelInfoReply, ModelInfoRequest
 from shared.nats_conn import connect_nats
 from shared.personalization_messages import (
     PersonalizationAnswer,
+    PersonalizationInfoAnswer,
+    PersonalizationModelInfo,
+    PersonalizationModelInfoRequest,
     PersonalizationScoreReply,
     PersonalizationScoreRequest,
 )
@@ -177,6 +180,21 @@ class NatsBridge:
             late="The personalization request got no answer before its deadline. Retry with a larger timeout_ms.",
         )
         assert isinstance(answer, PersonalizationScoreReply)
+        return answer
+
+    async def personalization_info(self, request_id: str) -> PersonalizationModelInfo:
+        """What the inference fleet serves of the personalization family (`personalization.model.info`)."""
+        answer = await self._request(
+            subjects.PERSONALIZATION_MODEL_INFO,
+            PersonalizationModelInfoRequest(),
+            PersonalizationInfoAnswer,
+            request_id,
+            self.settings.request_timeout_ms / 1000.0,
+            {},
+            down=f"No inference worker answers {subjects.PERSONALIZATION_MODEL_INFO}.",
+            late="The inference service did not say which personalization model it serves in time; retry.",
+        )
+        assert isinstance(answer, PersonalizationModelInfo)
         return answer
 
     async def features(

@@ -198,7 +198,10 @@ class ModelView(Struct, kw_only=True):
     kind: Annotated[str, Meta(description="Model kind.", examples=["hetero_graphsage"])]
     created_at: Annotated[str, Meta(description="When it was trained (ISO 8601).")]
     metrics: Annotated[dict[str, Any], Meta(description="Validation metrics recorded by the trainer.")]
-    thresholds: Annotated[dict[str, float], Meta(description="Score cut-offs of `medium`, `high`, `critical`.")]
+    thresholds: Annotated[
+        dict[str, float],
+        Meta(description="Score cut-offs of `medium`, `high`, `critical` (fraud; empty for personalization)."),
+    ]
 
 
 class ModelFamily(Struct, kw_only=True):

@@ -79,3 +79,21 @@ class PersonalizationModelState(Struct, tag="personalization_model_state", tag_f
 
 
 PersonalizationControlAnswer = PersonalizationModelState | ErrorReply
+
+
+class PersonalizationModelInfoRequest(Struct, tag="personalization_model_info", tag_field="type", kw_only=True):
+    """On `personalization.model.info` (one inference worker answers): what does it serve?"""
+
+
+class PersonalizationModelInfo(Struct, tag="personalization_model_info_reply", tag_field="type", kw_only=True):
+    version: str
+    """The served version ("" when none is loaded: then `status` is `not_served`)."""
+    kind: str
+    created_at: str
+    metrics: dict[str, float]
+    """The trainer's test-split metrics (`lightgcn.ndcg@10`, `popularity.ndcg@10`, ...)."""
+    versions: list[str]
+    worker_id: str = ""
+
+
+PersonalizationInfoAnswer = PersonalizationModelInfo | ErrorReply

@@ -116,3 +116,7 @@ PersonalizationScoreReply | ErrorReply. Inference workers answer (queue group `Q
 PERSONALIZATION_MODEL_CONTROL = "personalization.model.control"
 """Activate a personalization model version. Body: PersonalizationModelControl; reply: PersonalizationModelState
 (one per worker: every inference worker listens, no queue group)."""
+
+PERSONALIZATION_MODEL_INFO = "personalization.model.info"
+"""What the fleet serves of the personalization family. Body: PersonalizationModelInfoRequest; reply:
+PersonalizationModelInfo | ErrorReply. One worker answers (queue group `QUEUE_INFERENCE`)."""

@@ -230,7 +230,9 @@ def test_models_lists_families_versions_active_and_metrics(stack: Stack) -> None
     assert fraud["active"]["version"] in fraud["versions"]
     assert {"val_roc_auc", "val_pr_auc"} <= set(fraud["active"]["metrics"])
     assert set(fraud["active"]["thresholds"]) == {"medium", "high", "critical"}
-    assert families["personalization"]["status"] == "not_served"
+    pers = families["personalization"]  # the session's tiny personalization model (tests/conftest.py)
+    assert pers["status"] == "serving" and pers["active"]["version"] in pers["versions"]
+    assert {"lightgcn.ndcg@10", "popularity.ndcg@10", "matrix_factorization.ndcg@10"} <= set(pers["active"]["metrics"])
 
 
 def test_model_metadata_and_features_describe_the_active_model(stack: Stack) -> None:

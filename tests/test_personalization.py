@@ -238,6 +238,16 @@ def test_the_same_over_nats(pstack: Stack, trained: dict[str, Any]) -> None:
     assert reply.scores[0].user_segment == http["user_segment"]
 
 
+def test_models_lists_both_families(pstack: Stack, trained: dict[str, Any]) -> None:
+    doc = httpx.get(f"{pstack.gateway_url}/models", timeout=10).json()
+    families = {f["name"]: f for f in doc["families"]}
+    assert families["fraud"]["status"] == "serving"
+    pers = families["personalization"]
+    assert pers["status"] == "serving" and pers["active"]["version"] == trained["first"]
+    assert set(pers["versions"]) == {trained["first"], trained["second"]}
+    assert pers["active"]["kind"] == "lightgcn" and "lightgcn.ndcg@10" in pers["active"]["metrics"]
+
+
 # ----------------------------------------------------------------------------------------- hot swap
 async def _control(url: str, version: str, workers: int) -> list[PersonalizationModelState]:
     """Ask every worker (no queue group) and collect `workers` states."""
@@ -308,6 +318,8 @@ def test_activating_a_version_mid_load_leaves_fraud_alone_and_scores_each_reques
         assert {code for code, _ in pers} == {200}, pers
         assert {v for _, v in pers} <= {first, second}  # one version per request, never a mix
         assert pers[-1][1] == second
+        listed = httpx.get(f"{pstack.gateway_url}/models", timeout=10).json()["families"]
+        assert {f["name"]: f for f in listed}["personalization"]["active"]["version"] == second
     finally:
         back = asyncio.run(_control(pstack.state.nats_url, first, 2))
         assert {s.version for s in back} == {first}

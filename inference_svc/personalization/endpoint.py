@@ -1,5 +1,6 @@
 """The personalization family on an inference worker: `personalization.score` (queue group `inference`) and
-`personalization.model.control` (every worker). `attach(service)` registers both on the service base from the
+`personalization.model.info` (queue group) and `personalization.model.control` (every worker). `attach(service)`
+registers them on the service base from the
 worker's `on_start`; the fraud routes are untouched, and a worker without a personalization model still starts
 (its personalization requests are answered `unavailable`, naming the directory to fill)."""
 
@@ -15,6 +16,8 @@ from inference_svc.personalization.scorer import PersonalizationScorer
 from shared import subjects
 from shared.personalization_messages import (
     PersonalizationModelControl,
+    PersonalizationModelInfo,
+    PersonalizationModelInfoRequest,
     PersonalizationModelState,
     PersonalizationScoreReply,
     PersonalizationScoreRequest,
@@ -84,6 +87,19 @@ class Personalization:
             worker_id=self.instance_id,
         )
 
+    async def info(self, _req: PersonalizationModelInfoRequest, _ctx: Context) -> PersonalizationModelInfo:
+        scorer = self.scorer
+        meta = scorer.model.metadata if scorer is not None else {}
+        metrics = meta.get("metrics", {})
+        return PersonalizationModelInfo(
+            version=scorer.model.version if scorer is not None else "",
+            kind=str(meta.get("kind", "")),
+            created_at=str(meta.get("created_at", "")),
+            metrics={str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            versions=versions(self.model_dir),
+            worker_id=self.instance_id,
+        )
+
     async def control(self, req: PersonalizationModelControl, _ctx: Context) -> PersonalizationModelState:
         if not req.version:
             return self.state(self.error)
@@ -106,6 +122,14 @@ async def attach(service: Service) -> Personalization:
         p.score,
         queue=subjects.QUEUE_INFERENCE,
         name="personalization_score",
+    )
+    service.endpoint(
+        subjects.PERSONALIZATION_MODEL_INFO,
+        PersonalizationModelInfoRequest,
+        p.info,
+        queue=subjects.QUEUE_INFERENCE,
+        concurrency=2,
+        name="personalization_model_info",
     )
     service.endpoint(
         subjects.PERSONALIZATION_MODEL_CONTROL,

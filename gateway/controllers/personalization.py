@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
-from litestar import Controller, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.di import Provide
 
-from gateway.controllers.score import Scoring, provide_scoring
+from gateway.controllers.score import Scoring
+from gateway.dependencies import Gateway, provide_deadline, provide_request_id
 from gateway.envelope import check_count, decode_envelope, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.personalization_schemas import (
@@ -84,9 +87,25 @@ async def score_batch(scoring: Scoring, raws: Sequence[msgspec.Raw], batch_id: s
     )
 
 
+async def provide_personalization(
+    request: Request[Any, Any, Any], gateway: Gateway, timeout_ms: int | None = None
+) -> Scoring:
+    """The scoring context without `?ingest=` (nothing of a personalization request enters the ledger)."""
+    settings = gateway.settings
+    return Scoring(
+        request=request,
+        bridge=gateway.bridge,
+        settings=settings,
+        request_id=provide_request_id(request),
+        deadline_ms=provide_deadline(settings, timeout_ms),
+        ingest=False,
+        started=time.perf_counter(),
+    )
+
+
 class PersonalizationController(Controller):
     tags = ["personalization"]
-    dependencies = {"scoring": Provide(provide_scoring)}
+    dependencies = {"scoring": Provide(provide_personalization)}
 
     @post(
         "/score/personalization",

@@ -45,7 +45,9 @@ class Personalization:
     async def activate(self, version: str) -> None:
         async with self._swap:
             model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
-            self.scorer = PersonalizationScorer(model, self.store, self.settings.feature_max_age_s)
+            # no max age: nothing recomputes these rows on the scoring path (they are as fresh as their last load,
+            # which each reply reports in feature_freshness_sec); another feature-set version is still refused
+            self.scorer = PersonalizationScorer(model, self.store, None)
             self.error = ""
 
     async def start(self) -> None:

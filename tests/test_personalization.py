@@ -248,6 +248,21 @@ def test_models_lists_both_families(pstack: Stack, trained: dict[str, Any]) -> N
     assert pers["active"]["kind"] == "lightgcn" and "lightgcn.ndcg@10" in pers["active"]["metrics"]
 
 
+def test_workers_count_pairs_by_family_and_version(pstack: Stack, trained: dict[str, Any]) -> None:
+    post(pstack, "/score/batch", {"model_type": "personalization", "requests": [SEED_001_MINIMAL] * 4})
+    label = f'family="personalization",version="{trained["first"]}"'
+    total = 0.0
+    for proc in pstack.procs:
+        if proc.name != "inference":
+            continue
+        text = httpx.get(f"http://127.0.0.1:{proc.metrics_port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith("fraudmesh_family_scored_pairs_total{") and label in line:
+                total += float(line.rsplit(" ", 1)[1])
+        assert f"fraudmesh_family_active_info{{{label}}} 1.0" in text
+    assert total >= 4
+
+
 # ----------------------------------------------------------------------------------------- hot swap
 async def _control(url: str, version: str, workers: int) -> list[PersonalizationModelState]:
     """Ask every worker (no queue group) and collect `workers` states."""

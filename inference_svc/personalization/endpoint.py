@@ -12,6 +12,7 @@ from pathlib import Path
 from feature_svc.online import OnlineStore
 from feature_svc.world.personalization.online import store as online_store
 from inference_svc.personalization.artifact import PersonalizationModelError, active_version, load, versions
+from inference_svc.personalization.metrics import FAMILY, PersonalizationMetrics
 from inference_svc.personalization.scorer import PersonalizationScorer
 from shared import subjects
 from shared.personalization_messages import (
@@ -33,8 +34,9 @@ def model_dir_of(settings: Settings) -> Path:
 class Personalization:
     """The served personalization version of one worker, and its endpoints."""
 
-    def __init__(self, settings: Settings, instance_id: str) -> None:
+    def __init__(self, settings: Settings, instance_id: str, metrics: PersonalizationMetrics) -> None:
         self.settings = settings
+        self.m = metrics
         self.instance_id = instance_id
         self.model_dir = model_dir_of(settings)
         self.store: OnlineStore = online_store(settings.redis_url, settings.feature_ttl_s)
@@ -45,6 +47,7 @@ class Personalization:
     async def activate(self, version: str) -> None:
         async with self._swap:
             model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
+            self.m.served(self.scorer.model.version if self.scorer is not None else None, model.version)
             # no max age: nothing recomputes these rows on the scoring path (they are as fresh as their last load,
             # which each reply reports in feature_freshness_sec); another feature-set version is still refused
             self.scorer = PersonalizationScorer(model, self.store, None)
@@ -82,6 +85,11 @@ class Personalization:
             )
         ctx.check_deadline("personalization: before scoring")
         scores = await scorer.score(req.items)
+        version = scorer.model.version
+        self.m.pairs.labels(FAMILY, version).inc(len(scores))
+        observe = self.m.relevance.labels(version).observe
+        for s in scores:
+            observe(s.relevance_score)
         return PersonalizationScoreReply(
             request_id=req.request_id or ctx.request_id,
             scores=scores,
@@ -116,7 +124,7 @@ class Personalization:
 
 async def attach(service: Service) -> Personalization:
     """Load the active personalization version (if any) and register its endpoints on `service`."""
-    p = Personalization(service.settings, service.instance_id)
+    p = Personalization(service.settings, service.instance_id, PersonalizationMetrics(service.registry))
     await p.start()
     service.endpoint(
         subjects.PERSONALIZATION_SCORE,

@@ -4,7 +4,8 @@ Structure the models can learn (and that a popularity ranking cannot):
 - each user's taste is a sparse mix of categories (Dirichlet, concentration `taste_concentration`) plus a latent
   vector of sub-category preferences that items of every category share (e.g. "budget", "premium", "outdoor");
 - items have a popularity (log-normal) and a price (log-normal around their category's typical price);
-- each user has a price sensitivity: expensive items are viewed less and bought less by sensitive users;
+- each user has a price sensitivity: sensitive users view the cheaper items of a category, and an item priced above
+  its category's typical price is less often carted and bought by them;
 - a session has one category intent (drawn from the taste), views a few items of it (by affinity), and each view
   may be added to the cart and bought; users come back for several sessions over `days` days.
 

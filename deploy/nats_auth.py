@@ -126,13 +126,19 @@ def permissions(user: str) -> Permissions:
     if user == ADMIN:  # the operator: model registry writes, stream management, the dead-letter queue
         return Permissions(publish=(">",), subscribe=(">",), responses=0)
     if user == PUBLIC:  # other systems: score and ingest, nothing else
-        return Permissions(publish=(subjects.SCORE, TXNS_SUBJECT, LABELS_SUBJECT), subscribe=("_INBOX.>",), responses=0)
+        return Permissions(
+            publish=(subjects.SCORE, subjects.PERSONALIZATION_SCORE, TXNS_SUBJECT, LABELS_SUBJECT),
+            subscribe=("_INBOX.>",),
+            responses=0,
+        )
     if user == "gateway":
         jobs = subjects.JOBS_STREAM
         return _service(
             user,
             [
                 subjects.SCORE,
+                subjects.PERSONALIZATION_SCORE,
+                subjects.PERSONALIZATION_MODEL_INFO,
                 subjects.FEATURES_GET,
                 subjects.MODEL_INFO,
                 subjects.MODEL_OPS,  # the admin routes and /feature-importance (one inference worker acts)
@@ -198,6 +204,9 @@ def permissions(user: str) -> Permissions:
                 subjects.MODEL_CONTROL,
                 f"{subjects.MODEL_INFO} {subjects.QUEUE_INFERENCE}",
                 f"{subjects.MODEL_OPS} {subjects.QUEUE_INFERENCE}",
+                f"{subjects.PERSONALIZATION_SCORE} {subjects.QUEUE_INFERENCE}",
+                f"{subjects.PERSONALIZATION_MODEL_INFO} {subjects.QUEUE_INFERENCE}",
+                subjects.PERSONALIZATION_MODEL_CONTROL,
             ],
         )
     if user == "feature":

@@ -30,6 +30,7 @@ from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.models import ModelsController
 from gateway.controllers.oip import OipHealthController, OipModelController
 from gateway.controllers.operations import FeatureImportanceController, ModelAdminController
+from gateway.controllers.personalization import PersonalizationController
 from gateway.controllers.score import ScoreController
 from gateway.dependencies import dependencies
 from gateway.errors import EXCEPTION_HANDLERS
@@ -54,6 +55,7 @@ class MetricsController(PrometheusController):
 
 API_CONTROLLERS: tuple[type[Controller], ...] = (
     ScoreController,
+    PersonalizationController,
     FeaturesController,
     BatchController,
     MlflowController,

@@ -35,6 +35,14 @@ from shared.model_messages import (
     ModelWorkerState,
 )
 from shared.nats_conn import connect_nats
+from shared.personalization_messages import (
+    PersonalizationAnswer,
+    PersonalizationInfoAnswer,
+    PersonalizationModelInfo,
+    PersonalizationModelInfoRequest,
+    PersonalizationScoreReply,
+    PersonalizationScoreRequest,
+)
 from shared.runtime_config import LiveSettings, config_bucket
 from shared.settings import Settings
 from shared.telemetry import inject, tracing_enabled
@@ -215,6 +223,42 @@ class NatsBridge:
         finally:
             self.admission.release(n)
         assert isinstance(answer, ScoreReply)
+        return answer
+
+    async def personalize(
+        self, req: PersonalizationScoreRequest, deadline_ms: float, request_id: str
+    ) -> PersonalizationScoreReply:
+        """Score (user, item) pairs on `personalization.score` (an inference worker answers)."""
+        headers = {subjects.HDR_DEADLINE: str(int(deadline_ms))}
+        if tracing_enabled():
+            inject(headers)
+        answer = await self._request(
+            subjects.PERSONALIZATION_SCORE,
+            req,
+            PersonalizationAnswer,
+            request_id,
+            max(0.001, deadline_ms / 1000.0 - time.time()) + REPLY_GRACE_S,
+            headers,
+            down=f"No inference worker answers {subjects.PERSONALIZATION_SCORE}: the inference service is down. "
+            "Start it (`fraudmesh up`) or retry.",
+            late="The personalization request got no answer before its deadline. Retry with a larger timeout_ms.",
+        )
+        assert isinstance(answer, PersonalizationScoreReply)
+        return answer
+
+    async def personalization_info(self, request_id: str) -> PersonalizationModelInfo:
+        """What the inference fleet serves of the personalization family (`personalization.model.info`)."""
+        answer = await self._request(
+            subjects.PERSONALIZATION_MODEL_INFO,
+            PersonalizationModelInfoRequest(),
+            PersonalizationInfoAnswer,
+            request_id,
+            self.settings.request_timeout_ms / 1000.0,
+            {},
+            down=f"No inference worker answers {subjects.PERSONALIZATION_MODEL_INFO}.",
+            late="The inference service did not say which personalization model it serves in time; retry.",
+        )
+        assert isinstance(answer, PersonalizationModelInfo)
         return answer
 
     async def features(

@@ -22,6 +22,12 @@ FIELDS: dict[str, tuple[str, Any]] = {
     "ip_address": ("IPv4 or IPv6 address of the client.", "10.0.0.1"),
     "currency": ("ISO 4217 currency code.", "USD"),
     "channel": ("Where it happened: pos, ecom, atm, moto, p2p or other.", "ecom"),
+    # personalization (seed 001's /score/personalization)
+    "user_id": ("The shopper: `user_` then letters, digits or _ (an unknown one is a cold start).", "user_00005678"),
+    "item_id": ("The catalogue item: 1-128 of letters, digits and _ . : @ -.", "item_electronics_001"),
+    "item_category": ("The item's category; overrides the catalogue's (e.g. electronics, books).", "electronics"),
+    "item_price": ("The price shown, >= 0; overrides the catalogue's.", 299.99),
+    "session_id": ("The browsing session: its behaviour so far adds to engagement and signals.", "session_abc123"),
     # scores
     "fraud_score": ("Probability of fraud, 0 to 1.", 0.07),
     "risk_level": ("Band of the score by the model's thresholds: low, medium, high, critical.", "low"),

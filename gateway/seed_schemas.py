@@ -34,15 +34,16 @@ class ScoreBatchRequest(Struct, Generic[TX], kw_only=True, forbid_unknown_fields
     model_type: Annotated[
         ModelType,
         Meta(
-            description="The model family. `fraud_detection` is served; `personalization` is refused with 400 (not "
-            "served yet: a later release deploys that family)."
+            description="The model family: `fraud_detection` (requests are `/score/fraud` bodies) or "
+            "`personalization` (requests are `/score/personalization` bodies)."
         ),
     ]
     requests: Annotated[
         list[TX],
         Meta(
             min_length=1,
-            description="1 to 10,000 transactions, each as `/score/fraud` takes one; scored as one batch.",
+            description="1 to 10,000 requests, each as `/score/fraud` (or `/score/personalization`) takes one; "
+            "scored as one batch.",
         ),
     ]
     batch_id: Annotated[RequestId, Meta(examples=["batch_20240902_001"])] | None = None
@@ -197,7 +198,10 @@ class ModelView(Struct, kw_only=True):
     kind: Annotated[str, Meta(description="Model kind.", examples=["hetero_graphsage"])]
     created_at: Annotated[str, Meta(description="When it was trained (ISO 8601).")]
     metrics: Annotated[dict[str, Any], Meta(description="Validation metrics recorded by the trainer.")]
-    thresholds: Annotated[dict[str, float], Meta(description="Score cut-offs of `medium`, `high`, `critical`.")]
+    thresholds: Annotated[
+        dict[str, float],
+        Meta(description="Score cut-offs of `medium`, `high`, `critical` (fraud; empty for personalization)."),
+    ]
 
 
 class ModelFamily(Struct, kw_only=True):

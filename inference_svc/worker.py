@@ -33,6 +33,7 @@ from inference_svc.model import OnnxModel
 from inference_svc.model_info import ModelInfoEndpoint
 from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
 from inference_svc.model_ops import ModelOpsEndpoint
+from inference_svc.personalization.endpoint import Personalization, attach
 from inference_svc.registry import Registry
 from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
@@ -63,6 +64,7 @@ class InferenceWorker(Service):
         )
         self._follower: asyncio.Task[None] | None = None
         self.probes = Probes({})
+        self.personalization: Personalization | None = None  # the second model family (personalization/)
 
     @property
     def scorer(self) -> Scorer | None:
@@ -149,6 +151,7 @@ class InferenceWorker(Service):
             concurrency=self.settings.inference_concurrency,
             policy=partials_policy(self.settings, self.instance_id),
         )
+        self.personalization = await attach(self)  # personalization.score + its model control
 
     async def on_stop(self) -> None:
         await self.probes.stop()
@@ -156,6 +159,8 @@ class InferenceWorker(Service):
             self._follower.cancel()
         if self.online is not None:
             await self.online.close()
+        if self.personalization is not None:
+            await self.personalization.close()
 
     # ---------------------------------------------------------------------------------- scoring
     async def _score_partial(self, partial: Partial, delivery: Delivery) -> None:

@@ -28,3 +28,10 @@ ENTITY_TABLE: Final[dict[EntityType, str]] = {
     "ip": "ips",
 }
 """The ledger table of each entity type."""
+
+
+PersonalizationEntityType = Literal["user", "item", "session"]
+"""The entity types of the personalization family (seed 001's second model family): shoppers, catalogue items and
+their browsing sessions. Their features live in the same online store under their own type
+(feature_svc/world/personalization/features.py); they are not part of the transaction graph."""
+PERSONALIZATION_ENTITY_TYPES: Final[tuple[PersonalizationEntityType, ...]] = get_args(PersonalizationEntityType)

@@ -188,6 +188,14 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     model_dir: Annotated[str, _doc("Directory of model artifacts (`<version>/model.onnx` + metadata).")] = "var/models"
     model_version: Annotated[str, _doc("Model version to load; empty loads the directory's `active` one.")] = ""
     inference_concurrency: Annotated[Positive, _doc("Partials one inference worker scores at once.")] = 4
+    personalization_model_dir: Annotated[
+        str,
+        _doc(
+            "Directory of the personalization family's models (`<version>/model.onnx`, `ids.json`, metadata; "
+            "`active` names the one served); empty: `<model_dir>-personalization`. Without a model there, "
+            "`personalization.score` answers `unavailable` and fraud scoring is unaffected."
+        ),
+    ] = ""
     onnx_threads: Annotated[Positive, _doc("onnxruntime intra-op threads per inference worker.")] = 1
     ack_wait_s: Annotated[
         float, Meta(gt=0), _doc("JetStream ack wait: an unacked partial is redelivered after this.")

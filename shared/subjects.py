@@ -145,3 +145,17 @@ JOBS_DLQ_SUBJECT = "fraud.jobs.dlq"
 JOBS_BUCKET = "fraudmesh_jobs"
 """KV: `<job_id>` holds the job's state (JobRecord, JSON); `<job_id>.result` its /predict-shaped result (JSON).
 Keys expire FRAUDMESH_JOB_TTL_S after their last write (the bucket's max age): an expired job answers 404."""
+
+
+# --- the personalization model family (seed 001's `/score/personalization`) -----------------------
+PERSONALIZATION_SCORE = "personalization.score"
+"""Score (user, item) pairs. Body: PersonalizationScoreRequest (shared/personalization_messages.py); reply:
+PersonalizationScoreReply | ErrorReply. Inference workers answer (queue group `QUEUE_INFERENCE`)."""
+
+PERSONALIZATION_MODEL_CONTROL = "personalization.model.control"
+"""Activate a personalization model version. Body: PersonalizationModelControl; reply: PersonalizationModelState
+(one per worker: every inference worker listens, no queue group)."""
+
+PERSONALIZATION_MODEL_INFO = "personalization.model.info"
+"""What the fleet serves of the personalization family. Body: PersonalizationModelInfoRequest; reply:
+PersonalizationModelInfo | ErrorReply. One worker answers (queue group `QUEUE_INFERENCE`)."""

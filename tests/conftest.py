@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,16 @@ def model_dir(run_dir: Path) -> Path:
 
     d = run_dir / "models"
     train_bootstrap(d, n=20_000)
+    # the personalization family beside it (`<model_dir>-personalization`, the workers' default): a tiny model, trained
+    # by the trainer's CLI in its own process (torch stays out of the test process)
+    tiny = ["--users", "200", "--items", "100", "--days", "20", "--epochs", "2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer.personalization", *tiny, "--out", f"{d}-personalization"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
     return d
 
 

@@ -55,13 +55,18 @@ def test_score_batch_answers_seed_001_body_with_one_fraud_reply_per_request(stac
     assert single.json()["fraud_score"] == doc["responses"][1]["fraud_score"]
 
 
-def test_score_batch_refuses_personalization_naming_the_family(stack: Stack) -> None:
+def test_score_batch_personalization_checks_its_own_bodies(stack: Stack) -> None:
+    """Fraud bodies sent as personalization requests are a 400 naming the field; personalization bodies are scored
+    by the session's tiny personalization model (tests/conftest.py; tests/test_personalization.py tests it)."""
     r = post(stack, "/score/batch", {**SEED_001_BATCH, "model_type": "personalization"})
     assert r.status_code == 400, r.text
     doc = r.json()
     assert doc["code"] == "bad_request"
-    assert "personalization" in doc["message"] and "not served yet" in doc["message"]
-    assert doc["errors"][0]["path"] == "$.model_type"
+    assert doc["errors"][0]["path"].startswith("$.requests[0]") and "card_id" in doc["errors"][0]["message"]
+    pairs = [{"user_id": "user_00005678", "item_id": "item_electronics_001"}]
+    r = post(stack, "/score/batch", {"model_type": "personalization", "requests": pairs})
+    assert r.status_code == 200, r.text
+    assert r.json()["responses"][0]["user_id"] == "user_00005678"
 
 
 def test_score_batch_names_every_bad_transaction_at_its_place_in_requests(stack: Stack) -> None:
@@ -225,7 +230,9 @@ def test_models_lists_families_versions_active_and_metrics(stack: Stack) -> None
     assert fraud["active"]["version"] in fraud["versions"]
     assert {"val_roc_auc", "val_pr_auc"} <= set(fraud["active"]["metrics"])
     assert set(fraud["active"]["thresholds"]) == {"medium", "high", "critical"}
-    assert families["personalization"]["status"] == "not_served"
+    pers = families["personalization"]  # the session's tiny personalization model (tests/conftest.py)
+    assert pers["status"] == "serving" and pers["active"]["version"] in pers["versions"]
+    assert {"lightgcn.ndcg@10", "popularity.ndcg@10", "matrix_factorization.ndcg@10"} <= set(pers["active"]["metrics"])
 
 
 def test_model_metadata_and_features_describe_the_active_model(stack: Stack) -> None:

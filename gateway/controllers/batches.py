@@ -11,9 +11,11 @@ from litestar.di import Provide
 
 from gateway.bridge import BridgeError
 from gateway.compression import GZIP
+from gateway.controllers import personalization
 from gateway.controllers.score import Scoring, fraud_score_response, provide_scoring
 from gateway.envelope import at, check_count, decode_envelope, decode_transactions, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
+from gateway.personalization_schemas import PersonalizationBatchResponse
 from gateway.schemas import StrictTransaction
 from gateway.seed_schemas import (
     SEED_TRANSACTION,
@@ -34,18 +36,6 @@ NOT_SCORED = "Not scored before the deadline; retry it (alone or with a larger t
 
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def personalization_refused(request_id: str) -> BridgeError:
-    return BridgeError(
-        ErrorReply(
-            code="bad_request",
-            request_id=request_id,
-            message="The personalization model family is not served yet (a later release deploys it); send "
-            'model_type "fraud_detection".',
-            errors=[FieldError(path="$.model_type", message="`personalization` is not served yet.")],
-        )
-    )
 
 
 class BatchController(Controller):
@@ -71,14 +61,16 @@ class BatchController(Controller):
         status_code=200,
         responses=BATCH_ERRORS,
     )
-    async def score_batch(self, scoring: Scoring) -> Response[ScoreBatchResponse]:
+    async def score_batch(self, scoring: Scoring) -> Response[ScoreBatchResponse | PersonalizationBatchResponse]:
         """Scores `requests` together (one NATS request, split into partials by the aggregator) and answers one
         `/score/fraud`-shaped reply per request, in order. A transaction whose partial missed the deadline gets an
-        error entry and counts in `failed_responses`. `model_type: "personalization"` is refused with 400 until
-        that model family is deployed."""
+        error entry and counts in `failed_responses`. With `model_type: "personalization"`, `requests` are
+        `/score/personalization` bodies and each entry of `responses` is its reply (one inference worker scores
+        the whole batch with one model version)."""
         body = decode_envelope(await json_body(scoring.request), _score_batch)
         if body.model_type == "personalization":
-            raise personalization_refused(scoring.request_id)
+            batch = await personalization.score_batch(scoring, body.requests, body.batch_id or scoring.request_id)
+            return Response(batch, headers={"X-Request-Id": scoring.request_id})
         check_count(len(body.requests), scoring.settings.max_batch_size)
         txs = decode_transactions(body.requests, at("$.requests"), scoring.settings.card_ids_are_tokens)
         batch_id = body.batch_id or scoring.request_id

@@ -1,4 +1,5 @@
-"""Model information, from the inference fleet over `fraud.model.info`: seed 001's `GET /models`, seed 003's
+"""Model information, from the inference fleet over `fraud.model.info` (and `personalization.model.info` for the
+second family): seed 001's `GET /models`, seed 003's
 `GET /model/metadata` and `GET /model/features`."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import msgspec
 from litestar import Controller, Request, get
 from litestar.di import Provide
 
-from gateway.bridge import NatsBridge
+from gateway.bridge import BridgeError, NatsBridge
 from gateway.compression import GZIP
 from gateway.openapi_spec import error_responses
 from gateway.request_context import request_id_of
@@ -55,6 +56,35 @@ def _view(s: ModelSummary) -> ModelView:
     )
 
 
+async def _personalization(bridge: NatsBridge, request_id: str) -> ModelFamily:
+    """The personalization family as the fleet reports it; `not_served` when no worker has a model of it (or none
+    answers: the fraud family's answer is not held back by it)."""
+    try:
+        info = await bridge.personalization_info(request_id)
+    except BridgeError:
+        info = None
+    if info is None or not info.version:
+        return ModelFamily(
+            name="personalization",
+            status="not_served",
+            active=None,
+            candidate=None,
+            candidate_share=0.0,
+            versions=info.versions if info is not None else [],
+        )
+    active = ModelView(
+        version=info.version, kind=info.kind, created_at=info.created_at, metrics=dict(info.metrics), thresholds={}
+    )
+    return ModelFamily(
+        name="personalization",
+        status="serving",
+        active=active,
+        candidate=None,
+        candidate_share=0.0,
+        versions=info.versions,
+    )
+
+
 def input_fields() -> list[TransactionField]:
     out = []
     for f in msgspec.structs.fields(Transaction):
@@ -84,10 +114,7 @@ class ModelsController(Controller):
             candidate_share=info.candidate_share,
             versions=info.versions,
         )
-        personalization = ModelFamily(
-            name="personalization", status="not_served", active=None, candidate=None, candidate_share=0.0, versions=[]
-        )
-        return ModelsResponse(families=[fraud, personalization])
+        return ModelsResponse(families=[fraud, await _personalization(bridge, request_id)])
 
     @get(
         "/model/metadata",

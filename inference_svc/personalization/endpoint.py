@@ -1,0 +1,151 @@
+"""The personalization family on an inference worker: `personalization.score` (queue group `inference`) and
+`personalization.model.info` (queue group) and `personalization.model.control` (every worker). `attach(service)`
+registers them on the service base from the
+worker's `on_start`; the fraud routes are untouched, and a worker without a personalization model still starts
+(its personalization requests are answered `unavailable`, naming the directory to fill)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from feature_svc.online import OnlineStore
+from feature_svc.world.personalization.online import store as online_store
+from inference_svc.personalization.artifact import PersonalizationModelError, active_version, load, versions
+from inference_svc.personalization.metrics import FAMILY, PersonalizationMetrics
+from inference_svc.personalization.scorer import PersonalizationScorer
+from shared import subjects
+from shared.personalization_messages import (
+    PersonalizationModelControl,
+    PersonalizationModelInfo,
+    PersonalizationModelInfoRequest,
+    PersonalizationModelState,
+    PersonalizationScoreReply,
+    PersonalizationScoreRequest,
+)
+from shared.service import Context, Service, ServiceError
+from shared.settings import Settings
+
+
+def model_dir_of(settings: Settings) -> Path:
+    return Path(settings.personalization_model_dir or f"{settings.model_dir.rstrip('/')}-personalization")
+
+
+class Personalization:
+    """The served personalization version of one worker, and its endpoints."""
+
+    def __init__(self, settings: Settings, instance_id: str, metrics: PersonalizationMetrics) -> None:
+        self.settings = settings
+        self.m = metrics
+        self.instance_id = instance_id
+        self.model_dir = model_dir_of(settings)
+        self.store: OnlineStore = online_store(settings.redis_url, settings.feature_ttl_s)
+        self.scorer: PersonalizationScorer | None = None
+        self.error = ""
+        self._swap = asyncio.Lock()
+
+    async def activate(self, version: str) -> None:
+        async with self._swap:
+            model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
+            self.m.served(self.scorer.model.version if self.scorer is not None else None, model.version)
+            # no max age: nothing recomputes these rows on the scoring path (they are as fresh as their last load,
+            # which each reply reports in feature_freshness_sec); another feature-set version is still refused
+            self.scorer = PersonalizationScorer(model, self.store, None)
+            self.error = ""
+
+    async def start(self) -> None:
+        version = active_version(self.model_dir)
+        if version is None:
+            self.error = f"no personalization model in {self.model_dir} (no `active` file)"
+            return
+        try:
+            await self.activate(version)
+        except PersonalizationModelError as exc:
+            self.error = str(exc)
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def state(self, error: str = "") -> PersonalizationModelState:
+        return PersonalizationModelState(
+            worker_id=self.instance_id,
+            version=self.scorer.model.version if self.scorer is not None else "",
+            versions=versions(self.model_dir),
+            error=error,
+        )
+
+    async def score(self, req: PersonalizationScoreRequest, ctx: Context) -> PersonalizationScoreReply:
+        scorer = self.scorer  # one version for the whole request, whatever is activated meanwhile
+        if scorer is None:
+            raise ServiceError(
+                "unavailable",
+                f"The personalization model family is not loaded on this worker: {self.error}. Train one "
+                f"(`python -m trainer.personalization --out {self.model_dir}`) and activate it.",
+                retryable=False,
+            )
+        ctx.check_deadline("personalization: before scoring")
+        scores = await scorer.score(req.items)
+        version = scorer.model.version
+        self.m.pairs.labels(FAMILY, version).inc(len(scores))
+        observe = self.m.relevance.labels(version).observe
+        for s in scores:
+            observe(s.relevance_score)
+        return PersonalizationScoreReply(
+            request_id=req.request_id or ctx.request_id,
+            scores=scores,
+            model_version=scorer.model.version,
+            worker_id=self.instance_id,
+        )
+
+    async def info(self, _req: PersonalizationModelInfoRequest, _ctx: Context) -> PersonalizationModelInfo:
+        scorer = self.scorer
+        meta = scorer.model.metadata if scorer is not None else {}
+        metrics = meta.get("metrics", {})
+        return PersonalizationModelInfo(
+            version=scorer.model.version if scorer is not None else "",
+            kind=str(meta.get("kind", "")),
+            created_at=str(meta.get("created_at", "")),
+            metrics={str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+            versions=versions(self.model_dir),
+            worker_id=self.instance_id,
+        )
+
+    async def control(self, req: PersonalizationModelControl, _ctx: Context) -> PersonalizationModelState:
+        if not req.version:
+            return self.state(self.error)
+        if req.version not in versions(self.model_dir):
+            return self.state(f"version {req.version!r} is not in {self.model_dir}")
+        try:
+            await self.activate(req.version)
+        except PersonalizationModelError as exc:
+            return self.state(str(exc))
+        return self.state()
+
+
+async def attach(service: Service) -> Personalization:
+    """Load the active personalization version (if any) and register its endpoints on `service`."""
+    p = Personalization(service.settings, service.instance_id, PersonalizationMetrics(service.registry))
+    await p.start()
+    service.endpoint(
+        subjects.PERSONALIZATION_SCORE,
+        PersonalizationScoreRequest,
+        p.score,
+        queue=subjects.QUEUE_INFERENCE,
+        name="personalization_score",
+    )
+    service.endpoint(
+        subjects.PERSONALIZATION_MODEL_INFO,
+        PersonalizationModelInfoRequest,
+        p.info,
+        queue=subjects.QUEUE_INFERENCE,
+        concurrency=2,
+        name="personalization_model_info",
+    )
+    service.endpoint(
+        subjects.PERSONALIZATION_MODEL_CONTROL,
+        PersonalizationModelControl,
+        p.control,
+        concurrency=2,
+        name="personalization_model_control",
+    )
+    return p

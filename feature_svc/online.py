@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -47,6 +48,67 @@ for i = 1, #KEYS do
   end
 end
 return out
+"""
+
+# The scoring path's read (`read_blocks`): ONE bulk string for the whole partial. ARGV = [feature-set version, then
+# per entity type: its key prefix (`fm:feat:card:`), its ids joined by newlines (ids never contain one: the
+# Identifier pattern of shared/messages.py), their count, the byte length of its `_vec`, the count of byte ranges
+# wanted and the ranges (1-based start, end)]. The keys are built here rather than sent one argument each, which
+# costs the client ~10 us per key to encode; this suits the single Redis of the deployment (a Redis Cluster would
+# need the keys declared). Per key, a record of fixed size: status (1 byte: 0 missing, 1 this version with a `_vec`
+# of the right length, 2 present but another version or a bad `_vec`), `computed_at` as little-endian float64 (its
+# stored decimal text through the same correctly rounded strtod Python's float() uses), then the wanted bytes of
+# `_vec` (zeros unless status is 1). numpy reads it with one structured dtype per type.
+_BLOCK_READ = """
+local version = ARGV[1]
+local out = {}
+local a = 2
+while a <= #ARGV do
+  local prefix = ARGV[a]
+  local ids = ARGV[a + 1]
+  local count = tonumber(ARGV[a + 2])
+  local vec_len = tonumber(ARGV[a + 3])
+  local nranges = tonumber(ARGV[a + 4])
+  local ranges = {}
+  local width = 0
+  for r = 1, nranges do
+    local s = tonumber(ARGV[a + 3 + 2 * r])
+    local e = tonumber(ARGV[a + 4 + 2 * r])
+    ranges[r] = {s, e}
+    width = width + e - s + 1
+  end
+  a = a + 5 + 2 * nranges
+  local blank = string.rep('\\0', width)
+  local whole = nranges == 1 and ranges[1][1] == 1 and ranges[1][2] == vec_len
+  local pos = 1
+  for i = 1, count do
+    local stop = string.find(ids, '\\n', pos, true)
+    local id
+    if stop then
+      id = string.sub(ids, pos, stop - 1)
+      pos = stop + 1
+    else
+      id = string.sub(ids, pos)
+    end
+    local r = redis.call('HMGET', prefix .. id, 'computed_at', 'version', '_vec')
+    if not r[1] then
+      out[#out + 1] = '\\0' .. struct.pack('<d', 0) .. blank
+    else
+      local at = struct.pack('<d', tonumber(r[1]) or 0)
+      local vec = r[3]
+      if r[2] ~= version or not vec or #vec ~= vec_len then
+        out[#out + 1] = '\\2' .. at .. blank
+      elseif whole then
+        out[#out + 1] = '\\1' .. at .. vec
+      else
+        local parts = {'\\1', at}
+        for q = 1, nranges do parts[#parts + 1] = string.sub(vec, ranges[q][1], ranges[q][2]) end
+        out[#out + 1] = table.concat(parts)
+      end
+    end
+  end
+end
+return table.concat(out)
 """
 
 _WRITE_IF_NEWER = """
@@ -124,6 +186,38 @@ class VectorRead(msgspec.Struct, kw_only=True):
         return self.present and not self.stale
 
 
+@dataclass
+class TypeBlock:
+    """The packed read of the entities of one type (`read_blocks`), as arrays in the order asked."""
+
+    present: np.ndarray
+    """bool (n,): a HASH exists."""
+    fresh: np.ndarray
+    """bool (n,): present, of this feature-set version, with a whole `_vec`, and not older than the max age."""
+    age_s: np.ndarray
+    """float64 (n,): seconds since `computed_at` (at least 0); NaN where missing."""
+    values: np.ndarray
+    """float64 (n, len(columns)): the wanted columns; NaN rows where not fresh."""
+
+    @property
+    def stale(self) -> np.ndarray:
+        stale: np.ndarray = self.present & ~self.fresh
+        return stale
+
+
+def column_ranges(columns: Sequence[int]) -> list[tuple[int, int]]:
+    """Byte ranges (1-based, inclusive, as Lua's string.sub takes them) of float64 `columns` in a packed `_vec`,
+    consecutive columns merged: [0, 1, 2, 5] -> [(1, 24), (41, 48)]."""
+    ranges: list[tuple[int, int]] = []
+    for c in columns:
+        start, end = 8 * c + 1, 8 * c + 8
+        if ranges and ranges[-1][1] + 1 == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
 def _text(raw: bytes | str | None) -> str | None:
     if raw is None:
         return None
@@ -146,6 +240,7 @@ class OnlineStore:
         self.prefix = prefix
         self._layout = layout
         self._script: Any = None
+        self._block_script: Any = None
         self._newer_script: Any = None
 
     @property
@@ -290,6 +385,69 @@ class OnlineStore:
         raw = await self._packed_script(keys=[*keys, *extra_keys], args=[len(keys), *VECTOR_FIELDS])
         reads = self.decode_vectors(entities, raw[: len(keys)], max_age_s=max_age_s, now=now)
         return reads, list(raw[len(keys) :])
+
+    async def read_blocks(
+        self,
+        ids: Mapping[str, Sequence[str]],
+        columns: Mapping[str, Sequence[int]] | None = None,
+        *,
+        max_age_s: float | None = None,
+        now: float | None = None,
+    ) -> dict[str, TypeBlock]:
+        """The scoring path's read: for each entity type, the packed vectors of `ids[type]` (only `columns[type]`,
+        positions in the type's layout; every column when None), as one `TypeBlock`. ONE command (a Lua script)
+        whose reply is ONE bulk string of fixed-size records, decoded by numpy without a Python loop per entity.
+        Same freshness rules as `read_vectors`: another feature-set version, a `_vec` of the wrong length or an
+        age over `max_age_s` is stale."""
+        args: list[EncodableT] = [self.version]
+        shapes: list[tuple[str, int, int]] = []
+        for etype, wanted_ids in ids.items():
+            width = len(self.layout.get(etype, ()))
+            cols = list(range(width)) if columns is None or etype not in columns else list(columns[etype])
+            if not wanted_ids:
+                continue
+            joined = "\n".join(wanted_ids)
+            if joined.count("\n") != len(wanted_ids) - 1:
+                raise ValueError(f"read_blocks: a {etype} id contains a newline; ids must match the Identifier pattern")
+            ranges = column_ranges(cols)
+            args.extend((f"{self.prefix}:{etype}:", joined, len(wanted_ids), 8 * width, len(ranges)))
+            for start, end in ranges:
+                args.extend((start, end))
+            shapes.append((etype, len(wanted_ids), len(cols)))
+        raw: bytes = await self._blocks_script(keys=[], args=args) if shapes else b""
+        now = time.time() if now is None else now
+        out: dict[str, TypeBlock] = {}
+        offset = 0
+        for etype, count, k in shapes:
+            dtype = np.dtype([("status", "u1"), ("at", "<f8"), ("values", "<f8", (k,))])
+            rec = np.frombuffer(raw, dtype=dtype, count=count, offset=offset)
+            offset += count * dtype.itemsize
+            present = rec["status"] != 0
+            age = np.where(present, np.maximum(0.0, now - rec["at"]), np.nan)
+            fresh = rec["status"] == 1
+            if max_age_s is not None:
+                fresh &= age <= max_age_s
+            values = np.where(fresh[:, None], rec["values"], np.nan)
+            out[etype] = TypeBlock(present=present, fresh=fresh, age_s=age, values=values)
+        if offset != len(raw):
+            raise ValueError(f"read_blocks: the reply has {len(raw)} bytes, {offset} were expected")
+        for etype, wanted_ids in ids.items():
+            if etype not in out:
+                k = len(self.layout.get(etype, ())) if columns is None or etype not in columns else len(columns[etype])
+                n = len(wanted_ids)
+                out[etype] = TypeBlock(
+                    present=np.zeros(n, dtype=bool),
+                    fresh=np.zeros(n, dtype=bool),
+                    age_s=np.full(n, np.nan),
+                    values=np.full((n, k), np.nan),
+                )
+        return out
+
+    @property
+    def _blocks_script(self) -> Any:
+        if self._block_script is None:
+            self._block_script = self.redis.register_script(_BLOCK_READ)
+        return self._block_script
 
     @property
     def _packed_script(self) -> Any:

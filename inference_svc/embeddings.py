@@ -33,6 +33,13 @@ class EmbeddingBlock:
         self.rows = rows or {}
         """(entity type, id) -> row of `matrix`."""
         self.matrix = matrix if matrix is not None else np.zeros((0, spec.dim), dtype=np.float64)
+        # the scoring path's lookup: per type, id -> row of `table`, which is `matrix` with each type's default
+        # appended (row `default_row[type]`), so a partial's block is one fancy index, not a loop of copies
+        self.default_row = {t: len(self.matrix) + j for j, t in enumerate(spec.types)}
+        self.table = np.vstack([self.matrix, *(self.defaults[t][None, :] for t in spec.types)])
+        self.type_rows: dict[str, dict[str, int]] = {t: {} for t in spec.types}
+        for (etype, eid), row in self.rows.items():
+            self.type_rows.setdefault(etype, {})[eid] = row
 
     @classmethod
     def load(cls, spec: EmbeddingSpec, version: str, version_dir: Path) -> EmbeddingBlock:
@@ -55,6 +62,14 @@ class EmbeddingBlock:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def rows_of(self, etype: str, ids: Sequence[str]) -> np.ndarray:
+        """Rows of `table` for `ids` of type `etype` (its default row where an id has no embedding), followed by
+        one more default row (for a transaction without such an entity)."""
+        rows = self.type_rows.get(etype, {})
+        default = self.default_row[etype]
+        out = np.fromiter((rows.get(i, default) for i in ids), dtype=np.int64, count=len(ids))
+        return np.append(out, default)
 
     def vectors(self, entities: Sequence[tuple[str, str]]) -> list[np.ndarray]:
         rows, matrix, defaults = self.rows, self.matrix, self.defaults

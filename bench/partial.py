@@ -27,6 +27,7 @@ import pstats
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ from shared.entities import ENTITY_ID_FIELD
 from shared.messages import Partial, PartialResult, Transaction
 
 PATHS = ("before", "after")
+Timer = Callable[[], float]
+CLOCKS: dict[str, Timer] = {"wall": time.perf_counter, "cpu": time.process_time}
+"""Each partial set is handled twice per path: stages timed on the wall clock, then in this process's CPU time
+(what the worker itself spends, whatever else the machine runs; the Redis server's own time is not in it)."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -108,13 +113,18 @@ async def fill_redis(store: OnlineStore, txs: list[dict[str, Any]], seed: int) -
     return len(records)
 
 
-async def handle(scorer: Scorer, raw: bytes, enc: msgspec.msgpack.Encoder, dec: Any) -> tuple[dict[str, float], bytes]:
-    """One partial as the worker handles it (inference_svc/worker.py), NATS aside."""
-    t0 = time.perf_counter()
+async def handle(
+    scorer: Scorer, raw: bytes, enc: msgspec.msgpack.Encoder, dec: Any, timer: Timer = time.perf_counter
+) -> tuple[dict[str, float], bytes]:
+    """One partial as the worker handles it (inference_svc/worker.py), NATS aside, its stages timed by `timer`."""
+    scorer.timer = timer
+    if isinstance(scorer.entities, EntityFeatureSource):
+        scorer.entities.timer = timer
+    t0 = timer()
     partial = dec.decode(raw)
     stages: dict[str, float] = {}
     scores, _, stats = await scorer.score(partial.transactions, timeout_s=5.0, timings=stages)
-    t1 = time.perf_counter()
+    t1 = timer()
     result = PartialResult(
         request_id=partial.request_id,
         index=partial.index,
@@ -124,8 +134,8 @@ async def handle(scorer: Scorer, raw: bytes, enc: msgspec.msgpack.Encoder, dec: 
         timings_ms={k: round(v, 3) for k, v in stages.items()},
     )
     enc.encode(result)
-    stages["message_ms"] = (time.perf_counter() - t1) * 1000.0
-    stages["total_ms"] = (time.perf_counter() - t0) * 1000.0
+    stages["message_ms"] = (timer() - t1) * 1000.0
+    stages["total_ms"] = (timer() - t0) * 1000.0
     assert stats is not None and stats.computed == 0 and stats.unavailable == 0, "the bench is the warm path"
     return stages, enc.encode(scores)  # what is compared between the paths (the timings differ, of course)
 
@@ -160,7 +170,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 wanted=model.meta.feature_names,
             )
             scorers = {"before": reference_scorer(model, source), "after": Scorer(model, lean)}
-            out = await measure(args, scorers, txs)
+            out = await measure(args, scorers, txs, store)
             out["entities_in_redis"] = written
             await store.close()
         finally:
@@ -169,14 +179,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-async def measure(args: argparse.Namespace, scorers: dict[str, Scorer], txs: list[dict[str, Any]]) -> dict[str, Any]:
+async def script_usec(store: OnlineStore) -> float:
+    """Microseconds the Redis server has spent in EVALSHA (INFO commandstats): the bench is its only client."""
+    stats = await store.redis.info("commandstats")
+    return float(stats.get("cmdstat_evalsha", {}).get("usec", 0.0))
+
+
+async def measure(
+    args: argparse.Namespace, scorers: dict[str, Scorer], txs: list[dict[str, Any]], store: OnlineStore
+) -> dict[str, Any]:
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder(Partial)
     rng = np.random.default_rng(args.seed)
     sets: dict[str, Any] = {}
     profiles: dict[str, str] = {}
     for size in args.sizes:
-        samples: dict[str, list[dict[str, float]]] = {p: [] for p in PATHS}
+        samples: dict[tuple[str, str], list[dict[str, float]]] = {(p, c): [] for p in PATHS for c in CLOCKS}
         entities: list[int] = []
         for rep in range(args.warmup + args.repeats):
             start = int(rng.integers(0, len(txs) - size))
@@ -185,15 +203,18 @@ async def measure(args: argparse.Namespace, scorers: dict[str, Scorer], txs: lis
             order = PATHS if rep % 2 == 0 else PATHS[::-1]  # interleaved, alternating who goes first
             results: dict[str, list[bytes]] = {}
             for path in order:
-                total: dict[str, float] = {}
-                results[path] = []
-                for m in msgs:
-                    stages, reply = await handle(scorers[path], m, enc, dec)
-                    results[path].append(reply)
-                    for k, v in stages.items():
-                        total[k] = total.get(k, 0.0) + v
-                if rep >= args.warmup:
-                    samples[path].append(total)
+                for clock, timer in CLOCKS.items():
+                    total: dict[str, float] = {}
+                    results[path] = []
+                    usec = await script_usec(store)
+                    for m in msgs:
+                        stages, reply = await handle(scorers[path], m, enc, dec, timer)
+                        results[path].append(reply)
+                        for k, v in stages.items():
+                            total[k] = total.get(k, 0.0) + v
+                    total["redis_server_ms"] = (await script_usec(store) - usec) / 1000.0
+                    if rep >= args.warmup:
+                        samples[(path, clock)].append(total)
             if results["before"] != results["after"]:
                 raise SystemExit(f"the paths disagree on a {size}-transaction set (start {start}): not a benchmark")
         sets[str(size)] = {
@@ -201,7 +222,7 @@ async def measure(args: argparse.Namespace, scorers: dict[str, Scorer], txs: lis
             "partials": -(-size // args.partial_size),
             "entities_mean": round(statistics.fmean(entities), 1),
             "identical_results": True,
-            **{p: summarize_stages(samples[p]) for p in PATHS},
+            **{p: {c: summarize_stages(samples[(p, c)]) for c in CLOCKS} for p in PATHS},
         }
         if args.profile:
             msgs = partial_messages(txs[:size], args.partial_size)
@@ -215,7 +236,7 @@ def count_entities(partial: Partial) -> int:
 
 
 def summarize_stages(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    keys = [f"{s}_ms" for s in STAGES] + ["message_ms", "total_ms"]
+    keys = [f"{s}_ms" for s in STAGES] + ["message_ms", "total_ms", "redis_server_ms"]
     out = {}
     for k in keys:
         values = sorted(s.get(k, 0.0) for s in samples)
@@ -249,7 +270,9 @@ def markdown(doc: dict[str, Any]) -> str:
         f"{doc['repeats']} measured rounds per set after {doc['warmup']} warm-up, before and after interleaved "
         "(alternating which goes first), each round on another random slice of world transactions, every entity "
         "fresh in Redis. Both paths gave identical results on every round (scores, levels, reasons, weights: "
-        "the msgpack bytes of every `TransactionScore`). Medians (p10-p90) in ms, summed over the partials of a "
+        "the msgpack bytes of every `TransactionScore`). Each set is handled twice per path: stages timed on the wall "
+        "clock, and in the CPU time of this process (the worker's own work, less disturbed by whatever else runs; "
+        "the Redis server's time is not in it). Medians (p10-p90) in ms, summed over the partials of a "
         f"set, of partials of {doc['partial_size']} transactions. "
         f"Machine: {doc['machine'].get('cpu_model', '?')}, "
         f"{doc['machine'].get('cores', '?')} CPUs shared with other work while this ran: absolute figures are noisy, "
@@ -266,21 +289,27 @@ def markdown(doc: dict[str, Any]) -> str:
         "decisions": "levels, confidence, `TransactionScore`s",
         "message": "`PartialResult` built and encoded",
         "total": "the whole handling, `Partial` decoded to result encoded",
+        "redis_server": "the Redis server's time in the read script (INFO commandstats), not in the total",
     }
     for size, s in doc["sets"].items():
         lines += [
             f"## {size} transactions ({s['partials']} partial(s), {s['entities_mean']:.0f} distinct entities)",
             "",
-            "| stage | what | before | after | after / before |",
-            "|---|---|---:|---:|---:|",
+            "| stage | what | wall before | wall after | wall after / before | CPU before | CPU after "
+            "| CPU after / before |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for stage, what in stage_text.items():
-            b, a = s["before"][stage], s["after"][stage]
-            ratio = f"{a['median'] / b['median']:.2f}" if b["median"] > 0 else "-"
-            lines.append(
-                f"| {stage} | {what} | {b['median']:.2f} ({b['p10']:.2f}-{b['p90']:.2f}) "
-                f"| {a['median']:.2f} ({a['p10']:.2f}-{a['p90']:.2f}) | {ratio} |"
-            )
+            cells = []
+            for clock in CLOCKS:
+                b, a = s["before"][clock][stage], s["after"][clock][stage]
+                ratio = f"{a['median'] / b['median']:.2f}" if b["median"] > 0 else "-"
+                cells += [
+                    f"{b['median']:.2f} ({b['p10']:.2f}-{b['p90']:.2f})",
+                    f"{a['median']:.2f} ({a['p10']:.2f}-{a['p90']:.2f})",
+                    ratio,
+                ]
+            lines.append(f"| {stage} | {what} | " + " | ".join(cells) + " |")
         lines.append("")
     for name, text in doc.get("profiles", {}).items():
         lines += [f"## cProfile, {name} (top 15 by own time)", "", "```", text, "```", ""]

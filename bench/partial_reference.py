@@ -12,7 +12,6 @@ Only the timings are new (the same stages as `inference_svc.scorer.STAGES`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,23 +55,23 @@ class ReferenceEntitySource(EntityFeatureSource):
         entities = list(unique)
         stats.entities = len(entities)
 
-        t0 = time.perf_counter()
+        t0 = self.timer()
         try:
             keys = [self.store.key(t, i) for t, i in entities]
             raw = await self.store._packed_script(
                 keys=keys, args=[len(keys), *("computed_at", "version", "known", "_vec")]
             )
-            stats.redis_ms = (time.perf_counter() - t0) * 1000.0
-            t0 = time.perf_counter()
+            stats.redis_ms = (self.timer() - t0) * 1000.0
+            t0 = self.timer()
             reads = self.store.decode_vectors(entities, raw, max_age_s=self.max_age_s, now=self.clock())
         except Exception as exc:
             reads = [VectorRead(present=False) for _ in entities]
             stats.reasons.append(FEATURE_STORE_UNAVAILABLE)
             self.last_error = f"redis: {type(exc).__name__}: {exc}"[:300]
-        decode_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        decode_s = self.timer() - t0
+        t0 = self.timer()
         emb_vectors = embeddings.vectors(entities) if embeddings is not None else []
-        embed_s = time.perf_counter() - t0
+        embed_s = self.timer() - t0
         vectors: list[np.ndarray | None] = [r.vector for r in reads]
         ages = np.array([r.age_s if r.fresh and r.age_s is not None else 0.0 for r in reads], dtype=np.float64)
         computed_flag = np.zeros(len(entities), dtype=bool)
@@ -83,7 +82,7 @@ class ReferenceEntitySource(EntityFeatureSource):
 
         missing = [i for i, r in enumerate(reads) if not r.fresh]
         if missing:
-            t1 = time.perf_counter()
+            t1 = self.timer()
             try:
                 with self.producer_span(subjects.FEATURES_COMPUTE, **{"fraudmesh.entities": len(missing)}):
                     reply = await compute_remote(
@@ -103,9 +102,9 @@ class ReferenceEntitySource(EntityFeatureSource):
                 unavailable_flag[missing] = True
                 stats.reasons.append(compute_failure_reason(exc))
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            stats.compute_ms = (time.perf_counter() - t1) * 1000.0
+            stats.compute_ms = (self.timer() - t1) * 1000.0
 
-        t0 = time.perf_counter()
+        t0 = self.timer()
         blocks = []
         row_age = np.full(n, np.nan)
         row_computed = np.zeros(n, dtype=np.int64)
@@ -123,8 +122,8 @@ class ReferenceEntitySource(EntityFeatureSource):
             row_age = np.fmax(row_age, ent_age)
             row_computed += np.where(has, np.append(computed_flag, False)[idx], False) * width
             row_degraded |= np.where(has, np.append(unavailable_flag, False)[idx], False)
-        decode_s += time.perf_counter() - t0
-        t0 = time.perf_counter()
+        decode_s += self.timer() - t0
+        t0 = self.timer()
         if embeddings is not None:
             for etype in embeddings.spec.types:
                 table = np.tile(embeddings.defaults[etype], (len(entities) + 1, 1))
@@ -132,7 +131,7 @@ class ReferenceEntitySource(EntityFeatureSource):
                     if entities[i][0] == etype:
                         table[i] = vec
                 blocks.append(table[np.array(slots[etype], dtype=np.int64)])
-        embed_s += time.perf_counter() - t0
+        embed_s += self.timer() - t0
         stats.decode_ms, stats.embed_ms = decode_s * 1000.0, embed_s * 1000.0
         row_age[row_degraded] = np.nan
         stats.row_age_s = row_age
@@ -191,7 +190,9 @@ class ReferenceOcclusion(OcclusionExplainer):
 def reference_scorer(model: OnnxModel, source: EntityFeatureSource) -> Scorer:
     """A Scorer on the pre-issue-12 path: `source` re-classed as the reference entity source (same store, same
     NATS connection), and the per-group explainer."""
-    ref = ReferenceEntitySource(source.store, source.nc, max_age_s=source.max_age_s, clock=source.clock)
+    ref = ReferenceEntitySource(
+        source.store, source.nc, max_age_s=source.max_age_s, clock=source.clock, timer=source.timer
+    )
     scorer = Scorer(model, ref)
     if scorer.occlusion is not None:
         scorer.occlusion = ReferenceOcclusion(

@@ -78,14 +78,17 @@ class EntityFeatureSource:
         producer_span: Callable[..., contextlib.AbstractContextManager[Any]] | None = None,
         clock: Callable[[], float] = time.time,
         wanted: Collection[str] | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
-        """`wanted`: the feature names the model takes; only those columns are read from Redis (all when None)."""
+        """`wanted`: the feature names the model takes; only those columns are read from Redis (all when None).
+        `timer`: the clock of the stage timings (bench/partial.py swaps in time.process_time for CPU time)."""
         self.span = span or (lambda name, **attrs: contextlib.nullcontext())
         self.producer_span = producer_span or (lambda destination, msg_id="", **attrs: contextlib.nullcontext())
         self.store = store
         self.nc = nc
         self.max_age_s = max_age_s
         self.clock = clock
+        self.timer = timer
         """Epoch seconds that ages are measured against (a test fixes it to compare two paths' ages)."""
         layout = store.layout
         self.widths = {t: len(layout[t]) for t in ENTITY_ORDER}
@@ -133,7 +136,7 @@ class EntityFeatureSource:
             slots[etype] = np.array(col, dtype=np.int64)
         stats.entities = sum(len(v) for v in ids.values())
 
-        t0 = time.perf_counter()
+        t0 = self.timer()
         with self.span("redis read features", **{"db.system": "redis", "fraudmesh.entities": stats.entities}):
             # one command, one bulk string (the embeddings are in memory, static per model version)
             try:
@@ -143,7 +146,7 @@ class EntityFeatureSource:
                 blocks = {t: self._absent(t, len(ids[t])) for t in ENTITY_ORDER}
                 stats.reasons.append(FEATURE_STORE_UNAVAILABLE)
                 self.last_error = f"redis: {type(exc).__name__}: {exc}"[:300]
-        stats.redis_ms = (time.perf_counter() - t0) * 1000.0
+        stats.redis_ms = (self.timer() - t0) * 1000.0
         stats.cache_hits = sum(int(b.fresh.sum()) for b in blocks.values())
         stats.cache_stale = sum(int(b.stale.sum()) for b in blocks.values())
         stats.cache_misses = sum(int((~b.present).sum()) for b in blocks.values())
@@ -154,7 +157,7 @@ class EntityFeatureSource:
 
         missing = [(t, int(i)) for t in ENTITY_ORDER for i in np.flatnonzero(~blocks[t].fresh)]
         if missing:
-            t1 = time.perf_counter()
+            t1 = self.timer()
             try:
                 with self.producer_span(subjects.FEATURES_COMPUTE, **{"fraudmesh.entities": len(missing)}):
                     reply = await compute_remote(
@@ -176,9 +179,9 @@ class EntityFeatureSource:
                     unavailable_flag[t][i] = True
                 stats.reasons.append(compute_failure_reason(exc))
                 self.last_error = f"{type(exc).__name__}: {exc}"[:300]
-            stats.compute_ms = (time.perf_counter() - t1) * 1000.0
+            stats.compute_ms = (self.timer() - t1) * 1000.0
 
-        t2 = time.perf_counter()
+        t2 = self.timer()
         width = sum(len(c) for c in self.columns.values())
         emb_types = list(embeddings.spec.types) if embeddings is not None else []
         dim = embeddings.spec.dim if embeddings is not None else 0
@@ -198,14 +201,14 @@ class EntityFeatureSource:
             row_age = np.fmax(row_age, np.append(ages[etype], np.nan)[idx])
             row_computed += np.append(computed_flag[etype], False)[idx] * self.widths[etype]
             row_degraded |= np.append(unavailable_flag[etype], False)[idx] & has
-        stats.decode_ms = (time.perf_counter() - t2) * 1000.0
+        stats.decode_ms = (self.timer() - t2) * 1000.0
         if embeddings is not None:
-            t3 = time.perf_counter()
+            t3 = self.timer()
             for etype in emb_types:
                 rows = embeddings.rows_of(etype, ids.get(etype, []))  # its last row: the default, for idx -1
                 matrix[:, at : at + dim] = embeddings.table[rows[slots[etype]]]
                 at += dim
-            stats.embed_ms = (time.perf_counter() - t3) * 1000.0
+            stats.embed_ms = (self.timer() - t3) * 1000.0
         row_age[row_degraded] = np.nan  # features missing: no freshness to report (null, never 0)
         stats.row_age_s = row_age
         stats.row_degraded = row_degraded

@@ -3,8 +3,10 @@
 Key `{prefix}:{type}:{id}` (default prefix `fm:feat`), fields: every feature value (float, written with repr so it
 reads back exactly and `redis-cli HGETALL` shows it), `computed_at` (epoch seconds), `version` (the feature-set
 version), `known` ("1"/"0") and `_vec`: the same values packed as little-endian float64 in registry order of the
-entity type. The scoring path reads only `_vec` and the metadata (`read_vectors`): 4 fields per entity instead of
-~30 keeps a 200-transaction partial's read (~800 entities) to one cheap round trip.
+entity type. The scoring path reads only `_vec` and the metadata (`read_blocks`: one Lua script, one bulk-string
+reply of fixed-size records that numpy decodes without a loop per entity; `read_vectors` and `read_packed` are the
+earlier forms, kept for bench/features.py): 3 fields per entity instead of ~30 keeps a 200-transaction partial's
+read (~800 entities) to one cheap round trip.
 Each HASH has a TTL. Writes and reads are pipelined without MULTI (`transaction=False`): one round trip each.
 
     store = OnlineStore.from_url(settings.redis_url, version=FEATURE_SET_VERSION, ttl_s=settings.feature_ttl_s)

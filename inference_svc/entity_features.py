@@ -1,9 +1,11 @@
 """Route 1 of the scoring path: the features of every entity of a partial.
 
-One pipelined Redis round trip reads the packed vectors of every card, merchant, device and IP of the partial
-(each distinct entity once). Entities that are missing or stale (another feature-set version, or older than
-FRAUDMESH_FEATURE_MAX_AGE_S) are computed by the feature workers with one `features.compute` request, which
-also writes them to Redis, so the next partial that meets them reads them.
+One Redis command (`OnlineStore.read_blocks`: a Lua script whose reply is one bulk string of fixed-size records,
+decoded by numpy) reads the packed vectors of every card, merchant, device and IP of the partial (each distinct
+entity once), and keeps only the columns the model takes. The block is assembled per entity type with numpy fancy
+indexing; the embeddings come from the model's in-memory table the same way. Entities that are missing or stale
+(another feature-set version, or older than FRAUDMESH_FEATURE_MAX_AGE_S) are computed by the feature workers with
+one `features.compute` request, which also writes them to Redis, so the next partial that meets them reads them.
 
 If Redis cannot be read, every entity is asked of the feature service; if the feature service cannot answer in time
 (or its PostgreSQL ledger is down), the partial is still scored: those entities' features are NaN (models tolerate

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 
@@ -73,14 +72,6 @@ MAX_ROWS = 8_192
 """Rows of one ONNX run of the explainer (its stacked occluded copies): bounds its memory for big partials."""
 
 
-def _row_bytes(block: np.ndarray) -> list[bytes]:
-    """Each row of `block` as the bytes of its values."""
-    if block.shape[1] == 0:
-        return [b""] * block.shape[0]
-    block = np.ascontiguousarray(block)
-    return cast(list[bytes], block.view(np.dtype((np.void, block.dtype.itemsize * block.shape[1]))).ravel().tolist())
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     q = np.clip(p.astype(np.float64), 1e-9, 1 - 1e-9)
     return np.log(q / (1 - q))
@@ -114,18 +105,21 @@ class OcclusionExplainer:
         self.embedding_defaults = embedding_defaults or {}
         self.fills = [self._fill(cols) for _, cols, _ in self.groups]
         self.max_rows = max_rows
-        # per group, the inputs its text reads (the texts read fixed names; names the model lacks read as NaN),
-        # and where they sit among `text_columns`, the columns any text reads
-        read_by: list[list[str]] = []
-        for group, _, _ in self.groups:
-            seen: list[str] = []
-            if group is not None:
-                for probe in (0.0, 1.0):
-                    group.text(lambda name, probe=probe, seen=seen: seen.append(name) or probe)  # type: ignore[misc]
-            read_by.append([n for n in dict.fromkeys(seen) if n in self.index])
-        self.text_columns = np.array(sorted({self.index[n] for names in read_by for n in names}), dtype=np.int64)
-        at = {c: j for j, c in enumerate(self.text_columns.tolist())}
-        self.text_inputs = [(names, [at[self.index[n]] for n in names]) for names in read_by]
+        # the inputs the texts read (probed with 0 and 1), and their position among `text_columns`: `explain`
+        # converts those columns to Python floats at once instead of indexing numpy per value
+        seen: list[str] = []
+        for probe in (0.0, 1.0):
+
+            def record(name: str, probe: float = probe) -> float:
+                seen.append(name)
+                return probe
+
+            for group, _, _ in self.groups:
+                if group is not None:
+                    group.text(record)
+        read = sorted({self.index[n] for n in seen if n in self.index})
+        self.text_columns = np.array(read, dtype=np.int64)
+        self.text_position = {self.names[c]: j for j, c in enumerate(read)}
 
     def _fill(self, cols: np.ndarray) -> np.ndarray:
         """What occluding `cols` writes there: NaN ("unknown"), or for an embedding column its type's default."""
@@ -166,33 +160,29 @@ class OcclusionExplainer:
         deltas = (base[None, :] - _logit(self.occluded_scores(x))).T
         order = np.argsort(-deltas, axis=1)[:, :k]
         weights = np.round(np.take_along_axis(deltas, order, axis=1).astype(np.float64), 4).tolist()
-        # a text is formatted once per distinct bytes of the inputs it reads (bytes, so -0.0 is not 0.0 and NaN is
-        # NaN), with those values as the Python floats the old per-row closure read
+        # the values the texts read, as the Python floats a per-row lookup would give, in one conversion
         values = x[:, self.text_columns].tolist()
-        keys: dict[int, list[bytes]] = {}
-        texts: dict[tuple[int, bytes], str] = {}
-        nan = float("nan")
+        index, nan = self.index, float("nan")
+
+        def at_row(row: int, name: str) -> float:  # a name the probes in __init__ did not see a text read
+            i = index.get(name)
+            return float(x[row, i]) if i is not None else nan
+
+        groups, pos, tx_descriptions = self.groups, self.text_position, self.tx_descriptions
         out: list[list[RiskFactor]] = []
         for row, (top, ws) in enumerate(zip(order.tolist(), weights, strict=True)):
             factors = []
             for gi, w in zip(top, ws, strict=True):
                 if w <= min_weight:
                     break
-                group, _, code = self.groups[gi]
+                group, _, code = groups[gi]
                 if group is None:
-                    factors.append(RiskFactor(code=code, description=self.tx_descriptions[code], weight=w,
+                    factors.append(RiskFactor(code=code, description=tx_descriptions[code], weight=w,
                                               source="transaction"))  # fmt: skip
                     continue
-                names, at = self.text_inputs[gi]
-                group_keys = keys.get(gi)
-                if group_keys is None:
-                    group_keys = keys[gi] = _row_bytes(x[:, self.text_columns[at]])
-                key = (gi, group_keys[row])
-                text = texts.get(key)
-                if text is None:
-                    row_values = values[row]
-                    read = {name: row_values[j] for name, j in zip(names, at, strict=True)}
-                    text = texts[key] = group.text(lambda name, read=read: read.get(name, nan))
+                text = group.text(
+                    lambda name, r=values[row], row=row: r[pos[name]] if name in pos else at_row(row, name)
+                )
                 factors.append(RiskFactor(code=code, description=text, weight=w, source=group.source))
             out.append(factors)
         return out

@@ -30,9 +30,16 @@ class EmbeddingBlock:
         self.spec = spec
         self.version = version
         self.defaults = {t: np.asarray(spec.default.get(t, [0.0] * spec.dim), dtype=np.float64) for t in spec.types}
-        self.rows = rows or {}
-        """(entity type, id) -> row of `matrix`."""
-        self.matrix = matrix if matrix is not None else np.zeros((0, spec.dim), dtype=np.float64)
+        matrix = matrix if matrix is not None else np.zeros((0, spec.dim), dtype=np.float64)
+        # one table: the embeddings, then each type's default (row `default_row[type]`), so that a partial's block
+        # is one fancy index; per type, id -> row (a dict per type: the ids of a partial are looked up by type)
+        self.table = np.vstack([matrix, *(self.defaults[t][None, :] for t in spec.types)])
+        self.matrix = self.table[: len(matrix)]
+        """The embeddings (a view of `table`, no copy)."""
+        self.default_row = {t: len(matrix) + j for j, t in enumerate(spec.types)}
+        self.type_rows: dict[str, dict[str, int]] = {t: {} for t in spec.types}
+        for (etype, eid), row in (rows or {}).items():
+            self.type_rows.setdefault(etype, {})[eid] = row
 
     @classmethod
     def load(cls, spec: EmbeddingSpec, version: str, version_dir: Path) -> EmbeddingBlock:
@@ -54,13 +61,21 @@ class EmbeddingBlock:
         return cls(spec, version, rows, matrix)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return sum(len(r) for r in self.type_rows.values())
+
+    def rows_of(self, etype: str, ids: Sequence[str]) -> np.ndarray:
+        """Rows of `table` for `ids` of type `etype` (its default row where an id has no embedding), followed by
+        one more default row (for a transaction without such an entity)."""
+        rows = self.type_rows.get(etype, {})
+        default = self.default_row[etype]
+        out = np.fromiter((rows.get(i, default) for i in ids), dtype=np.int64, count=len(ids))
+        return np.append(out, default)
 
     def vectors(self, entities: Sequence[tuple[str, str]]) -> list[np.ndarray]:
-        rows, matrix, defaults = self.rows, self.matrix, self.defaults
+        rows, matrix, defaults = self.type_rows, self.matrix, self.defaults
         out = []
         for entity in entities:
-            row = rows.get(entity)
+            row = rows.get(entity[0], {}).get(entity[1])
             if row is not None:
                 out.append(matrix[row])
             else:

@@ -99,6 +99,12 @@ class InferenceMetrics(ModelMetrics):
             registry=r,
         )
 
+    def observe_scores(self, version: str, probs: np.ndarray) -> None:
+        """Every score of a partial into the score histogram."""
+        observe = self.scores.labels(version).observe
+        for p in probs.tolist():
+            observe(p)
+
     def record_features(self, stats: EntityStats) -> None:
         self.feature_cache.labels("hit").inc(stats.cache_hits)
         self.feature_cache.labels("miss").inc(stats.cache_misses)

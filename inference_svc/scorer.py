@@ -8,7 +8,8 @@ order; the scorer picks those columns, so a new model version with other inputs 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,11 @@ from inference_svc.reasons import OcclusionExplainer
 from inference_svc.tx_features import DESCRIPTIONS, FEATURE_NAMES, featurize
 from shared.degraded import mark
 from shared.messages import FactorSource, Transaction, TransactionScore
+
+STAGES = ("read", "features_compute", "decode", "embed", "inputs", "onnx", "explain", "decisions")
+"""The stages `Scorer.score` times (`<stage>_ms`): the Redis read (reply decoded), features computed on the fly,
+the registry columns assembled, the embedding lookup, the rest of the input tuples (transaction fields, column
+order), the ONNX run of the scores, the explainer (its ONNX run included), and decisions and reasons."""
 
 
 class ModelInputMismatch(RuntimeError):
@@ -59,6 +65,9 @@ def entity_descriptions() -> dict[str, tuple[str, FactorSource]]:
 
 
 class Scorer:
+    timer: Callable[[], float] = staticmethod(time.perf_counter)
+    """The clock of the stage timings (bench/partial.py swaps in time.process_time for CPU time)."""
+
     def __init__(
         self, model: OnnxModel, entities: EntityFeatureSource | None = None, *, always_fetch: bool = False
     ) -> None:
@@ -149,9 +158,15 @@ class Scorer:
         *,
         timeout_s: float = 5.0,
         headers: dict[str, str] | None = None,
+        timings: dict[str, float] | None = None,
     ) -> tuple[list[TransactionScore], np.ndarray, EntityStats | None]:
+        """Score a partial. With `timings`, the milliseconds of each stage are written into it (`STAGES`)."""
+        clock = self.timer
+        t0 = clock()
         x, stats = await self.inputs(transactions, timeout_s=timeout_s, headers=headers)
+        t1 = clock()
         p = self.model.predict(x)
+        t2 = clock()
         meta = self.model.meta
         levels = risk_levels(p, meta.thresholds)
         conf = confidence(p, meta.thresholds)
@@ -159,6 +174,7 @@ class Scorer:
             factors = self.occlusion.explain(x, p)
         else:
             factors = top_factors(self.model.contributions(x), x, meta.feature_names, descriptions=self.descriptions)
+        t3 = clock()
         version = self.model.version
         n_features = x.shape[1]
         rounded = np.round(p.astype(np.float64), SCORE_DECIMALS).tolist()
@@ -187,4 +203,16 @@ class Scorer:
             reasons = list(dict.fromkeys(stats.reasons))
             for i in np.flatnonzero(stats.row_degraded).tolist():
                 mark(scores[i], reasons)
+        if timings is not None:
+            inputs_ms = (t1 - t0) * 1000.0
+            if stats is not None:
+                timings["read_ms"] = stats.redis_ms
+                timings["features_compute_ms"] = stats.compute_ms
+                timings["decode_ms"] = stats.decode_ms
+                timings["embed_ms"] = stats.embed_ms
+                inputs_ms -= stats.redis_ms + stats.compute_ms + stats.decode_ms + stats.embed_ms
+            timings["inputs_ms"] = inputs_ms
+            timings["onnx_ms"] = (t2 - t1) * 1000.0
+            timings["explain_ms"] = (t3 - t2) * 1000.0
+            timings["decisions_ms"] = (clock() - t3) * 1000.0
         return scores, p, stats

@@ -86,6 +86,8 @@ class InferenceWorker(Service):
                 max_age_s=self.settings.feature_max_age_s,
                 span=self.span,
                 producer_span=self.producer_span,
+                # only the model's columns are read, unless every entity feature is asked for
+                wanted=None if self.settings.entity_features == "always" else model.meta.feature_names,
             )
         try:
             return Scorer(model, source, always_fetch=self.settings.entity_features == "always")
@@ -183,25 +185,29 @@ class InferenceWorker(Service):
         if not self.tracing:
             pass_through(headers, fheaders)  # when tracing, the feature source injects its own span
         remaining = delivery.remaining_s() if delivery.has_deadline else self.settings.request_timeout_ms / 1000.0
+        stages: dict[str, float] = {}
         with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
-            scores, probs, fstats = await scorer.score(partial.transactions, timeout_s=remaining, headers=fheaders)
+            scores, probs, fstats = await scorer.score(
+                partial.transactions, timeout_s=remaining, headers=fheaders, timings=stages
+            )
         compute_s = time.perf_counter() - t0
         version = scorer.model.version
         self.m.model_partials.labels(version, routing.arm(scorer)).inc()
         self.m.compute_time.labels("total").observe(compute_s)
         timings = {"total_ms": round(compute_s * 1000.0, 3)}
+        for key, ms in stages.items():  # the stages of Scorer.score (scorer.STAGES), as hop histograms too
+            self.m.compute_time.labels(key.removesuffix("_ms")).observe(ms / 1000.0)
+            timings[key] = round(ms, 3)
         entity_counts = {}
         if fstats is not None:
             self.m.record_features(fstats)
-            timings.update(redis_ms=round(fstats.redis_ms, 3), features_compute_ms=round(fstats.compute_ms, 3))
+            timings["redis_ms"] = timings["read_ms"]  # the name earlier releases reported
             entity_counts = {
                 "entities": fstats.entities,
                 "entities_from_cache": fstats.cache_hits,
                 "entities_computed": fstats.computed,
             }
-        observe = self.m.scores.labels(version).observe
-        for p in probs.tolist():
-            observe(p)
+        self.m.observe_scores(version, probs)
         result = PartialResult(
             request_id=partial.request_id,
             index=partial.index,

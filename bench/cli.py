@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 
+from bench import peer
+from bench.prepare import prepare_gnn
 from bench.report import RESULTS_DIR, write_report
 from bench.runner import BenchConfig, StackUnavailable, run_bench
 
@@ -48,6 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-request-size", type=int, default=200, help="entities per features.compute request")
     p.add_argument("--features-reads", type=int, default=200, help="timed Redis reads of the partial (200)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--peer",
+        default="",
+        help="a service with seed 001's API (POST /score/fraud, /score/batch) to drive beside fraudmesh, phase by "
+        "phase with the same tools; `auto`: prepare and start seed 001's service here (bench/peer.py) and stop it "
+        "afterwards",
+    )
+    p.add_argument("--peer-root", type=Path, default=peer.DEFAULT_ROOT, help="where --peer auto keeps its files")
+    p.add_argument("--peer-mirror", type=Path, default=peer.DEFAULT_MIRROR, help="seed 001's bare git dir")
+    p.add_argument(
+        "--bootstrap-only",
+        action="store_true",
+        help="measure the bootstrap model with synthetic transactions (the old default) instead of the GNN",
+    )
+    p.add_argument("--no-bootstrap-row", action="store_true", help="skip the bootstrap model's second row")
+    p.add_argument(
+        "--cold-duration", type=float, default=5.0, help="seconds of the cold single-score phase (5; 0: no cold phase)"
+    )
+    p.add_argument(
+        "--prepare",
+        action="store_true",
+        help="if the stack has no world or no trained GNN: run `fraudmesh simulate`, `features export` and "
+        "`train --epochs 3` first (minutes; the data stays in --run-dir for the next run)",
+    )
+    p.add_argument(
+        "--growth",
+        default="",
+        help="name of a `python -m bench.growth` report in --out-dir whose tables go into this report too",
+    )
     return p
 
 
@@ -75,24 +107,47 @@ def main(argv: list[str] | None = None) -> int:
         features_request_size=args.features_request_size,
         features_concurrency=args.features_concurrency,
         features_reads=args.features_reads,
+        model="bootstrap" if args.bootstrap_only else "gnn",
+        bootstrap_row=not args.no_bootstrap_row,
+        cold_duration_s=args.cold_duration,
     )
     started_here = False
+    peer_proc: peer.Peer | None = None
     try:
+        if args.peer == "auto":
+            peer.prepare(args.peer_root, args.peer_mirror)
+            peer_proc = peer.start(args.peer_root)
+            cfg.peer_url = peer_proc.url
+            print(f"[bench] seed 001's service is up at {peer_proc.url}", flush=True)
+        elif args.peer:
+            cfg.peer_url = args.peer.rstrip("/")
         if args.up:
             state = up(args.run_dir, {"gateway": 1, "aggregator": 1, "inference": 2, "feature": 2})
             started_here = True
         else:
-            state = StackState.load(args.run_dir.resolve())
-            if state is None or not state.gateway_url:
+            loaded = StackState.load(args.run_dir.resolve())
+            if loaded is None or not loaded.gateway_url:
                 print(f"no stack recorded in {args.run_dir}; run `fraudmesh up` or pass --up", file=sys.stderr)
                 return 1
-        result = run_bench(cfg, state)
-    except StackUnavailable as exc:
+            state = loaded
+        if args.prepare and not args.bootstrap_only:
+            prepare_gnn(args.run_dir)
+        result = run_bench(cfg, state, peer_proc)
+    except (StackUnavailable, peer.PeerError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:
         if started_here:
             down(args.run_dir)
+        if peer_proc is not None:
+            peer_proc.stop()
+    if args.growth:
+        growth_json = args.out_dir / f"{args.growth}.json"
+        if growth_json.is_file():
+            result["growth"] = json.loads(growth_json.read_text())
+        else:
+            print(f"bench: no growth report {growth_json} (run `python -m bench.growth --name {args.growth}`)",
+                  file=sys.stderr)  # fmt: skip
     json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
     print(f"\nreports: {json_path}\n         {md_path}")
     if result.get("slowest_hop"):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench import peer
 from bench.prepare import prepare_gnn
@@ -78,9 +79,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--growth",
         default="",
-        help="name of a `python -m bench.growth` report in --out-dir whose tables go into this report too",
+        help="names (comma-separated) of `python -m bench.growth` reports in --out-dir whose tables go into this "
+        "report too (e.g. one with the batches, one with the worlds)",
     )
     return p
+
+
+def load_growth(out_dir: Path, names: str) -> dict[str, Any]:
+    """The growth reports `names` merged (later ones fill what earlier ones lack); missing ones are reported."""
+    merged: dict[str, Any] = {"reports": []}
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            print(f"bench: no growth report {path} (run `python -m bench.growth --name {name}`)", file=sys.stderr)
+            continue
+        doc = json.loads(path.read_text())
+        merged["reports"].append(name)
+        for key in ("batches", "worlds", "params", "notes"):
+            if doc.get(key) and not merged.get(key):
+                merged[key] = doc[key]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,12 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if peer_proc is not None:
             peer_proc.stop()
     if args.growth:
-        growth_json = args.out_dir / f"{args.growth}.json"
-        if growth_json.is_file():
-            result["growth"] = json.loads(growth_json.read_text())
-        else:
-            print(f"bench: no growth report {growth_json} (run `python -m bench.growth --name {args.growth}`)",
-                  file=sys.stderr)  # fmt: skip
+        result["growth"] = load_growth(args.out_dir, args.growth)
     json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
     print(f"\nreports: {json_path}\n         {md_path}")
     if result.get("slowest_hop"):

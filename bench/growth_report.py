@@ -32,6 +32,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def growth_markdown(g: dict[str, Any], level: int = 2) -> list[str]:
     h = "#" * level
     out: list[str] = []
+    if g.get("reports"):
+        out += ["From " + ", ".join(f"[{n}]({n}.md)" for n in g["reports"]) + ".", ""]
     batches = (g.get("batches") or {}).get("rows") or []
     if batches:
         out += [f"{h} Batch time against batch size and inference workers (GNN `{g['batches'].get('model')}`, "

@@ -533,6 +533,13 @@ class Bench:
 def observations(phases: dict[str, dict[str, Any]], feature_summary: dict[str, Any] | None = None) -> list[str]:
     """Things a reader should not miss, derived from the figures (errors, imbalance, a busy client)."""
     notes = []
+    loads = [float(ph["load_avg_1m"]) for ph in phases.values() if "load_avg_1m" in ph]
+    cores = next((int(ph["machine_cores"]) for ph in phases.values() if ph.get("machine_cores")), 0)
+    if loads and cores and max(loads) > cores:
+        notes.append(
+            f"The machine was busy: the 1-minute load average reached {max(loads):.1f} on {cores} cores during the "
+            "phases, so every figure here (fraudmesh's and the peer's alike) is noisy; compare within this run only."
+        )
     if feature_summary and feature_summary.get("skipped"):
         notes.append(f"Features phase {feature_summary['skipped']}")
     for key, ph in phases.items():

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,11 @@ def _timed(cmd: list[str], log: Path) -> dict[str, Any]:
     return {"seconds": wall, "max_rss_mib": rss / 1024 if rss else None}
 
 
-def world_growth(run_dir: Path, sizes: tuple[int, ...], work: Path) -> dict[str, Any]:
-    """simulate, features export and train (3 epochs, not activated, not published) per world size."""
+def world_growth(
+    run_dir: Path, sizes: tuple[int, ...], work: Path, on_row: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
+    """simulate, features export and train (3 epochs, not activated, not published) per world size; `on_row`
+    sees the table after each size (so a long run that is stopped keeps what it measured)."""
     from deploy.stack import StackState
 
     state = StackState.load(run_dir.resolve())
@@ -190,6 +194,8 @@ def world_growth(run_dir: Path, sizes: tuple[int, ...], work: Path) -> dict[str,
         finally:
             asyncio.run(_drop_schema(state.postgres_dsn, schema))
         rows.append(row)
+        if on_row is not None:
+            on_row({"rows": rows, "cards_per_transaction": CARDS_PER_TX})
     return {"rows": rows, "cards_per_transaction": CARDS_PER_TX}
 
 
@@ -240,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
         if "batches" not in skip:
             result["batches"] = batch_growth(state, args.sizes, args.workers, args.iterations)
         if "worlds" not in skip:
+
+            def save(worlds: dict[str, Any]) -> None:
+                write_growth({**result, "worlds": worlds}, args.out_dir)
+
             with tempfile.TemporaryDirectory(prefix="fraudmesh-growth-") as tmp:
-                result["worlds"] = world_growth(args.run_dir, args.worlds, Path(tmp))
+                result["worlds"] = world_growth(args.run_dir, args.worlds, Path(tmp), save)
     except RuntimeError as exc:
         print(f"bench.growth: {exc}", file=sys.stderr)
         return 1

@@ -401,7 +401,7 @@ class Bench:
         cfg, gw = self.cfg, self.state.gateway_url
         if cfg.model != "gnn" or cfg.cold_duration_s <= 0:
             return
-        n = cfg.batch_iterations
+        n = max(3, cfg.batch_iterations // 3)  # each brings 1,000 new cards, devices and IPs into the stores
         docs = [json.dumps({"transactions": bodies.cold(batch)}).encode() for _ in range(n)]
         self.phase(
             "http_batch_cold",
@@ -588,7 +588,14 @@ def _feature_notes(key: str, ph: dict[str, Any]) -> list[str]:
 
 def slowest_hop(phases: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The slowest hop of the busiest HTTP single-score phase (the headline one)."""
-    cands = [k for k, ph in phases.items() if ph.get("kind") == "single" and ph.get("transport") == "http"]
+    cands = [
+        k
+        for k, ph in phases.items()
+        if ph.get("kind") == "single"
+        and ph.get("transport") == "http"
+        and not k.startswith(("boot_", "peer_"))
+        and "cold" not in k
+    ]
     for key in sorted(cands, key=lambda k: -int(phases[k].get("params", {}).get("connections", 0))):
         s = (phases[key].get("breakdown") or {}).get("slowest")
         if s:

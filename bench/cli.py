@@ -82,7 +82,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="names (comma-separated) of `python -m bench.growth` reports in --out-dir whose tables go into this "
         "report too (e.g. one with the batches, one with the worlds)",
     )
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite --name's Markdown from its JSON (with --growth: adding those tables)",
+    )
     return p
+
+
+def render_only(args: argparse.Namespace) -> int:
+    path = args.out_dir / f"{args.name}.json"
+    if not args.name or not path.is_file():
+        print(f"bench: --render-only needs --name of a report in {args.out_dir} ({path} is missing)", file=sys.stderr)
+        return 1
+    result = json.loads(path.read_text())
+    if args.growth:
+        result["growth"] = load_growth(args.out_dir, args.growth)
+    json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
+    print(f"reports: {json_path}\n         {md_path}")
+    return 0
 
 
 def load_growth(out_dir: Path, names: str) -> dict[str, Any]:
@@ -103,6 +121,8 @@ def load_growth(out_dir: Path, names: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render_only:
+        return render_only(args)
     from deploy.stack import StackState, down, up
 
     name = args.name or "bench-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")

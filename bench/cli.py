@@ -96,6 +96,7 @@ def render_only(args: argparse.Namespace) -> int:
         print(f"bench: --render-only needs --name of a report in {args.out_dir} ({path} is missing)", file=sys.stderr)
         return 1
     result = json.loads(path.read_text())
+    result["name"] = args.name
     if args.growth:
         result["growth"] = load_growth(args.out_dir, args.growth)
     json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)

@@ -8,7 +8,8 @@ from typing import Any
 
 NO_WORLD = (
     "there are no transactions in the stack's PostgreSQL, so the GNN path has no world to score. Prepare it with "
-    "`fraudmesh simulate && fraudmesh features export && fraudmesh train --epochs 3 --baseline-iter 30` (or run `python -m bench --up "
+    "`fraudmesh simulate && fraudmesh features export && fraudmesh train --epochs 3 --baseline-iter 30` "
+    "(or run `python -m bench --up "
     "--prepare`), then run the benchmark again."
 )
 

@@ -13,7 +13,8 @@ GNN_KIND = "hetero_graphsage"
 BOOTSTRAP_KIND = "logistic_regression"
 NO_GNN = (
     "no trained GNN in {model_dir}: the benchmark measures the GNN path by default. Prepare it with "
-    "`fraudmesh simulate && fraudmesh features export && fraudmesh train --epochs 3 --baseline-iter 30` (or `python -m bench --up "
+    "`fraudmesh simulate && fraudmesh features export && fraudmesh train --epochs 3 --baseline-iter 30` "
+    "(or `python -m bench --up "
     "--prepare`), or pass --bootstrap-only to measure the bootstrap model alone."
 )
 

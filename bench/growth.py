@@ -88,15 +88,19 @@ def _wait_workers(gw: str, doc: bytes, want: set[str], timeout_s: float = 90.0) 
     """Score small batches until every worker in `want` has served a partial (a started worker is loaded)."""
     end = time.monotonic() + timeout_s
     seen: set[str] = set()
-    with httpx.Client(base_url=gw, timeout=60.0) as client:
+    last = ""
+    with httpx.Client(base_url=gw, timeout=60.0, headers={"Content-Type": "application/json"}) as client:
         while time.monotonic() < end:
             r = client.post("/predict?ingest=false", content=doc)
+            last = f"{r.status_code} {r.text[:200]}"
             if r.status_code == 200:
                 seen |= {str(p.get("worker_id", "")) for p in r.json().get("partials", [])}
                 if want <= seen:
                     return
             time.sleep(0.3)
-    raise RuntimeError(f"inference workers {sorted(want - seen)} served no partial within {timeout_s:.0f} s")
+    raise RuntimeError(
+        f"inference workers {sorted(want - seen)} served no partial within {timeout_s:.0f} s (last reply: {last})"
+    )
 
 
 def batch_growth(state: Any, sizes: tuple[int, ...], workers: tuple[int, ...], iterations: int) -> dict[str, Any]:

@@ -62,6 +62,17 @@ def growth_markdown(g: dict[str, Any], level: int = 2) -> list[str]:
                 speedups.append(f"{size:,}: {one['latency_ms']['p50'] / r['latency_ms']['p50']:.2f}x with {w}")
         if speedups:
             out += ["Speed-up of the batch p50 over one inference worker: " + "; ".join(speedups) + ".", ""]
+        for r in batches:
+            errs = {k: v for k, v in (r.get("errors") or {}).items() if k != "total" and v}
+            if errs:
+                out += [
+                    f"**{r['inference_workers']} worker(s), batch of {r['batch_size']:,}: {sum(errs.values())} of "
+                    f"{r.get('requests', '?')} batches did not complete** ("
+                    + ", ".join(f"{k} {v}" for k, v in errs.items())
+                    + "): they hit the request deadline, so the row's latencies are the time to the deadline, "
+                    "a lower bound.",
+                    "",
+                ]
     worlds = (g.get("worlds") or {}).get("rows") or []
     if worlds:
         out += [f"{h} Offline steps against the world's size", ""]

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from bench import peer
+from bench.prepare import prepare_gnn
 from bench.report import RESULTS_DIR, write_report
 from bench.runner import BenchConfig, StackUnavailable, run_bench
 
@@ -48,11 +52,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-request-size", type=int, default=200, help="entities per features.compute request")
     p.add_argument("--features-reads", type=int, default=200, help="timed Redis reads of the partial (200)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--peer",
+        default="",
+        help="a service with seed 001's API (POST /score/fraud, /score/batch) to drive beside fraudmesh, phase by "
+        "phase with the same tools; `auto`: prepare and start seed 001's service here (bench/peer.py) and stop it "
+        "afterwards",
+    )
+    p.add_argument("--peer-root", type=Path, default=peer.DEFAULT_ROOT, help="where --peer auto keeps its files")
+    p.add_argument("--peer-mirror", type=Path, default=peer.DEFAULT_MIRROR, help="seed 001's bare git dir")
+    p.add_argument(
+        "--bootstrap-only",
+        action="store_true",
+        help="measure the bootstrap model with synthetic transactions (the old default) instead of the GNN",
+    )
+    p.add_argument("--no-bootstrap-row", action="store_true", help="skip the bootstrap model's second row")
+    p.add_argument(
+        "--cold-duration", type=float, default=5.0, help="seconds of the cold single-score phase (5; 0: no cold phase)"
+    )
+    p.add_argument(
+        "--prepare",
+        action="store_true",
+        help="if the stack has no world or no trained GNN: run `fraudmesh simulate`, `features export` and "
+        "`train --epochs 3` first (minutes; the data stays in --run-dir for the next run)",
+    )
+    p.add_argument(
+        "--growth",
+        default="",
+        help="names (comma-separated) of `python -m bench.growth` reports in --out-dir whose tables go into this "
+        "report too (e.g. one with the batches, one with the worlds)",
+    )
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite --name's Markdown from its JSON (with --growth: adding those tables)",
+    )
     return p
+
+
+def render_only(args: argparse.Namespace) -> int:
+    path = args.out_dir / f"{args.name}.json"
+    if not args.name or not path.is_file():
+        print(f"bench: --render-only needs --name of a report in {args.out_dir} ({path} is missing)", file=sys.stderr)
+        return 1
+    result = json.loads(path.read_text())
+    result["name"] = args.name
+    if args.growth:
+        result["growth"] = load_growth(args.out_dir, args.growth)
+    json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
+    print(f"reports: {json_path}\n         {md_path}")
+    return 0
+
+
+def load_growth(out_dir: Path, names: str) -> dict[str, Any]:
+    """The growth reports `names` merged (later ones fill what earlier ones lack); missing ones are reported."""
+    merged: dict[str, Any] = {"reports": []}
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        path = out_dir / f"{name}.json"
+        if not path.is_file():
+            print(f"bench: no growth report {path} (run `python -m bench.growth --name {name}`)", file=sys.stderr)
+            continue
+        doc = json.loads(path.read_text())
+        merged["reports"].append(name)
+        for key in ("batches", "worlds", "params", "notes"):
+            if doc.get(key) and not merged.get(key):
+                merged[key] = doc[key]
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render_only:
+        return render_only(args)
     from deploy.stack import StackState, down, up
 
     name = args.name or "bench-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -75,24 +146,42 @@ def main(argv: list[str] | None = None) -> int:
         features_request_size=args.features_request_size,
         features_concurrency=args.features_concurrency,
         features_reads=args.features_reads,
+        model="bootstrap" if args.bootstrap_only else "gnn",
+        bootstrap_row=not args.no_bootstrap_row,
+        cold_duration_s=args.cold_duration,
     )
     started_here = False
+    peer_proc: peer.Peer | None = None
     try:
+        if args.peer == "auto":
+            peer.prepare(args.peer_root, args.peer_mirror)
+            peer_proc = peer.start(args.peer_root)
+            cfg.peer_url = peer_proc.url
+            print(f"[bench] seed 001's service is up at {peer_proc.url}", flush=True)
+        elif args.peer:
+            cfg.peer_url = args.peer.rstrip("/")
         if args.up:
             state = up(args.run_dir, {"gateway": 1, "aggregator": 1, "inference": 2, "feature": 2})
             started_here = True
         else:
-            state = StackState.load(args.run_dir.resolve())
-            if state is None or not state.gateway_url:
+            loaded = StackState.load(args.run_dir.resolve())
+            if loaded is None or not loaded.gateway_url:
                 print(f"no stack recorded in {args.run_dir}; run `fraudmesh up` or pass --up", file=sys.stderr)
                 return 1
-        result = run_bench(cfg, state)
-    except StackUnavailable as exc:
+            state = loaded
+        if args.prepare and not args.bootstrap_only:
+            prepare_gnn(args.run_dir)
+        result = run_bench(cfg, state, peer_proc)
+    except (StackUnavailable, peer.PeerError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     finally:
         if started_here:
             down(args.run_dir)
+        if peer_proc is not None:
+            peer_proc.stop()
+    if args.growth:
+        result["growth"] = load_growth(args.out_dir, args.growth)
     json_path, md_path = write_report(result, args.out_dir, plot=not args.no_plot)
     print(f"\nreports: {json_path}\n         {md_path}")
     if result.get("slowest_hop"):

@@ -47,6 +47,14 @@ def _conc(ph: dict[str, Any]) -> str:
     return str(p.get("connections", p.get("concurrency", 1)))
 
 
+def _system(ph: dict[str, Any]) -> str:
+    if ph.get("system") == "peer":
+        return "seed 001" + (", cold" if "cold" in str(ph.get("path", "")) else "")
+    if ph.get("kind") == "baseline":
+        return "fraudmesh"
+    return f"fraudmesh {ph.get('path', '')}".strip()
+
+
 def _single_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     for key, ph in phases.items():
@@ -57,6 +65,7 @@ def _single_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
         rows.append(
             [
                 ph.get("label", key),
+                _system(ph),
                 ph.get("transport", ""),
                 _conc(ph),
                 _f(ph.get("requests"), 0),
@@ -82,6 +91,7 @@ def _batch_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
         rows.append(
             [
                 ph.get("label", key),
+                _system(ph),
                 ph.get("transport", ""),
                 _f(ph.get("batch_size"), 0),
                 _f(lat.get("count"), 0),
@@ -253,21 +263,82 @@ def _feature_lines(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def _comparison_lines(rows: list[dict[str, Any]]) -> list[str]:
+def _unit(x: Any, unit: str, bold: bool = False) -> str:
+    if x is None:
+        return "-"
+    return f"**{_f(x, 1)}** {unit}" if bold else f"{_f(x, 1)} {unit}"
+
+
+def _comparison_lines(rows: list[dict[str, Any]], peer_url: str | None, ours: str = "fraudmesh GNN") -> list[str]:
     body = []
     for r in rows:
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        u = r["unit"]
         body.append(
             [
                 r["what"],
-                f"{r['seed001']:g} {r['unit']}",
-                f"{_f(r['ours'], 1)} {r['unit']}",
-                f"{_f(r['ratio'], 2)}x",
+                _unit(r.get("peer"), u),
+                _unit(r["ours"], u, bold=True),
+                "-" if r["ratio"] is None else f"{_f(r['ratio'], 2)}x",
+                _unit(r.get("bootstrap"), u),
+                "-" if r.get("bootstrap_ratio") is None else f"{_f(r['bootstrap_ratio'], 2)}x",
                 r["target"],
                 met,
             ]
         )
-    return _table(["figure", "seed 001", "fraudmesh", "ratio (>1 = better)", "target", "met"], body)
+    head = [
+        f"Seed 001's service {'at ' + peer_url if peer_url else '(not measured in this run: pass --peer)'} and "
+        "fraudmesh were driven by the same tools, phase by phase. Ratio: how many times better fraudmesh is "
+        f"(>1: better; for latency the peer's over ours). Met: {ours} against the goal.",
+        "",
+    ]
+    return head + _table(["figure", "seed 001", ours, "ratio", "fraudmesh bootstrap", "ratio", "goal", "met"], body)
+
+
+def _path_lines(result: dict[str, Any]) -> list[str]:
+    """Which model served, what one warm and one cold score said about their inputs, and the peer's setup."""
+    out: list[str] = []
+    mdl = result.get("models") or {}
+    if mdl:
+        out += [
+            f"Models in {mdl.get('dir', '?')}: GNN `{mdl.get('gnn') or '-'}`, bootstrap `{mdl.get('bootstrap') or '-'}`"
+            f" (serving `{mdl.get('before') or '?'}` before the run).",
+            "",
+        ]
+    check = result.get("path_check") or {}
+    if check:
+        out += _table(
+            ["one score", "model", "features used", "computed on the fly", "freshness s", "degraded"],
+            [
+                [
+                    name,
+                    str(c.get("model_version", "-")),
+                    _f(c.get("features_used"), 0),
+                    _f(c.get("features_computed"), 0),
+                    _f(c.get("feature_freshness_sec"), 1),
+                    str(c.get("degraded", "-")),
+                ]
+                for name, c in check.items()
+            ],
+        )
+    peer = result.get("peer") or {}
+    if peer.get("command"):
+        out += [
+            f"Seed 001's service: `{peer['command']}`, {_f(peer.get('cards'), 0)} cards in its own Redis "
+            f"(port {peer.get('redis_port')}), started by `bench/peer.py`.",
+            "",
+        ]
+    elif peer.get("url"):
+        out += [f"Peer: {peer['url']} (started outside this run).", ""]
+    return out
+
+
+def _growth_lines(growth: dict[str, Any] | None) -> list[str]:
+    if not growth:
+        return []
+    from bench.growth_report import growth_markdown
+
+    return ["## Cost as work grows", "", *growth_markdown(growth, level=3)]
 
 
 def _hop_lines(phases: dict[str, dict[str, Any]]) -> list[str]:
@@ -332,12 +403,17 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
             f"{_f(s['mean_ms'], 2)} ms of the mean request, measured from the services' histograms.",
             "",
         ]
-    lines += ["## Against the bar (seed 001 on this machine, wrk)", ""]
-    lines += _comparison_lines(result.get("comparison") or comparison(phases))
+    lines += ["## Against issue 12's goals, with seed 001 measured in the same run", ""]
+    ours = "fraudmesh bootstrap (--bootstrap-only)" if result.get("params", {}).get("model") == "bootstrap" else None
+    lines += _comparison_lines(
+        result.get("comparison") or comparison(phases), (result.get("peer") or {}).get("url"), ours or "fraudmesh GNN"
+    )
+    lines += _path_lines(result)
     lines += ["## Single scores (one transaction per request)", ""]
     lines += _table(
         [
             "scenario",
+            "system, path",
             "transport",
             "conc.",
             "requests",
@@ -354,10 +430,19 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
     )
     if plot_name:
         lines += [f"![latency CDF of single scores]({plot_name})", ""]
-    lines += ["## Batches of 1000 transactions (sequential)", ""]
+    lines += [
+        "Cold phases: every request brings a card, device and IP nobody has seen (fraudmesh computes their "
+        "features on the fly and has no embedding for them); for seed 001, cards its processes have not read yet "
+        "this run (a Redis read instead of its in-process cache). With more requests than distinct bodies, the "
+        "bodies repeat and are no longer cold (the `distinct` figure in the JSON).",
+        "",
+        "## Batches (sequential)",
+        "",
+    ]
     lines += _table(
         [
             "scenario",
+            "system, path",
             "transport",
             "size",
             "n",
@@ -377,6 +462,7 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
     errors = {k: ph["errors"] for k, ph in phases.items() if ph.get("errors", {}).get("total")}
     if errors:
         lines += ["Errors by class: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in errors.items()), ""]
+    lines += _growth_lines(result.get("growth"))
     lines += ["## Hops (Prometheus histograms, diffed per phase)", "", *_hop_lines(phases)]
     if result.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]

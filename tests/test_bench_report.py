@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
-from bench.compare import BAR
+from bench.compare import GOALS, comparison, met, ratio
 from bench.features import NO_WORLD, sample_entities
 from bench.hops import breakdown
 from bench.report import write_report
@@ -14,11 +15,13 @@ from bench.runner import observations
 from bench.stats import histogram_quantile, percentile, summarize
 
 
-def _single(label: str, conns: int, rps: float, lat: list[float]) -> dict[str, Any]:
+def _single(label: str, conns: int, rps: float, lat: list[float], system: str = "fraudmesh") -> dict[str, Any]:
     return {
         "label": label,
         "kind": "single",
         "transport": "http",
+        "system": system,
+        "path": "seed 001" if system == "peer" else "gnn",
         "requests": len(lat),
         "rps": rps,
         "errors": {"connect": 0, "read": 0, "write": 0, "status": 2, "timeout": 0, "total": 2},
@@ -40,29 +43,54 @@ def _single(label: str, conns: int, rps: float, lat: list[float]) -> dict[str, A
     }  # fmt: skip
 
 
+def _batch(label: str, lat: list[float], system: str = "fraudmesh", path: str = "gnn") -> dict[str, Any]:
+    return {
+        "label": label,
+        "kind": "batch",
+        "transport": "http",
+        "system": system,
+        "path": path,
+        "batch_size": 1000,
+        "requests": len(lat),
+        "errors": {"total": 0},
+        "latency_ms": summarize(lat),
+        "tx_per_s": 22222.0,
+        "partials_per_request": 5.0,
+        "partials_by_worker": {"inference-0": 8, "inference-1": 7} if system == "fraudmesh" else {},
+    }
+
+
 def _result() -> dict[str, Any]:
     single4 = _single("POST /score/fraud, 4 connections", 4, 900.0, [1.0, 2.0, 3.0, 4.0, 50.0])
     single32 = _single("POST /score/fraud, 32 connections", 32, 2500.0, [5.0, 6.0, 7.0, 8.0, 90.0])
     single32["breakdown"] = breakdown(single32["hops"], 4.0, "gateway POST /score/fraud")
-    batch = {
-        "label": "POST /predict, 1000 transactions",
-        "kind": "batch",
-        "transport": "http",
-        "batch_size": 1000,
-        "requests": 3,
-        "errors": {"total": 0},
-        "latency_ms": summarize([40.0, 45.0, 60.0]),
-        "tx_per_s": 22222.0,
-        "partials_per_request": 5.0,
-        "partials_by_worker": {"inference-0": 8, "inference-1": 7},
-    }
+    peer4 = _single("seed 001 POST /score/fraud, 4 connections", 4, 1100.0, [2.0, 3.0, 4.0, 5.0, 40.0], "peer")
+    peer32 = _single("seed 001 POST /score/fraud, 32 connections", 32, 1000.0, [20.0, 25.0, 30.0, 35.0, 120.0], "peer")
+    boot32 = _single("bootstrap model: POST /score/fraud, 32 connections", 32, 3400.0, [3.0, 4.0, 5.0, 6.0, 20.0])
+    boot32["path"] = "bootstrap"
+    for ph in (peer4, peer32):
+        ph["hops"] = []
     return {
         "name": "synthetic",
         "machine": {"cpu_model": "Test CPU", "cores": 2, "ram_gib": 4.0, "kernel": "6.1", "python": "3.11.7",
                     "packages": {"nats-py": "2.9.0", "litestar": "2.12.0"}},
         "settings": {"replicas": {"gateway": 1, "inference": 2}, "effective": {"partial_size": 200}},
         "params": {"duration_s": 1.0},
-        "phases": {"http_single_4": single4, "http_single_32": single32, "http_batch": batch},
+        "phases": {
+            "http_single_4": single4, "peer_single_4": peer4,
+            "http_single_32": single32, "peer_single_32": peer32,
+            "http_batch": _batch("POST /predict, 1000 transactions", [40.0, 45.0, 60.0]),
+            "peer_batch": _batch("seed 001 POST /score/batch, 1000 requests", [500.0, 550.0, 700.0], "peer",
+                                 "seed 001"),
+            "boot_http_single_32": boot32,
+            "boot_http_batch": _batch("bootstrap model: POST /predict, 1000 transactions", [10.0, 11.0, 12.0],
+                                      path="bootstrap"),
+        },
+        "models": {"dir": "var/models", "gnn": "gnn-1", "bootstrap": "bootstrap-1", "before": "bootstrap-1"},
+        "path_check": {"warm": {"model_version": "gnn-1", "features_used": 60, "features_computed": 0,
+                                "feature_freshness_sec": 12.0, "degraded": False}},
+        "peer": {"url": "http://127.0.0.1:9999", "command": "OMP_NUM_THREADS=1 uvicorn app:app", "cards": 10000,
+                 "redis_port": 1234},
         "slowest_hop": {**single32["breakdown"]["slowest"], "phase": single32["label"]},
         "notes": ["synthetic note"],
     }  # fmt: skip
@@ -75,29 +103,50 @@ def test_report_json_and_markdown(tmp_path: Path) -> None:
     for key in ("p50", "p95", "p99", "p99.9", "max", "mean"):
         assert key in lat
     rows = {r["key"]: r for r in doc["comparison"]}
-    assert set(rows) == {b[0] for b in BAR}
-    assert rows["rps_32"]["seed001"] == 1100.0
-    assert rows["rps_32"]["ours"] == 2500.0
-    assert rows["rps_32"]["met"] is True  # 2500 >= 2 x 1100
-    assert rows["batch"]["ours"] == 45.0
+    assert set(rows) == {g.key for g in GOALS}
+    # the peer's figures are the ones measured in the run, not constants
+    assert rows["rps_32"]["peer"] == 1000.0 and rows["rps_32"]["ours"] == 2500.0
+    assert rows["rps_32"]["ratio"] == 2.5 and rows["rps_32"]["met"] is True  # >= 2.5x the peer's
+    assert rows["rps_32"]["bootstrap"] == 3400.0
+    assert rows["p50_4"]["peer"] == 4.0 and rows["p50_4"]["ours"] == 3.0 and rows["p50_4"]["met"] is True
+    assert rows["batch_p50"]["ours"] == 45.0 and rows["batch_p50"]["met"] is False  # the goal is <= 30 ms
+    assert rows["batch_p50"]["peer"] == 550.0 and rows["batch_p50"]["bootstrap"] == 11.0
+    assert doc["peer"]["url"] == "http://127.0.0.1:9999"
 
     md = md_path.read_text()
-    assert "| figure | seed 001 | fraudmesh |" in md
-    assert "1000-transaction batch" in md
+    assert "| figure | seed 001 | fraudmesh GNN | ratio | fraudmesh bootstrap | ratio | goal | met |" in md
+    batch_row = next(ln for ln in md.splitlines() if ln.startswith("| batch of 1,000, HTTP, p50"))
+    assert "550.0 ms" in batch_row and "**45.0** ms" in batch_row and "≤ 30 ms" in batch_row and "**no**" in batch_row
+    assert "seed 001, cold" not in md  # no cold phase in this result
+    peer_row = next(ln for ln in md.splitlines() if ln.startswith("| seed 001 POST /score/fraud, 32 connections"))
+    assert "| seed 001 | http | 32 |" in peer_row
+    assert "| fraudmesh bootstrap | http | 32 |" in md
     for col in ("p50 ms", "p95 ms", "p99 ms"):
         assert col in md
     assert "Slowest hop" in md
     assert "gateway (HTTP, validation, NATS round trip)" in md
     assert "Test CPU" in md
     assert "inference-0: 8" in md
+    assert "`OMP_NUM_THREADS=1 uvicorn app:app`, 10,000 cards" in md
+    assert "| warm | gnn-1 | 60 | 0 |" in md
+
+
+def test_goals_without_a_peer_keep_the_absolute_ones() -> None:
+    res = _result()
+    phases = {k: v for k, v in res["phases"].items() if not k.startswith("peer_")}
+    rows = {r["key"]: r for r in comparison(phases)}
+    assert rows["rps_32"]["peer"] is None and rows["rps_32"]["met"] is None  # relative: undecidable
+    assert rows["p99_32"]["met"] is False  # 90 ms against <= 30 ms, no peer needed
+    assert ratio(10.0, 20.0, higher_better=False) == 2.0
+    assert met(GOALS[0], 5.0, 4.0) is False  # p50 above the peer's
 
 
 def test_missing_phases_are_dashes(tmp_path: Path) -> None:
     res = _result()
     del res["phases"]["http_batch"]
     _, md_path = write_report(res, tmp_path, plot=False)
-    line = next(ln for ln in md_path.read_text().splitlines() if ln.startswith("| 1000-transaction batch"))
-    assert "- ms" in line
+    line = next(ln for ln in md_path.read_text().splitlines() if ln.startswith("| batch of 1,000, HTTP, p50"))
+    assert "| 550.0 ms | - | - |" in line  # the peer measured, fraudmesh missing: no figure, no ratio
 
 
 def test_plot_written_when_matplotlib_present(tmp_path: Path) -> None:
@@ -270,3 +319,61 @@ def test_stack_settings_never_carry_a_password(tmp_path: Path) -> None:
     )
     out = json.dumps(stack_settings(state))
     assert "s3cret-pw" not in out and "nats://admin:***@127.0.0.1:4222" in out
+
+
+def test_growth_report_tables_and_exponents(tmp_path: Path) -> None:
+    from bench.growth_report import exponent, write_growth
+
+    def row(workers: int, size: int, p50: float) -> dict[str, Any]:
+        return {"inference_workers": workers, "batch_size": size, "requests": 5,
+                "latency_ms": summarize([p50, p50 * 1.1, p50 * 1.2]), "tx_per_s": size / p50 * 1000,
+                "ms_per_1000_tx": p50 / size * 1000, "partials_by_worker": {"inference-0": 5},
+                "errors": {"total": 0}}  # fmt: skip
+
+    g = {
+        "name": "growth-synthetic",
+        "machine": {"cpu_model": "Test CPU", "cores": 2},
+        "params": {"epochs": 3},
+        "batches": {"model": "gnn-1", "rows": [row(1, 100, 10.0), row(1, 1000, 100.0), row(2, 1000, 60.0)]},
+        "worlds": {"rows": [
+            {"transactions": 50_000, "cards": 5000, "simulate": {"seconds": 10.0}, "features export": {"seconds": 30.0},
+             "train": {"seconds": 60.0, "max_rss_mib": 900.0}},
+            {"transactions": 200_000, "cards": 20000, "simulate": {"seconds": 40.0},
+             "features export": {"seconds": 480.0}, "train": {"seconds": 240.0}},
+        ]},
+    }  # fmt: skip
+    assert exponent(1, 1.0, 10, 10.0) == 1.0
+    assert exponent(50_000, 30.0, 200_000, 480.0) == 2.0  # 4x the world, 16x the time: quadratic
+    assert exponent(1, None, 10, 10.0) is None
+    json_path, md_path = write_growth(g, tmp_path)
+    assert json.loads(json_path.read_text())["worlds"]["rows"][1]["transactions"] == 200_000
+    md = md_path.read_text()
+    export_row = next(ln for ln in md.splitlines() if ln.startswith("| 200,000 | 20,000 | features export"))
+    assert "| 480.0 | 2,400 |" in export_row and export_row.endswith("| 2.00 |")
+    assert "| 1 | 1,000 | 5 | 110.0 |" in md  # the median of 100, 110 and 120 ms
+    assert "1,000: 1.67x with 2" in md  # 110 ms with one worker, 66 ms with two
+
+
+def test_bench_bodies_are_valid_requests() -> None:
+    import msgspec
+
+    from bench import bodies, peer
+    from gateway.schemas import StrictTransaction
+
+    row = {"card_id": "c1", "amount": 12.5, "merchant_id": "m1", "mcc_code": "5411", "country_code": "US",
+           "channel": "pos", "device_id": None, "ip_address": "203.0.113.7"}  # fmt: skip
+    warm = bodies.request_of(row)
+    assert "device_id" not in warm and warm["ip_address"] == "203.0.113.7"
+    cold = bodies.cold([warm, warm], token="a1b2c3d4")
+    assert len({c["card_id"] for c in cold}) == 2 and all(c["merchant_id"] == "m1" for c in cold)
+    for tx in [warm, *cold]:  # the gateway would accept every body the bench sends
+        msgspec.json.decode(json.dumps(tx), type=StrictTransaction)
+    assert bodies.cold([warm], token="00000000")[0]["card_id"] != bodies.cold([warm], token="ffffffff")[0]["card_id"]
+
+    singles = peer.single_bodies(3, offset=peer.CARDS - 1)
+    assert [s["card_id"] for s in singles] == ["card_00010999", "card_00001000", "card_00001001"]  # wraps around
+    names = ["txn_count_5m", "is_weekend", "amount_avg_5m", "velocity_score"]
+    feats = peer.card_features(names, random.Random(1))
+    assert (
+        feats["is_weekend"] in ("true", "false") and feats["txn_count_5m"].isdigit() and "." in feats["amount_avg_5m"]
+    )

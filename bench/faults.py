@@ -62,6 +62,8 @@ class Outcome:
     duplicated: int = 0
     recover_s: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    run_at: str = ""
+    """When this scenario ran (UTC): an `--update` report mixes runs."""
 
 
 @dataclass
@@ -415,10 +417,13 @@ def run_all(root: Path, model_dir: Path, only: list[str]) -> tuple[list[Outcome]
             outcomes.append(b.hostile())
     finally:
         refusals = b.close()
+    for o in outcomes:
+        o.run_at = o.run_at or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     return outcomes, refusals
 
 
-def write_report(outcomes: list[Outcome], refusals: list[str], out_dir: Path) -> None:
+def write_report(outcomes: list[Outcome], refusals: list[str], out_dir: Path, reading: str = "") -> None:
+    """`reading`: the report's hand-written `## Reading` section, kept across `--update` runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "faults.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
     lines = [
@@ -440,9 +445,12 @@ def write_report(outcomes: list[Outcome], refusals: list[str], out_dir: Path) ->
             f"| {o.scenario} | {o.fault} | {o.requests} | {o.ok} | {o.degraded} | {o.refused} | {o.server_errors} "
             f"| {o.lost} | {o.duplicated} | {rec} |"
         )
+    if reading:
+        lines += ["", reading.strip()]
     lines += ["", "## Details", ""]
     for o in outcomes:
-        lines.append(f"- **{o.scenario}**: `{json.dumps(o.notes)}`")
+        when = f" (run {o.run_at})" if o.run_at else ""
+        lines.append(f"- **{o.scenario}**{when}: `{json.dumps(o.notes)}`")
     if refusals:
         lines += ["", "NATS refusals logged by the services (first lines):", ""]
         lines += [f"    {line[:300]}" for line in refusals]
@@ -477,7 +485,11 @@ def main(argv: list[str] | None = None) -> None:
             kept = [Outcome(**d) for d in json.loads(previous.read_text()) if d["scenario"] not in rerun]
             order = [*SCENARIOS, "overload", "batch_overload", "hostile"]
             outcomes = sorted(kept + outcomes, key=lambda o: order.index(o.scenario) if o.scenario in order else 99)
-        write_report(outcomes, refusals, Path(args.out))
+        old = Path(args.out) / "README.md"
+        reading = ""
+        if args.update and old.exists() and "## Reading" in (text := old.read_text()):
+            reading = "## Reading" + text.split("## Reading", 1)[1].split("## Details", 1)[0]
+        write_report(outcomes, refusals, Path(args.out), reading)
         print(f"wrote {args.out}/README.md and {args.out}/faults.json")
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -40,6 +40,8 @@ from shared.messages import ErrorReply
 RECEIVED_AT = "fraudmesh.received_at"
 """Scope-state key: `time.monotonic()` when the request's first bytes were parsed."""
 GUARDED_METHODS = frozenset({"POST"})
+REFUSED_READ_PAUSE_S = 0.2
+"""After the protocol refuses a request, how long it waits before reading that connection's next one."""
 _VALID_ID = re.compile(REQUEST_ID_PATTERN)
 _encode = msgspec.json.Encoder().encode
 
@@ -103,6 +105,12 @@ def door_protocol(door: FrontDoor) -> type[HttpToolsProtocol]:
             self.on_response_complete()
             if not keep_alive:
                 self.transport.close()
+                return
+            # the client was told to come back after Retry-After: its next request is not read for a moment, so
+            # that clients retrying at once cannot keep the event loop busy with refusals (it is still answered
+            # well within a second)
+            self.flow.pause_reading()
+            self.loop.call_later(REFUSED_READ_PAUSE_S, self.flow.resume_reading)
 
     return DoorHttpToolsProtocol
 

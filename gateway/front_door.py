@@ -16,7 +16,9 @@ The HTTP protocol (`door_protocol`: uvicorn's httptools protocol, subclassed) do
 time each request's bytes were read off the socket (`RECEIVED_AT`, from which the door measures the delay), and it
 answers the admission refusal itself as soon as a POST's headers are parsed, in one write, with no ASGI task: under
 a flood of 512 connections most requests are refused, and what each refusal costs decides how long every request,
-admitted or not, waits in the event loop.
+admitted or not, waits in the event loop. It then reads that connection's next request only REFUSED_READ_PAUSE_S
+later: a client that honours Retry-After (at least 1 s) never notices, and one that retries at once cannot keep the
+loop busy with refusals while admitted requests wait behind them.
 """
 
 from __future__ import annotations

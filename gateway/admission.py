@@ -7,8 +7,8 @@ flight (so an idle gateway does not think the system slow); a request is refused
 - FRAUDMESH_GATEWAY_MAX_IN_FLIGHT requests or FRAUDMESH_GATEWAY_MAX_IN_FLIGHT_TRANSACTIONS are already in flight, or
 - the estimated wait, (work in flight + its own) / rate, exceeds FRAUDMESH_ADMISSION_MAX_QUEUE_MS or half of its own
   remaining deadline (the other half is for its own scoring).
-At least MIN_IN_FLIGHT requests are always admitted. Until a rate has been measured, no more than that are (a slow
-start: a burst on a fresh gateway must not all be admitted on an estimate of zero wait). A window with idle time
+At least MIN_IN_FLIGHT requests are always admitted. Until a rate has been measured, no more than INITIAL_WORK is (a
+slow start: a burst on a fresh gateway must not all be admitted on an estimate of zero wait). A window with idle time
 measures the offered load, not the capacity: it only raises the estimate to what it measured; when that window also
 refused work, the estimate probes upwards (PROBE_UP, at most PROBE_CAP times the last rate measured while busy), so
 a low estimate made while a store was down cannot keep refusing work once the system is fast again, and an idle
@@ -31,6 +31,8 @@ RATE_SMOOTHING = 0.3
 PROBE_UP = 1.25
 """After a window with idle time and refusals, the rate estimate grows by this factor (at least to what was
 measured)."""
+INITIAL_WORK = 2500.0
+"""Until a rate is measured, the work admitted at once (about 10 batches of 200 transactions, or 96 single ones)."""
 HOLD_S = 0.25
 """How long room is kept for a large refused request (its client retries after Retry-After; others like it come)."""
 PROBE_CAP = 2.0
@@ -95,8 +97,12 @@ class Admission:
 
     def _check(self, n: int, cost: float, remaining_s: float) -> Refusal | None:
         if self.rate <= 0:
+            if self.work + cost <= INITIAL_WORK:
+                return None
             return Refusal(
-                f"{self.requests} requests in flight and no service rate measured yet (admission starts slowly)", 1.0
+                f"{self.work + cost:.0f} work units would be in flight and no service rate is measured yet (admission "
+                f"starts with at most {INITIAL_WORK:.0f})",
+                1.0,
             )
         wait = (self.work + cost) / self.rate
         retry = max(1.0, math.ceil(min(wait, 30.0)))
@@ -146,7 +152,7 @@ class Admission:
                 # leave no busy window to measure it in), so probe upwards rather than stay stuck on a low estimate
                 cap = PROBE_CAP * max(self._busy_rate, measured)
                 self.rate = max(self.rate, min(max(self.rate * PROBE_UP, measured), cap))
-            else:
+            elif self.rate > 0:
                 self.rate = max(self.rate, measured)  # it served this much without queueing: a floor, not a measure
             self._window_start, self._window_done, self._window_idle = now, 0.0, self.requests == 0
             self._window_refused = 0

@@ -17,7 +17,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from gateway.admission import Admission
+from gateway.admission import Admission, Refusal
 from gateway.inflight import AggregatorLost, ScoreCalls
 from shared import subjects
 from shared.discovery import Discovery
@@ -196,16 +196,7 @@ class NatsBridge:
         n = len(req.transactions)
         refusal = self.admission.try_admit(n, remaining)
         if refusal is not None:
-            raise BridgeError(
-                ErrorReply(
-                    code="unavailable",
-                    request_id=request_id,
-                    retryable=True,
-                    retry_after_s=refusal.retry_after_s,
-                    message=f"Overloaded: this gateway refuses the request rather than answer it late "
-                    f"({refusal.reason}). Retry after the Retry-After delay.",
-                )
-            )
+            raise _overloaded(refusal, request_id)
         try:
             answer = await self._request(
                 subjects.SCORE,
@@ -260,6 +251,13 @@ class NatsBridge:
         )
         assert isinstance(answer, PersonalizationModelInfo)
         return answer
+
+    def refuse_if_overloaded(self, n: int, deadline_ms: float, request_id: str) -> None:
+        """Raise the 503 that `score` would raise for `n` transactions now, before the caller spends work on them
+        (a batch is counted before its transactions are validated). Counts nothing in."""
+        refusal = self.admission.check(n, deadline_ms / 1000.0 - time.time())
+        if refusal is not None:
+            raise _overloaded(refusal, request_id)
 
     async def features(
         self, entity_type: EntityType, entity_id: str, names: list[str] | None, request_id: str
@@ -463,6 +461,19 @@ class NatsBridge:
                 out.setdefault(key[0], []).append(rep)
         self._health_cache = (now, out)
         return out
+
+
+def _overloaded(refusal: Refusal, request_id: str) -> BridgeError:
+    return BridgeError(
+        ErrorReply(
+            code="unavailable",
+            request_id=request_id,
+            retryable=True,
+            retry_after_s=refusal.retry_after_s,
+            message=f"Overloaded: this gateway refuses the request rather than answer it late ({refusal.reason}). "
+            "Retry after the Retry-After delay.",
+        )
+    )
 
 
 async def wait_connected(bridge: NatsBridge, timeout: float) -> bool:

@@ -73,17 +73,17 @@ def echo(value: object) -> str:
     return text if len(text) <= ECHO_CHARS else f"{text[: ECHO_CHARS - 1]}… ({len(text)} characters)"
 
 
-def check_batch_size(body: bytes, limit: int) -> None:
-    """Raise TooManyTransactions before any item is validated. Counting needs a (cheap, untyped) scan only for a
-    body long enough to hold more than `limit` transactions."""
-    if len(body) <= limit * MIN_ITEM_BYTES:
-        return
+def check_batch_size(body: bytes, limit: int) -> int | None:
+    """The number of transactions of a batch body, from a cheap untyped scan (about 1 us per transaction, against
+    ~15 us to validate one), before any item is validated; TooManyTransactions past `limit`. None: the body is
+    malformed (the validation that follows names the problem)."""
     try:
         n = len(_count_decoder.decode(body).transactions)
     except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
-        return  # malformed or too deep: the validation below names the problem
+        return None
     if n > limit:
         raise TooManyTransactions(n, limit)
+    return n
 
 
 def decode_body(body: bytes, type_: type[T], decoder: msgspec.json.Decoder[T], card_ids_are_tokens: bool = False) -> T:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_python
-ensure_system_packages redis-server:redis-server initdb:postgresql
+ensure_system_packages redis-server:redis-server initdb:postgresql wrk:wrk
 # optional, as root: a docker engine for tests/test_compose.py (builds the image and runs the compose stack)
 # and docker-compose for tests/test_deploy_manifests.py; without them those tests skip and say why.
 [ "$(id -u)" = 0 ] && (ensure_docker || true)

@@ -127,9 +127,21 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         Meta(gt=0),
         _doc(
             "Admission control: a request whose estimated wait (work in flight / recent throughput) exceeds this, "
-            "or half its own remaining deadline, is refused at once with 503 + Retry-After."
+            "or half its own remaining deadline, is refused at once with 503 + Retry-After; so is a POST that "
+            "waited this long in the gateway before it was read. Admitted requests then take about this long plus "
+            "their own scoring: keep it well below the answer time clients wait for."
         ),
-    ] = 500.0
+    ] = 200.0
+    admission_queue_target_ms: Annotated[
+        float,
+        Meta(gt=0),
+        _doc(
+            "Admission control: how long a request may wait in the gateway (from when its bytes are read to when "
+            "the app sees it) before a standing queue counts as overload. While even the shortest wait of a 100 ms "
+            "interval exceeds it, POST requests that waited more than twice this are refused at once (503 + "
+            "Retry-After) before their body is parsed."
+        ),
+    ] = 50.0
     idempotency_enabled: Annotated[
         bool,
         _doc(

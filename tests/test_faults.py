@@ -6,9 +6,10 @@ and PostgreSQL, which they stop and start again."""
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.faults import closed_loop_delivery
+from bench.faults import run_wrk_status, wrk_mix_delivery
 from deploy.servers import Server, start_postgres, start_redis, stop_postgres
 from tests.stacks import Stack
 
@@ -271,49 +272,27 @@ def test_a_sigkilled_aggregator_is_learned_within_seconds_not_at_the_deadline(
         s.stop()
 
 
-async def _hammer(
-    url: str, body: dict[str, Any], connections: int, per_connection: int
-) -> list[tuple[int, float, str]]:
-    """`connections` clients, each sending `per_connection` requests back to back: (status, seconds, Retry-After)."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    out: list[tuple[int, float, str]] = []
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(30.0)) as client:
-
-        async def one() -> None:
-            for _ in range(per_connection):
-                t0 = time.monotonic()
-                try:
-                    r = await client.post(url, json=body)
-                    out.append((r.status_code, time.monotonic() - t0, r.headers.get("Retry-After", "")))
-                except httpx.TimeoutException:
-                    out.append((-1, time.monotonic() - t0, ""))
-
-        await asyncio.gather(*(one() for _ in range(connections)))
-    return out
-
-
-def test_overload_is_refused_at_once_with_retry_after(
+def test_overload_every_answer_comes_within_a_second(
     tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: str, model_dir: Path
 ) -> None:
-    """512 connections on /score/fraud: every answer is a 200, or a 503/429 with Retry-After; no timeout, no other
-    5xx, so no admitted request ended past its own deadline (a 504). How fast the answers come is a figure of
-    `python -m bench.faults` (reports/faults/), not an assertion: this machine's speed is not the code's."""
+    """512 connections on /score/fraud (wrk, keep-alive, a 1 s timeout): every answer is a 200, or a 503/429 with
+    Retry-After, and comes within 1 s (no timeout, no dropped connection); no 504 or other 5xx, so no admitted
+    request ended past its deadline. The default admission settings."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/test.sh installs it: apt-get install wrk)")
     s = Stack(tmp_path / "stack", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir)
     try:
         s.start("aggregator")
         s.start("inference", 2)
-        s.start("gateway", env={"FRAUDMESH_GATEWAY_MAX_IN_FLIGHT": "64"})
+        s.start("gateway")
         s.wait_ready()
-        url = f"{s.gateway_url}/score/fraud?ingest=false"
-        answers = asyncio.run(_hammer(url, tx("card_overload"), connections=512, per_connection=2))
-        statuses = Counter(a[0] for a in answers)
-        assert statuses[-1] == 0, statuses  # no timeout
-        late = [(i, round(a[1], 3)) for i, a in enumerate(answers) if a[0] not in (200, 429, 503)]
-        assert set(statuses) <= {200, 429, 503}, (statuses, late[:10], len(answers))
-        assert statuses[200] > 0, statuses
-        refused = [a for a in answers if a[0] in (429, 503)]
-        assert all(a[2] for a in refused), "a refusal without Retry-After"
-        # a 504 would be a request admitted and then answered past its deadline: none (asserted above: no 504)
+        body = json.dumps(tx("card_overload"))
+        doc = run_wrk_status(f"{s.gateway_url}/score/fraud?ingest=false", body, connections=512, seconds=8)
+        assert doc["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}, doc
+        st = doc["status"]
+        assert st["504"] == 0 and st["other_5xx"] == 0 and st["other"] == 0, doc
+        assert doc["refused_without_retry_after"] == 0, doc
+        assert st["200"] > 0 and st["503"] + st["429"] > 0, doc  # work was served, and overload was refused
     finally:
         s.stop()
 
@@ -365,24 +344,25 @@ def test_partials_past_their_deadline_are_dropped_and_counted_not_scored(
 def test_under_batch_overload_most_of_the_capacity_is_still_delivered(
     tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_dsn: str, model_dir: Path
 ) -> None:
-    """128 clients sending 200-transaction batches and 32 sending single transactions: every refusal has a
-    Retry-After; no admitted request ends past its deadline (no 504) and none times out; work is still delivered."""
+    """128 clients sending 200-transaction batches and 32 sending single transactions (wrk, one closed-loop client
+    per connection; a refused client waits its Retry-After): at least 80% of the work the same mix gets done without
+    overload (4 batch clients to 1 single) is still delivered as 200s; every refusal has a Retry-After; no admitted
+    request ends past its deadline (no 504, no other 5xx) and none goes unanswered."""
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (scripts/test.sh installs it: apt-get install wrk)")
     s = Stack(tmp_path / "stack", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir)
     try:
         s.start("aggregator")
         s.start("inference", 2)
         s.start("gateway")
         s.wait_ready()
-        asyncio.run(closed_loop_delivery(s.gateway_url, 2, 0, 2.0))  # warm up
-        # the capacity: the same mix (4 batch clients to 1 single), few enough clients for no refusal
-        capacity, base_statuses, _ = asyncio.run(closed_loop_delivery(s.gateway_url, 4, 1, 8.0))
-        assert {k for k in base_statuses if k < 1000} == {200}, base_statuses
-        loaded, statuses, missing = asyncio.run(closed_loop_delivery(s.gateway_url, 128, 32, 8.0))
-        assert not missing, missing[:3]
-        assert statuses[-1] == 0 and statuses[504] == 0, statuses
-        assert {k for k in statuses if k < 1000} <= {200, 429, 503}, statuses
-        # the share of the capacity still delivered is a figure of the fault report (`python -m bench.faults`,
-        # scenario batch_overload): on this shared 2-core box it depends on what else runs, so it is reported there
-        assert loaded > 0, (loaded, capacity, statuses)
+        wrk_mix_delivery(s.gateway_url, 2, 0, 2.0)  # warm up
+        base = wrk_mix_delivery(s.gateway_url, 4, 1, 8.0)
+        assert base["ok_batch"] > 0 and base["504"] == 0 and base["errors"]["timeout"] == 0, base
+        doc = wrk_mix_delivery(s.gateway_url, 128, 32, 8.0)
+        assert doc["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}, doc
+        assert doc["504"] == 0 and doc["other_5xx"] == 0 and doc["other"] == 0, doc
+        assert doc["refused_without_retry_after"] == 0, doc
+        assert doc["work_per_s"] >= 0.8 * base["work_per_s"], (doc, base)
     finally:
         s.stop()

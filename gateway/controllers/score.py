@@ -76,7 +76,10 @@ class Scoring:
             )
         body = await self.request.body()
         if type_ is PredictRequest:
-            check_batch_size(body, self.settings.max_batch_size)
+            n = check_batch_size(body, self.settings.max_batch_size)
+            if n is not None:
+                # refused by admission control before its transactions are validated (the costly part)
+                self.bridge.refuse_if_overloaded(n, self.deadline_ms, self.request_id)
         return decode_body(body, type_, decoder, self.settings.card_ids_are_tokens)
 
     async def score(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from aggregator.admission import AggregatorAdmission
-from gateway.admission import MIN_IN_FLIGHT, Admission
+from gateway.admission import INITIAL_WORK, MIN_IN_FLIGHT, PROBE_CAP, REQUEST_COST, Admission
 from shared.context import ServiceError
 from shared.degraded import apply_policy, mark
 from shared.messages import ErrorReply, ScoreReply, TransactionScore
@@ -14,6 +14,7 @@ from shared.messages import ErrorReply, ScoreReply, TransactionScore
 
 def test_requests_beyond_the_bound_are_refused_with_a_retry_delay() -> None:
     a = Admission(max_requests=MIN_IN_FLIGHT + 2, max_transactions=10_000, max_queue_s=1.0)
+    a.rate = 1e6  # fast: only the request bound refuses
     for _ in range(MIN_IN_FLIGHT + 2):
         assert a.try_admit(1, remaining_s=5.0) is None
     refusal = a.try_admit(1, remaining_s=5.0)
@@ -34,13 +35,52 @@ def test_a_request_that_cannot_meet_its_deadline_is_refused_at_once() -> None:
     assert refusal is not None and "deadline" in refusal.reason
 
 
-def test_the_rate_estimate_probes_upwards_after_idle_time() -> None:
+def test_a_fresh_gateway_admits_a_bounded_amount_of_work_until_it_has_measured_a_rate() -> None:
     a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=1.0)
-    a.rate = 10.0
-    a._window_start -= 1.0  # a window has passed
-    assert a.try_admit(1, remaining_s=5.0) is None
-    a.release(1)  # the gateway went idle during the window: the estimate grows
-    assert a.rate > 10.0
+    admitted = 0
+    while a.try_admit(200, remaining_s=5.0) is None:
+        admitted += 1
+    assert admitted >= MIN_IN_FLIGHT and a.work <= INITIAL_WORK  # a burst of batches is not all admitted at once
+    refusal = a.try_admit(200, remaining_s=5.0)
+    assert refusal is not None and "no service rate is measured yet" in refusal.reason and refusal.retry_after_s == 1
+
+
+def test_the_rate_estimate_probes_upwards_after_idle_time_with_refusals_and_no_further() -> None:
+    a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=1.0)
+    a.rate = a._busy_rate = 10.0
+    for _ in range(MIN_IN_FLIGHT):
+        a.try_admit(1, remaining_s=5.0)
+    assert a.try_admit(1, remaining_s=5.0) is not None  # refused: the estimate binds
+    for _ in range(MIN_IN_FLIGHT):
+        a.release(1)  # the gateway ran out of work
+    for _ in range(50):  # many windows, each with idle time and a refusal
+        a._window_start -= 1.0
+        a.try_admit(1, remaining_s=5.0)
+        a.check(10_000, remaining_s=5.0)
+        a.release(1)
+    # probed up, but never past PROBE_CAP x the most it ever saw served: the first window's 5 requests in ~1 s
+    assert 10.0 < a.rate <= PROBE_CAP * (MIN_IN_FLIGHT + 1) * (1 + REQUEST_COST)
+
+
+def test_idle_windows_without_refusals_do_not_inflate_the_estimate() -> None:
+    a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=1.0)
+    a.rate = 1000.0
+    for _ in range(50):
+        a._window_start -= 1.0
+        a.try_admit(1, remaining_s=5.0)
+        a.release(1)
+    assert a.rate == 1000.0  # 26 units in a 1 s window: served without queueing, says nothing more
+
+
+def test_a_batch_is_refused_before_it_is_counted_in() -> None:
+    a = Admission(max_requests=1000, max_transactions=100_000, max_queue_s=0.2)
+    a.rate = 1000.0
+    for _ in range(MIN_IN_FLIGHT):
+        assert a.try_admit(10, remaining_s=5.0) is None
+    assert a.check(1, remaining_s=5.0) is None  # a single still fits (4 x 35 + 26 units < 200)
+    refusal = a.check(200, remaining_s=5.0)  # a batch of 200 would wait past the 200 ms bound
+    assert refusal is not None and "FRAUDMESH_ADMISSION_MAX_QUEUE_MS" in refusal.reason
+    assert (a.requests, a.transactions, a.refused) == (MIN_IN_FLIGHT, 10 * MIN_IN_FLIGHT, 1)
 
 
 def test_aggregator_bound_counts_transactions_and_frees_them() -> None:

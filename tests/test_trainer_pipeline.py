@@ -176,7 +176,12 @@ def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  
         finally:
             await nc.close()
 
-    assert version in asyncio.run(published())
+    published_versions = asyncio.run(published())
+    assert version in published_versions
+    # the embeddings+GBM head is exported (and published) beside the GNN, not activated by default
+    assert version.startswith("gnn-")
+    gbm = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("embgbm-")]
+    assert len(gbm) == 1 and gbm[0] in published_versions
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| ring |" in readme and "ms" in readme
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000
@@ -225,3 +230,48 @@ def test_serving_path_never_imports_torch(trained) -> None:  # type: ignore[no-u
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "TORCH_MODULES []" in proc.stdout
+
+
+def test_gbm_head_onnx_equals_scikit_learn_on_the_test_split_with_missing_values(trained) -> None:  # type: ignore[no-untyped-def]
+    """The embeddings+GBM head exported by hand to ONNX gives scikit-learn's predict_proba on the same (float32)
+    inputs, to 1e-6, on every test row and on test rows with missing registry features or embeddings."""
+    import onnxruntime as ort
+
+    result, _model_dir, written = trained
+    assert result.emb_gbm is not None and "emb_gbm" in written
+    test = result.prep.part == 2
+    _p, x_t = predict(result.encoder, result.head, result.prep, test)
+    x = x_t.numpy()
+    meta = read_metadata(Path(written["emb_gbm"]) / "metadata.json")
+    gnn = read_metadata(Path(written["gnn"]) / "metadata.json")
+    assert meta.feature_names == gnn.feature_names and meta.embeddings == gnn.embeddings
+    assert x.shape[1] == len(meta.feature_names) == result.emb_gbm.n_features_in_
+    # rows with missing values: some registry features, a whole block of embeddings, every column
+    rng = np.random.default_rng(0)
+    x_nan = x[rng.choice(len(x), 300, replace=False)].copy()
+    n_raw = len(meta.feature_names) - 4 * meta.embeddings.dim  # type: ignore[union-attr]
+    x_nan[:100, rng.choice(np.arange(13, n_raw), 10, replace=False)] = np.nan
+    x_nan[100:200, n_raw : n_raw + meta.embeddings.dim] = np.nan  # type: ignore[union-attr]
+    x_nan[200:] = np.where(rng.random((100, x.shape[1])) < 0.5, np.nan, x_nan[200:])
+    x_all = np.vstack([x, x_nan]).astype(np.float32)
+    assert np.isnan(x_all).any(axis=1).sum() >= 300
+    sess = ort.InferenceSession(str(Path(written["emb_gbm"]) / "model.onnx"), providers=["CPUExecutionProvider"])
+    p_onnx = sess.run([meta.output_name], {meta.input_name: x_all})[0]
+    p_skl = result.emb_gbm.predict_proba(x_all.astype(np.float64))[:, 1]
+    assert p_onnx.shape == (len(x_all),)
+    assert np.max(np.abs(p_onnx - p_skl)) < 1e-6
+    # the model does not answer a constant: the missing rows move scores, so the comparison means something
+    assert np.std(p_skl) > 1e-3
+    assert "test.emb_gbm.ring.pr_auc" in meta.metrics
+
+
+def test_gbm_head_ships_a_validation_sample_that_serving_reproduces(trained) -> None:  # type: ignore[no-untyped-def]
+    from inference_svc.model import load_model
+    from inference_svc.validation import validate
+
+    _result, model_dir, written = trained
+    model = load_model(model_dir, written["emb_gbm_version"])
+    assert model.embeddings is not None  # the same embeddings table the GNN's worker looks up
+    assert (model_dir / "active").read_text().strip() == written["version"]  # the default head stays the MLP
+    report = validate(model.meta, Path(written["emb_gbm"]), model.predict, 0.005)
+    assert report.sample_available and report.agrees, report.message

@@ -32,14 +32,15 @@ async def load_world_into(dsn: str, world: World, *, schema: str | None = None, 
     return pool
 
 
-def train_tiny_gnn(world: World, model_dir: Path, **config: object) -> Path:
-    """Train the GNN (the `train` extra) on a small world with a few epochs and export it into `model_dir`."""
+def train_tiny_gnn(world: World, model_dir: Path, served_head: str = "mlp", **config: object) -> Path:
+    """Train the GNN (the `train` extra) on a small world with a few epochs and export it into `model_dir`,
+    activating the MLP head (`gnn-*`) or the embeddings+GBM head (`embgbm-*`)."""
     from trainer.export import export
     from trainer.train import TrainConfig, run
 
     defaults: dict[str, object] = {"epochs": 3, "patience": 3, "val_days": 5, "test_days": 5, "baseline_iter": 30}
     result = run(world, None, TrainConfig(progress=False, **{**defaults, **config}))  # type: ignore[arg-type]
-    export(result, model_dir, world_params=world.params.to_json())
+    export(result, model_dir, world_params=world.params.to_json(), served_head=served_head)
     return model_dir
 
 

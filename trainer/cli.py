@@ -55,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--model-dir", type=Path, default=Path(os.environ.get("FRAUDMESH_MODEL_DIR", "var/models")))
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
     out.add_argument(
+        "--served-head",
+        choices=("mlp", "gbm"),
+        default="mlp",
+        help=(
+            "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*) or gbm "
+            "(gradient boosting on the same inputs, version embgbm-*); both are exported (default mlp)"
+        ),
+    )
+    out.add_argument(
         "--report", type=Path, default=Path("reports/model/served"), help="the artifact's evaluation report directory"
     )
     out.add_argument("--no-report", action="store_true")
@@ -120,7 +129,13 @@ def train_main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"fraudmesh train: {exc}", file=sys.stderr)
         return 2
-    written = export(result, args.model_dir, activate=not args.no_activate, world_params=world.params.to_json())
+    written = export(
+        result,
+        args.model_dir,
+        activate=not args.no_activate,
+        world_params=world.params.to_json(),
+        served_head=args.served_head,
+    )
     train_s = time.perf_counter() - started
     _print_summary(result.metrics["test"], written, train_s)
     if not args.no_report:
@@ -129,7 +144,9 @@ def train_main(argv: list[str] | None = None) -> int:
         path = write_report(args.model_dir, written["version"], args.report)
         print(f"report: {path}")
     if not args.no_publish:
-        print(_publish(args.model_dir, written["version"], args.nats_url))
+        for version in dict.fromkeys([written["version"], written.get("emb_gbm_version", "")]):
+            if version:
+                print(_publish(args.model_dir, version, args.nats_url))
     load = os.getloadavg()
     print(f"train time {train_s:.0f} s (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} CPUs)")
     return 0

@@ -1,5 +1,6 @@
 """Export: the head as the served ONNX model, the encoder as ONNX (for torch-free embedding refreshes), the entity
-embeddings as Parquet beside the model, the baseline as its own ONNX artifact, and the registry metadata."""
+embeddings as Parquet beside the model, the embeddings+GBM head as a second servable artifact over the same inputs
+and embeddings, the baseline as its own ONNX artifact, and the registry metadata."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import datetime as dt
 import io
 import json
 import pickle
+import shutil
 import warnings
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from feature_svc.definitions import FEATURE_SET_VERSION
 from inference_svc.artifact import EmbeddingSpec, ModelMetadata, Thresholds, ValidationSpec, write_artifact
 from inference_svc.validation import write_sample
 from trainer.embed import embeddings_parquet
+from trainer.gbm_onnx import GbmExportError, gbm_onnx
 from trainer.gnn import NODE_TYPES, EncoderOnnx
 from trainer.snapshot import LINKS, NODE_FEATURES, snapshot
 from trainer.train import TX_NAMES, Result, predict, snapshot_tensors
@@ -92,25 +95,19 @@ def embeddings_table(result: Result, as_of: int | None = None) -> tuple[pa.Table
 
 
 def baseline_onnx(result: Result) -> bytes | None:
+    """The baseline's trees as ONNX (trainer.gbm_onnx: skl2onnx cannot convert this HistGradientBoosting)."""
     try:
-        from skl2onnx import to_onnx
-
-        x = np.zeros((1, len(TX_NAMES) + len(result.prep.tab_names)), dtype=np.float32)
-        clf = result.baseline
-        onx = to_onnx(clf, x, options={id(clf): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3})
-        return onx.SerializeToString()
-    except Exception as exc:  # the baseline artifact is a convenience; the report does not depend on it
-        first = str(exc).splitlines()[0][:160]
-        warnings.warn(f"baseline not exported to ONNX ({type(exc).__name__}: {first}); pickled only", stacklevel=1)
+        return gbm_onnx(result.baseline, len(TX_NAMES) + len(result.prep.tab_names))
+    except GbmExportError as exc:  # the baseline artifact is a convenience; the report does not depend on it
+        warnings.warn(f"baseline not exported to ONNX ({exc}); pickled only", stacklevel=1)
         return None
 
 
 VALIDATION_ROWS = 5000
 
 
-def validation_sample(result: Result, base: Path, names: list[str], rows: int = VALIDATION_ROWS) -> ValidationSpec:
-    """Up to `rows` test rows (every fraud row among them if they fit in half), with their head inputs, eventual
-    labels and the trainer's own (torch) scores, written beside the model for `POST /validate`."""
+def validation_rows(result: Result, rows: int = VALIDATION_ROWS) -> np.ndarray:
+    """A mask of up to `rows` test rows: every fraud row if they fit in half, legit rows sampled."""
     prep = result.prep
     test = np.flatnonzero(prep.part == 2)
     y_all = prep.y_true[test].astype(bool)
@@ -120,7 +117,20 @@ def validation_sample(result: Result, base: Path, names: list[str], rows: int = 
     neg = neg if len(neg) <= rows - len(pos) else rng.choice(neg, rows - len(pos), replace=False)
     mask = np.zeros(len(prep.part), dtype=bool)
     mask[np.concatenate([pos, neg])] = True
+    return mask
+
+
+def validation_sample(
+    result: Result, base: Path, names: list[str], rows: int = VALIDATION_ROWS, head: str = "mlp"
+) -> ValidationSpec:
+    """Up to `rows` test rows (every fraud row among them if they fit in half), with their head inputs, eventual
+    labels and the trainer's own scores (torch for the MLP head, scikit-learn for the GBM head, on the same float32
+    inputs serving sees), written beside the model for `POST /validate`."""
+    prep = result.prep
+    mask = validation_rows(result, rows)
     scores, x = predict(result.encoder, result.head, prep, mask)
+    if head == "gbm":
+        scores = result.emb_gbm.predict_proba(x.numpy().astype(np.float64))[:, 1]  # type: ignore[attr-defined]
     return write_sample(
         base,
         names,
@@ -131,18 +141,39 @@ def validation_sample(result: Result, base: Path, names: list[str], rows: int = 
     )
 
 
-def _summary(metrics: dict) -> dict:
+def _summary(metrics: dict, models: tuple[str, ...] = ("gnn", "baseline")) -> dict:
     out = {}
     for part in ("validation_known", "test"):
-        for model in ("gnn", "baseline"):
-            for kind, m in metrics[part][model].items():
+        for model in models:
+            for kind, m in metrics[part].get(model, {}).items():
                 out[f"{part}.{model}.{kind}.pr_auc"] = m["pr_auc"]
     return out
 
 
-def export(result: Result, model_dir: Path, *, activate: bool = True, world_params: dict | None = None) -> dict:
-    """Write `<model_dir>/gnn-<ts>/` (model.onnx = head, encoder.onnx, embeddings.parquet, metadata.json, eval/)
-    and `<model_dir>/hgb-<ts>/` (baseline, not activated). Returns what was written."""
+HEADS = ("mlp", "gbm")
+"""The heads over the GNN embeddings that can be served: the MLP trained with the encoder, or gradient boosting
+fitted on the same inputs ([fields | registry | embeddings], `emb_gbm`)."""
+
+
+def export(
+    result: Result,
+    model_dir: Path,
+    *,
+    activate: bool = True,
+    world_params: dict | None = None,
+    served_head: str = "mlp",
+) -> dict:
+    """Write `<model_dir>/gnn-<ts>/` (model.onnx = MLP head, encoder.onnx, embeddings.parquet, metadata.json,
+    eval/), `<model_dir>/embgbm-<ts>/` (model.onnx = gradient boosting over the same inputs, with the same encoder
+    and embeddings) and `<model_dir>/hgb-<ts>/` (baseline, never activated). `served_head` says which of the first
+    two is activated (`mlp`: the GNN, `gbm`: embeddings+GBM). Returns what was written."""
+    if served_head not in HEADS:
+        raise ValueError(f"served head {served_head!r} is not one of {', '.join(HEADS)}")
+    if served_head == "gbm" and result.emb_gbm is None:
+        raise ValueError(
+            "served head 'gbm' needs the embeddings+GBM model, which this run did not fit "
+            "(TrainConfig.emb_gbm and use_embeddings must be on)"
+        )
     prep, cfg = result.prep, result.cfg
     stamp = dt.datetime.now(dt.UTC)
     version = f"gnn-{stamp:%Y%m%d-%H%M%S}"
@@ -212,17 +243,25 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
     base = model_dir / version
     base.mkdir(parents=True, exist_ok=True)
     meta.validation = validation_sample(result, base, meta.feature_names)
-    base = write_artifact(model_dir, meta, head_onnx(result), activate=activate)
+    # the files the model needs first, the metadata (and the active marker) last: a watching worker never loads
+    # a version whose embeddings are not there yet
     (base / ENCODER_FILE).write_bytes(encoder_onnx(result))
     pq.write_table(table, base / EMBEDDINGS_FILE, compression="zstd")
+    base = write_artifact(model_dir, meta, head_onnx(result), activate=activate and served_head == "mlp")
     eval_dir = base / "eval"
     eval_dir.mkdir(exist_ok=True)
     np.savez_compressed(eval_dir / "test_scores.npz", **result.test_scores)
     (eval_dir / "history.json").write_text(json.dumps(result.gnn_info, indent=1) + "\n")
     (eval_dir / "choices.json").write_text(json.dumps(result.choices, indent=1) + "\n")
-    written = {"gnn": str(base), "version": version}
+    written = {"gnn": str(base), "version": version, "served": version}
+    if result.emb_gbm is not None:
+        g = gbm_artifact(result, model_dir, meta, stamp, activate=activate and served_head == "gbm")
+        if g is not None:
+            written["emb_gbm"], written["emb_gbm_version"] = str(g), g.name
+            if served_head == "gbm":
+                written["served"] = g.name
     # the baseline: always pickled beside the GNN (sklearn, for evaluation and comparison), and as its own ONNX
-    # artifact (not activated) when skl2onnx can convert this scikit-learn version's HistGradientBoosting
+    # artifact (never activated; trainer.gbm_onnx builds it from the trees)
     with (base / "baseline.pkl").open("wb") as fh:
         pickle.dump({"model": result.baseline, "feature_names": [*TX_NAMES, *prep.tab_names]}, fh)
     written["baseline_pickle"] = str(base / "baseline.pkl")
@@ -242,3 +281,49 @@ def export(result: Result, model_dir: Path, *, activate: bool = True, world_para
         written["baseline"] = str(write_artifact(model_dir, b_meta, b, activate=False))
         written["baseline_version"] = b_meta.version
     return written
+
+
+def gbm_artifact(
+    result: Result, model_dir: Path, gnn_meta: ModelMetadata, stamp: dt.datetime, *, activate: bool
+) -> Path | None:
+    """`<model_dir>/embgbm-<ts>/`: the embeddings+GBM head as ONNX over the GNN head's inputs, with a copy of the
+    GNN's encoder and embeddings table (so the worker builds the same emb_* columns, and a refresh works on it
+    alone). None, with a warning, when the trees cannot be exported and the head is not the one to serve."""
+    clf = result.emb_gbm
+    try:
+        onnx_bytes = gbm_onnx(clf, len(gnn_meta.feature_names))
+    except GbmExportError as exc:
+        if activate:
+            raise
+        warnings.warn(f"embeddings+GBM not exported: {exc}", stacklevel=1)
+        return None
+    version = f"embgbm-{stamp:%Y%m%d-%H%M%S}"
+    training = {
+        **gnn_meta.training,
+        "head": "gbm",
+        "gbm": {"grid": getattr(clf, "grid_", []), "encoder_version": gnn_meta.version},
+    }
+    meta = ModelMetadata(
+        version=version,
+        kind="gnn_embeddings_gbm",
+        feature_names=list(gnn_meta.feature_names),
+        thresholds=Thresholds(**result.choices["emb_gbm"]["thresholds"]),
+        created_at=stamp.isoformat(),
+        training=training,
+        metrics={
+            **_summary(result.metrics, ("emb_gbm", "gnn", "baseline")),
+            "detail": result.metrics,
+        },
+        input_name=INPUT,
+        output_name=OUTPUT,
+        embeddings=gnn_meta.embeddings,
+    )
+    base = model_dir / version
+    base.mkdir(parents=True, exist_ok=True)
+    src = model_dir / gnn_meta.version
+    for name in (ENCODER_FILE, EMBEDDINGS_FILE):
+        shutil.copyfile(src / name, base / name)
+    meta.validation = validation_sample(result, base, meta.feature_names, head="gbm")
+    with (base / "gbm.pkl").open("wb") as fh:  # the scikit-learn model itself, for evaluation and comparison
+        pickle.dump({"model": clf, "feature_names": meta.feature_names}, fh)
+    return write_artifact(model_dir, meta, onnx_bytes, activate=activate)

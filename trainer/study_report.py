@@ -250,8 +250,9 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         "## First screen (default world)",
         "",
         f"- **Target (GNN beats head-only and the best baseline on ring fraud by >= {TARGET} PR-AUC, interval "
-        f"above 0), for the served design (embeddings into the MLP head): {'MET' if met else 'NOT MET'}. For the same "
-        f"GNN embeddings fed to gradient boosting (embeddings+GBM, not servable as ONNX here): "
+        f"above 0), for the default served design (embeddings into the MLP head): {'MET' if met else 'NOT MET'}. For "
+        "the same GNN embeddings fed to gradient boosting (embeddings+GBM, servable too: `fraudmesh train "
+        "--served-head gbm`): "
         f"{'MET' if e_met else 'NOT MET'}.**",
         "- Ring fraud, test PR-AUC: "
         + "; ".join(f"{LABEL[m]} {_fmt(ring['models'][m]['pr_auc'])}" for m in models)
@@ -260,6 +261,10 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         f"({LABEL[d_base['baseline']] if d_base else '-'}): {_fmt(d_base) if d_base else '-'}; the GNN's "
         "embeddings fed to the same GBM (embeddings+GBM - GBM): "
         f"{_fmt(e_gbm) if e_gbm else '-'}; embeddings+GBM - head-only: {_fmt(e_head) if e_head else '-'}.",
+        "- Serving embeddings+GBM: `fraudmesh train` exports it beside the GNN as its own artifact `embgbm-<ts>` "
+        "(the trees as ONNX built by `trainer/gbm_onnx.py`, equal to scikit-learn's predict_proba within 1e-6, "
+        "missing values included; the GNN's encoder and embeddings table shipped with it, so workers build the "
+        "same emb_* columns), activated with `--served-head gbm`; the default served head is the MLP.",
         f"- Best single registry column on rings: `{best_col}` PR-AUC {sc[best_col]:.3f} (base rate "
         f"{sc['_base_rate']:.4f}): single-row and 1-hop features do not solve ring fraud in this world.",
         "",

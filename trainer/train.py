@@ -316,6 +316,7 @@ class Result:
     metrics: dict
     seconds: dict[str, float]
     choices: dict = field(default_factory=dict)  # per model: thresholds and calibration, made on validation
+    emb_gbm: object | None = None  # gradient boosting on the head's inputs [fields | registry | embeddings]
 
     def config_json(self) -> dict:
         return asdict(self.cfg)
@@ -366,6 +367,8 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
         x_emb = np.hstack([x, x_all[:, x.shape[1] :].numpy().astype(np.float64)])
         clf_emb = fit_gbm(x_emb, prep, cfg)
         scores["emb_gbm"] = (clf_emb.predict_proba(x_emb[val])[:, 1], clf_emb.predict_proba(x_emb[test])[:, 1])
+    else:
+        clf_emb = None
     t5 = time.perf_counter()
     kinds = tuple(FRAUD_KINDS)
     w_val, w_test = prep.weight[val], prep.weight[test]
@@ -414,6 +417,7 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
             "emb_gbm": round(t5 - t4, 1),
         },
         choices=choices,
+        emb_gbm=clf_emb,
     )
 
 

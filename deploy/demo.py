@@ -56,7 +56,7 @@ def run_demo(gateway_url: str, n: int = 1000, api_key: str = "") -> int:
             f"  {x['transaction_id']}  score {x['fraud_score']:.3f}  {x['risk_level']:<8} "
             f"{x['recommended_action']:<7}  {reasons}"
         )
-    print(f"\nAPI docs:   {gateway_url}/docs  (Swagger UI: {gateway_url}/swagger)")
+    print(f"\nAPI docs:   {gateway_url}/docs  (Swagger UI; the document: {gateway_url}/docs/openapi.json)")
     print(f"metrics:    {gateway_url}/metrics")
     print(f"health:     {gateway_url}/health")
     return 0

@@ -4,7 +4,8 @@
 Only nats-py is used: nothing from fraudmesh is imported. Every service answers `$SRV.PING`, `$SRV.INFO` and
 `$SRV.STATS` (as `nats micro ls` expects), so this works against any NATS where fraudmesh runs:
 
-    python examples/list_services.py                          # nats://127.0.0.1:4222
+    eval "$(fraudmesh nats-user admin)"                       # discovery needs a user allowed `$SRV.>`: admin
+    python examples/list_services.py                          # FRAUDMESH_NATS_URL/_USER/_PASSWORD, or the flags
     python examples/list_services.py --nats-url nats://host:4222 --wait 1.0
     python examples/list_services.py --json                   # one JSON document per instance, one a line
     python examples/list_services.py --stats                  # with per-endpoint message counts
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from typing import Any
 
 import nats
+from nats.errors import Error as NatsError
 from nats.errors import NoServersError
 
 
@@ -63,7 +66,17 @@ def print_table(infos: list[dict[str, Any]], stats: dict[str, dict[str, Any]]) -
 
 async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nats-url", dest="nats", default="nats://127.0.0.1:4222", help="NATS server URL")
+    env = os.environ
+    parser.add_argument(
+        "--nats-url",
+        dest="nats",
+        default=env.get("FRAUDMESH_NATS_URL", "nats://127.0.0.1:4222"),
+        help="NATS server URL (default: FRAUDMESH_NATS_URL or nats://127.0.0.1:4222)",
+    )
+    parser.add_argument("--user", default=env.get("FRAUDMESH_NATS_USER", ""), help="NATS user (FRAUDMESH_NATS_USER)")
+    parser.add_argument(
+        "--password", default=env.get("FRAUDMESH_NATS_PASSWORD", ""), help="NATS password (FRAUDMESH_NATS_PASSWORD)"
+    )
     parser.add_argument("--wait", type=float, default=0.5, help="seconds to wait for answers")
     parser.add_argument("--json", action="store_true", help="print each $SRV.INFO answer as a JSON line")
     parser.add_argument("--stats", action="store_true", help="also ask $SRV.STATS for message counts")
@@ -74,9 +87,24 @@ async def main(argv: list[str] | None = None) -> int:
 
     try:
         nc = await asyncio.wait_for(
-            nats.connect(args.nats, connect_timeout=2, allow_reconnect=False, error_cb=quiet), timeout=5
+            nats.connect(
+                args.nats,
+                connect_timeout=2,
+                allow_reconnect=False,
+                error_cb=quiet,
+                user=args.user or None,
+                password=args.password or None,
+            ),
+            timeout=5,
         )
-    except (NoServersError, OSError) as exc:
+    except (NoServersError, OSError, NatsError, TimeoutError) as exc:
+        if "authorization violation" in str(exc).lower():
+            print(
+                f"NATS at {args.nats} refused user {args.user or '(none)'!r}: wrong or missing credentials. "
+                'Against the local stack: eval "$(fraudmesh nats-user admin)"',
+                file=sys.stderr,
+            )
+            return 1
         print(
             f"cannot reach NATS at {args.nats}: {str(exc) or type(exc).__name__}. "
             "Is the stack running (`fraudmesh up`)?",
@@ -89,7 +117,11 @@ async def main(argv: list[str] | None = None) -> int:
     finally:
         await nc.close()
     if not infos:
-        print(f"no service answered $SRV.INFO on {args.nats} within {args.wait} s", file=sys.stderr)
+        print(
+            f"no service answered $SRV.INFO on {args.nats} within {args.wait} s (is fraudmesh up? "
+            f"user {args.user or '(from the URL)'!r} must be allowed to publish `$SRV.>`: the `admin` user is)",
+            file=sys.stderr,
+        )
         return 1
     if args.json:
         for info in infos:

@@ -4,20 +4,28 @@ through `$SRV.INFO`, with its version and endpoints."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+from deploy.nats_auth import credentials_of, strip_credentials
 from tests.stacks import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "examples" / "list_services.py"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=30, cwd="/", check=False
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd="/",
+        check=False,
+        env=env,
     )
 
 
@@ -65,3 +73,21 @@ def test_no_nats_is_a_clear_error() -> None:
     done = run("--nats-url", "nats://127.0.0.1:1", "--wait", "0.2")
     assert done.returncode == 1
     assert "cannot reach NATS at nats://127.0.0.1:1" in done.stderr
+
+
+def test_credentials_come_from_the_variables_fraudmesh_nats_user_prints(stack: Stack) -> None:
+    """`eval "$(fraudmesh nats-user admin)"` then the script, as examples/README.md says: URL, user, password
+    from FRAUDMESH_NATS_*; a user NATS refuses is named."""
+    user, password = credentials_of(stack.state.nats_url)
+    env = {
+        **os.environ,
+        "FRAUDMESH_NATS_URL": strip_credentials(stack.state.nats_url),
+        "FRAUDMESH_NATS_USER": user,
+        "FRAUDMESH_NATS_PASSWORD": password,
+    }
+    done = run("--json", "--wait", "1.0", env=env)
+    assert done.returncode == 0, done.stderr
+    assert {json.loads(line)["name"] for line in done.stdout.splitlines()} >= {"aggregator", "inference"}
+    refused = run("--wait", "0.2", env={**env, "FRAUDMESH_NATS_PASSWORD": "wrong"})
+    assert refused.returncode == 1
+    assert f"refused user {user!r}" in refused.stderr, refused.stderr

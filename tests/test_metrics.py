@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -209,6 +210,24 @@ def test_every_fraudmesh_family_follows_prometheus_naming(stack: Stack) -> None:
             problems += [f"{name} ({kind}): {p}" for p in naming_problems(name, kind, samples)]
     assert len(seen) >= 15, sorted(seen)
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_every_fraudmesh_family_is_documented(stack: Stack) -> None:
+    """docs/observability.md names every family a service exports (a counter as `<name>_total`)."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"`(fraudmesh_[a-z0-9_]+)`", doc))
+    pages = [scrape(metrics_url(stack, p)) for p in stack.procs if p.metrics_port]
+    pages.append(scrape(metrics_url(stack, None)))
+    missing = {
+        f"{name}_total" if kind == "counter" else name
+        for page in pages
+        for name, (kind, _samples) in page.families.items()
+        if name.startswith("fraudmesh_")
+        and not name.endswith("_created")
+        and not {name, f"{name}_total"} & documented
+        and not (kind == "counter" and name in documented)
+    }
+    assert not missing, f"exported but not in docs/observability.md: {sorted(missing)}"
 
 
 def test_naming_rules_catch_bad_names() -> None:

@@ -104,19 +104,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from deploy.stack import StackState
 
     url = args.url
+    state = StackState.load(args.run_dir.resolve())
     if not url:
-        state = StackState.load(args.run_dir.resolve())
         if state is None:
             print("no stack running; start one with `fraudmesh up` (or pass --url)", file=sys.stderr)
             return 1
         url = state.gateway_url
-    return run_demo(url, args.n, args.api_key)
+    pers_dir = None  # the local stack's personalization models: a pair its model knows
+    if state is not None and not args.url:
+        from deploy.personalization import model_dir
+        from shared.settings import load_settings
+
+        pers_dir = model_dir(load_settings({**state.env, **state.service_env()}))
+    return run_demo(url, args.n, args.api_key, pers_dir)
 
 
 def _cmd_model_init(args: argparse.Namespace) -> int:
     from inference_svc.bootstrap import train_bootstrap
     from shared.settings import load_settings
 
+    if args.family == "personalization":
+        from deploy.personalization import model_dir
+        from trainer.personalization.bootstrap import train_bootstrap as train_personalization
+
+        out = args.model_dir or model_dir(load_settings())
+        pers = train_personalization(out)
+        print(f"personalization bootstrap model {pers['version']} written to {out / pers['version']} and activated")
+        print(json.dumps(pers["metrics"]))
+        return 0
     args.model_dir = args.model_dir or Path(load_settings().model_dir)
     meta = train_bootstrap(args.model_dir)
     print(f"bootstrap model {meta.version} written to {args.model_dir / meta.version} and activated")
@@ -428,6 +443,11 @@ def _cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    rest = list(args.train_args)
+    if rest[:2] == ["--family", "personalization"] or rest[:1] == ["--family=personalization"]:
+        return _train_personalization(args, rest[2:] if rest[0] == "--family" else rest[1:])
+    if rest[:2] == ["--family", "fraud"] or rest[:1] == ["--family=fraud"]:
+        args.train_args = rest[2:] if rest[0] == "--family" else rest[1:]
     try:
         from trainer.cli import train_main
     except ImportError as exc:
@@ -435,6 +455,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     _stack_env(args)  # publish into the local stack's registry when one runs
     return int(train_main(args.train_args))
+
+
+def _train_personalization(args: argparse.Namespace, rest: list[str]) -> int:
+    """`fraudmesh train --family personalization [options of python -m trainer.personalization]`: LightGCN into
+    the family's model dir (the local stack's when one runs, unless --out is given)."""
+    try:
+        from trainer.personalization.__main__ import main as personalization_main
+    except ImportError as exc:
+        print(
+            f"fraudmesh train --family personalization needs the train extra ({exc}): pip install -e '.[train]'",
+            file=sys.stderr,
+        )
+        return 2
+    from deploy.personalization import model_dir, provision
+    from deploy.stack import StackState
+    from shared.settings import load_settings
+
+    _stack_env(args)
+    if not any(a == "--out" or a.startswith("--out=") for a in rest):
+        rest = ["--out", str(model_dir(load_settings())), *rest]
+    code = int(personalization_main(rest))
+    if code == 0 and StackState.load(args.run_dir.resolve()) is not None and "-h" not in rest and "--help" not in rest:
+        # the local stack: the features of the active model's world in its Redis
+        pers = provision(load_settings())
+        print(f"{pers.feature_rows} feature rows of {pers.version}'s world loaded into Redis")
+    return code
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -483,8 +529,15 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("model", help="model artifacts and the model registry").add_subparsers(
         dest="model_command", required=True
     )
-    s = m.add_parser("init", help="train and activate the bootstrap model (no torch needed)")
-    s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or var/models")
+    s = m.add_parser("init", help="train and activate the bootstrap model of a family (no torch needed)")
+    s.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="default: FRAUDMESH_MODEL_DIR or var/models (personalization: FRAUDMESH_PERSONALIZATION_MODEL_DIR or "
+        "<model dir>-personalization)",
+    )
+    s.add_argument("--family", choices=("fraud", "personalization"), default="fraud", help="default: fraud")
     s.set_defaults(func=_cmd_model_init)
 
     def registry_options(s: argparse.ArgumentParser) -> None:
@@ -535,7 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     _traffic_arguments(s)
     s.set_defaults(func=_cmd_traffic)
 
-    s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
+    s = sub.add_parser(
+        "train",
+        help="train the GNN and the baseline, export ONNX (needs the train extra); `--family personalization` first: "
+        "LightGCN and its baselines (options of python -m trainer.personalization)",
+    )
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")
     s.set_defaults(func=_cmd_train)
     s = sub.add_parser(

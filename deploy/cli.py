@@ -185,7 +185,13 @@ def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) ->
             )
             return 2
         try:
-            registry = Registry(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas)
+            family = getattr(args, "family", "fraud")
+            directory = model_dir
+            if family != "fraud" and not args.model_dir:
+                from deploy.personalization import model_dir as family_dir
+
+                directory = family_dir(settings)
+            registry = Registry(nc.jetstream(timeout=10.0), directory, settings.stream_replicas, family=family)
             return await body(nc, registry, redact(url))
         except RegistryError as exc:
             print(f"fraudmesh: {exc}", file=sys.stderr)
@@ -260,6 +266,7 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
         from deploy.model_registry import broadcast, count_workers
         from inference_svc.registry import local_active
         from shared.model_messages import ModelStatus
+        from shared.personalization_messages import PersonalizationModelControl
 
         state = await registry.read_state()
         local = local_active(registry.model_dir)
@@ -279,6 +286,11 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
             )
         print("workers:")
         expected = await count_workers(nc)
+        if registry.family == "personalization":
+            status = PersonalizationModelControl()
+            replies = await _personalization_broadcast(nc, status, expected, args.timeout)
+            _print_family_replies(replies, expected)
+            return 0
         replies = await broadcast(nc, ModelStatus(), expect=expected, timeout_s=args.timeout)
         _print_worker_replies(replies, expected)
         return 0
@@ -296,8 +308,84 @@ def _cmd_model_publish(args: argparse.Namespace) -> int:
     return _model_cmd(args, body)
 
 
+async def _personalization_broadcast(nc: Any, request: object, expected: int, timeout_s: float) -> list[object]:
+    from deploy.model_registry import broadcast
+    from shared import subjects
+    from shared.personalization_messages import PersonalizationControlAnswer
+
+    return await broadcast(
+        nc,
+        request,
+        expect=expected,
+        timeout_s=timeout_s,
+        subject=subjects.PERSONALIZATION_MODEL_CONTROL,
+        reply_type=PersonalizationControlAnswer,
+    )
+
+
+def _print_family_replies(replies: list[object], expected: int) -> int:
+    """One line per worker of a family other than fraud; returns how many reported an error."""
+    from shared.messages import ErrorReply
+    from shared.personalization_messages import PersonalizationModelState
+
+    errors = 0
+    for r in sorted(replies, key=lambda r: getattr(r, "worker_id", "")):
+        if isinstance(r, PersonalizationModelState):
+            print(f"  {r.worker_id}: active {r.version or '(none)'}" + (f"\n    ERROR: {r.error}" if r.error else ""))
+            errors += bool(r.error)
+        else:
+            errors += 1
+            print(f"  error reply: {r.code}: {r.message}" if isinstance(r, ErrorReply) else f"  {r}")
+    if len(replies) < expected:
+        print(f"  {len(replies)} of {expected} workers answered in time; the others follow the KV when they can")
+    return errors
+
+
+async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s: float) -> int:
+    """`fraudmesh model activate --family personalization VERSION`: check it loads, publish it, write the family's
+    `active` key and tell the workers (they also follow the key); put the key back when no worker can serve it."""
+    from inference_svc.personalization.artifact import PersonalizationModelError, load
+    from inference_svc.registry import KEY_ACTIVE, RegistryError, VersionNotFound, check_version, is_local, state_key
+    from shared.personalization_messages import PersonalizationModelControl, PersonalizationModelState
+
+    check_version(version)
+    if is_local(registry.model_dir, version):
+        try:
+            load(registry.model_dir, version)
+        except PersonalizationModelError as exc:
+            raise RegistryError(f"personalization version {version!r} cannot be loaded: {exc}") from None
+        how = f"published from {registry.model_dir} ({len((await registry.publish(version)).files)} files)"
+    elif await registry.manifest(version) is not None:
+        how = "found in the object store"
+    else:
+        known = ", ".join(v.version for v in await registry.list_versions()) or "none"
+        raise VersionNotFound(
+            f"personalization version {version!r} is neither in {registry.model_dir} nor published. Known versions: "
+            f"{known} (`fraudmesh model list --family personalization`). Nothing was changed."
+        )
+    before = await registry.read_state()
+    await registry.set_active(version)
+    print(f"{version} ({how}) is the registry's active {registry.family} version; telling the workers ...")
+    from deploy.model_registry import count_workers
+
+    expected = await count_workers(nc)
+    replies = await _personalization_broadcast(nc, PersonalizationModelControl(version=version), expected, timeout_s)
+    errors = _print_family_replies(replies, expected)
+    if replies and errors == len(replies) and all(isinstance(r, PersonalizationModelState) for r in replies):
+        kv = await registry.state_kv()
+        key = state_key(registry.family, KEY_ACTIVE)
+        if before.active:
+            await kv.put(key, before.active.encode())
+        else:
+            await kv.delete(key)
+        print(f"no worker could serve {version}: the registry's {key} is back to {before.active or '(none)'}")
+    return 1 if errors else 0
+
+
 def _cmd_model_activate(args: argparse.Namespace) -> int:
     async def body(nc: Any, registry: Registry, _url: str) -> int:
+        if registry.family != "fraud":
+            return await _activate_family(nc, registry, args.version, args.timeout)
         from deploy.model_registry import broadcast, count_workers
         from inference_svc.registry import KEY_ACTIVE
         from shared.model_messages import ActivateModel, ModelWorkerState
@@ -540,21 +628,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", choices=("fraud", "personalization"), default="fraud", help="default: fraud")
     s.set_defaults(func=_cmd_model_init)
 
-    def registry_options(s: argparse.ArgumentParser) -> None:
+    def registry_options(s: argparse.ArgumentParser, families: bool = False) -> None:
         s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or the stack's")
+        if families:
+            s.add_argument(
+                "--family",
+                choices=("fraud", "personalization"),
+                default="fraud",
+                help="model family (default fraud); personalization: FRAUDMESH_PERSONALIZATION_MODEL_DIR's versions, "
+                "KV keys `personalization.*`",
+            )
         s.add_argument("--nats-url", default="", help="default: FRAUDMESH_NATS_URL or the local stack's")
         s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the workers' answers")
 
     s = m.add_parser("list", help="versions (local and in the object store), the registry state, each worker's")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_list)
     s = m.add_parser("publish", help="upload a local version to the NATS object store")
     s.add_argument("version")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_publish)
     s = m.add_parser("activate", help="make a version active on every worker (publishing it first if needed)")
     s.add_argument("version")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_activate)
     s = m.add_parser("candidate", help="A/B: send a share of the partials to a candidate version, or --clear")
     s.add_argument("version", nargs="?", default="")

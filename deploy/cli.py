@@ -363,6 +363,16 @@ async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s:
             f"personalization version {version!r} is neither in {registry.model_dir} nor published. Known versions: "
             f"{known} (`fraudmesh model list --family personalization`). Nothing was changed."
         )
+    await registry.ensure_local(version)  # its metadata names the world whose features it scores with
+    from deploy.personalization import load_features, metadata_of
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    try:
+        rows = await load_features(settings, metadata_of(registry.model_dir, version))
+        print(f"{rows} user/item/session feature rows of {version}'s world loaded into Redis")
+    except Exception as exc:  # the model still serves (unknown users as cold starts): say so, go on
+        print(f"warning: the features of {version}'s world were not loaded into Redis: {exc!r}", file=sys.stderr)
     before = await registry.read_state()
     await registry.set_active(version)
     print(f"{version} ({how}) is the registry's active {registry.family} version; telling the workers ...")
@@ -565,9 +575,11 @@ def _train_personalization(args: argparse.Namespace, rest: list[str]) -> int:
         rest = ["--out", str(model_dir(load_settings())), *rest]
     code = int(personalization_main(rest))
     if code == 0 and StackState.load(args.run_dir.resolve()) is not None and "-h" not in rest and "--help" not in rest:
-        # the local stack: the features of the active model's world in its Redis
-        pers = provision(load_settings())
-        print(f"{pers.feature_rows} feature rows of {pers.version}'s world loaded into Redis")
+        pers = provision(load_settings())  # the local stack: what it serves, and that world's features
+        print(
+            f"the stack serves {pers.version} ({pers.source}); serve the new version on every worker (its world's "
+            "features loaded first) with `fraudmesh model activate --family personalization VERSION`"
+        )
     return code
 
 

@@ -253,7 +253,8 @@ def up(
     say(f"model: {version}", flush=True)
     pers = provision_personalization(state)
     say(
-        f"personalization model: {pers.version} ({pers.kind}{', just trained' if pers.trained else ''}); "
+        f"personalization model: {pers.version} ({pers.kind}, from the {pers.source}"
+        f"{', just trained' if pers.trained else ''}); "
         f"{pers.feature_rows} user/item/session feature rows loaded into Redis",
         flush=True,
     )

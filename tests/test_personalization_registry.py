@@ -32,7 +32,7 @@ from shared.personalization_messages import (
 from tests.stacks import Stack, own_nats
 from trainer.personalization.bootstrap import train_bootstrap
 
-PAIR = {"user_id": "user_000001", "item_id": "item_books_00001"}
+PAIR = {"user_id": "user_000001", "item_id": "item_unknown"}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,14 @@ def _until(check: Any, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def test_activate_through_the_registry_under_the_familys_key(rstack: Stack, family: dict[str, Any]) -> None:
+def test_activate_through_the_registry_under_the_familys_key(
+    rstack: Stack,
+    family: dict[str, Any],
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRAUDMESH_REDIS_URL", redis_url)  # where the CLI loads the version's world features
     assert _scored_by(rstack) == family["first"]  # no registry entry yet: the directory's `active`
     assert (
         _model_cli(
@@ -144,7 +151,10 @@ def test_activate_through_the_registry_under_the_familys_key(rstack: Stack, fami
         )
         == 0
     )
+    assert "feature rows of " + family["second"] + "'s world loaded into Redis" in capsys.readouterr().out
     assert _scored_by(rstack) == family["second"]
+    r = httpx.post(f"{rstack.gateway_url}/score/personalization", json=PAIR, timeout=30).json()
+    assert "cold_start_user" not in r["behavioral_signals"]  # the user's row of that world is in Redis
     url = rstack.state.nats_url
     assert _kv(url, "personalization.active") == family["second"]
     assert _kv(url, "active") is None  # fraud's key untouched: its workers still serve their local model
@@ -192,8 +202,13 @@ def test_model_list_shows_each_familys_versions(
 
 
 def test_an_unknown_version_changes_nothing(
-    rstack: Stack, family: dict[str, Any], capsys: pytest.CaptureFixture[str]
+    rstack: Stack,
+    family: dict[str, Any],
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("FRAUDMESH_REDIS_URL", redis_url)
     assert (
         _model_cli(
             rstack, family, "activate", "--family", "personalization", "pers-nowhere", "--model-dir", str(family["dir"])

@@ -341,12 +341,10 @@ def _print_family_replies(replies: list[object], expected: int) -> int:
     return errors
 
 
-async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s: float) -> int:
-    """`fraudmesh model activate --family personalization VERSION`: check it loads, publish it, write the family's
-    `active` key and tell the workers (they also follow the key); put the key back when no worker can serve it."""
+async def _validate_family_version(registry: Registry, version: str) -> str:
+    """A personalization version that loads here (then published) or is published; how it was found."""
     from inference_svc.personalization.artifact import PersonalizationModelError, load
-    from inference_svc.registry import KEY_ACTIVE, RegistryError, VersionNotFound, check_version, is_local, state_key
-    from shared.personalization_messages import PersonalizationModelControl, PersonalizationModelState
+    from inference_svc.registry import RegistryError, VersionNotFound, check_version, is_local
 
     check_version(version)
     if is_local(registry.model_dir, version):
@@ -354,15 +352,23 @@ async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s:
             load(registry.model_dir, version)
         except PersonalizationModelError as exc:
             raise RegistryError(f"personalization version {version!r} cannot be loaded: {exc}") from None
-        how = f"published from {registry.model_dir} ({len((await registry.publish(version)).files)} files)"
-    elif await registry.manifest(version) is not None:
-        how = "found in the object store"
-    else:
-        known = ", ".join(v.version for v in await registry.list_versions()) or "none"
-        raise VersionNotFound(
-            f"personalization version {version!r} is neither in {registry.model_dir} nor published. Known versions: "
-            f"{known} (`fraudmesh model list --family personalization`). Nothing was changed."
-        )
+        return f"published from {registry.model_dir} ({len((await registry.publish(version)).files)} files)"
+    if await registry.manifest(version) is not None:
+        return "found in the object store"
+    known = ", ".join(v.version for v in await registry.list_versions()) or "none"
+    raise VersionNotFound(
+        f"personalization version {version!r} is neither in {registry.model_dir} nor published. Known versions: "
+        f"{known} (`fraudmesh model list --family personalization`). Nothing was changed."
+    )
+
+
+async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s: float) -> int:
+    """`fraudmesh model activate --family personalization VERSION`: check it loads, publish it, write the family's
+    `active` key and tell the workers (they also follow the key); put the key back when no worker can serve it."""
+    from inference_svc.registry import KEY_ACTIVE, state_key
+    from shared.personalization_messages import PersonalizationModelControl, PersonalizationModelState
+
+    how = await _validate_family_version(registry, version)
     await registry.ensure_local(version)  # its metadata names the world whose features it scores with
     from deploy.personalization import load_features, metadata_of
     from shared.settings import load_settings
@@ -434,6 +440,9 @@ def _cmd_model_candidate(args: argparse.Namespace) -> int:
         request: ClearCandidate | SetCandidate
         if args.clear:
             await registry.clear_candidate()
+            if registry.family != "fraud":
+                print(f"{registry.family} A/B candidate cleared (its workers follow the KV)")
+                return 0
             request = ClearCandidate()
             print("A/B candidate cleared; telling the workers ...")
         else:
@@ -447,6 +456,11 @@ def _cmd_model_candidate(args: argparse.Namespace) -> int:
             if state.active == args.version:
                 print(f"fraudmesh: {args.version} is already the active version", file=sys.stderr)
                 return 1
+            if registry.family != "fraud":  # its workers follow the family's KV keys (no control message)
+                how = await _validate_family_version(registry, args.version)
+                await registry.set_candidate(args.version, args.share)
+                print(f"{args.version} ({how}) gets {args.share:g} of the {registry.family} requests (KV watch)")
+                return 0
             how = await _validate_version(registry, args.version)
             await registry.set_candidate(args.version, args.share)
             request = SetCandidate(version=args.version, share=args.share)
@@ -668,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("version", nargs="?", default="")
     s.add_argument("--share", type=float, default=0.1, help="fraction of partials for the candidate (default 0.1)")
     s.add_argument("--clear", action="store_true", help="stop the A/B split")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_candidate)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)

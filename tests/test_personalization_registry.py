@@ -22,6 +22,7 @@ from nats.js.errors import KeyNotFoundError
 from deploy.cli import main as cli
 from deploy.servers import Server
 from inference_svc.personalization.artifact import active_version
+from inference_svc.registry import goes_to_candidate
 from shared import subjects
 from shared.messages import Codec
 from shared.personalization_messages import (
@@ -217,3 +218,36 @@ def test_an_unknown_version_changes_nothing(
     )
     assert "pers-nowhere" in capsys.readouterr().err
     assert _kv(rstack.state.nats_url, "personalization.active") == family["second"]
+
+
+def test_ab_split_per_family_by_request_id(rstack: Stack, family: dict[str, Any]) -> None:
+    """`fraudmesh model candidate --family personalization V --share 0.5`: every worker (one of them fetched V
+    from the object store) sends the requests whose id hashes below the share to V, the same id always to the same
+    version; `--clear` ends it. Fraud's candidate key stays unset."""
+    first, second = family["first"], family["second"]
+    d = str(family["dir"])
+    assert (
+        _model_cli(
+            rstack, family, "candidate", "--family", "personalization", first, "--share", "0.5", "--model-dir", d
+        )
+        == 0
+    )
+    ids = [f"ab-{i:03d}" for i in range(30)]
+
+    def expected(rid: str) -> str:
+        return first if goes_to_candidate(rid, 0, 0.5) else second
+
+    def scored(rid: str) -> str:
+        r = httpx.post(
+            f"{rstack.gateway_url}/score/personalization", json=PAIR, headers={"X-Request-Id": rid}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        return str(r.json()["model_version"])
+
+    assert {expected(rid) for rid in ids} == {first, second}  # both arms are exercised
+    _until(lambda: all(scored(rid) == expected(rid) for rid in ids))  # every worker has loaded the candidate
+    for rid in ids:  # and it holds: each id, each worker, the same version
+        assert scored(rid) == expected(rid)
+    assert _kv(rstack.state.nats_url, "candidate") is None
+    assert _model_cli(rstack, family, "candidate", "--family", "personalization", "--clear", "--model-dir", d) == 0
+    _until(lambda: {scored(rid) for rid in ids} == {second})

@@ -21,7 +21,16 @@ from feature_svc.world.personalization.online import store as online_store
 from inference_svc.personalization.artifact import PersonalizationModelError, active_version, load, versions
 from inference_svc.personalization.metrics import FAMILY, PersonalizationMetrics
 from inference_svc.personalization.scorer import PersonalizationScorer
-from inference_svc.registry import KEY_ACTIVE, Registry, RegistryError, state_key
+from inference_svc.registry import (
+    KEY_ACTIVE,
+    KEY_CANDIDATE,
+    KEY_SHARE,
+    Registry,
+    RegistryError,
+    goes_to_candidate,
+    parse_share,
+    state_key,
+)
 from shared import subjects
 from shared.personalization_messages import (
     PersonalizationModelControl,
@@ -35,6 +44,8 @@ from shared.service import Context, Service, ServiceError
 from shared.settings import Settings
 
 FAMILY_KEY = state_key(FAMILY, KEY_ACTIVE)
+CANDIDATE_KEY = state_key(FAMILY, KEY_CANDIDATE)
+SHARE_KEY = state_key(FAMILY, KEY_SHARE)
 
 
 def model_dir_of(settings: Settings) -> Path:
@@ -59,6 +70,9 @@ class Personalization:
         self.model_dir = model_dir_of(settings)
         self.store: OnlineStore = online_store(settings.redis_url, settings.feature_ttl_s)
         self.scorer: PersonalizationScorer | None = None
+        self.candidate: PersonalizationScorer | None = None
+        """A/B: the registry's `personalization.candidate`, scoring `share` of the requests (by request id)."""
+        self.share = 0.0
         self.error = ""
         self._swap = asyncio.Lock()
 
@@ -70,6 +84,22 @@ class Personalization:
             # which each reply reports in feature_freshness_sec); another feature-set version is still refused
             self.scorer = PersonalizationScorer(model, self.store, None)
             self.error = ""
+
+    async def set_candidate(self, version: str) -> None:
+        """Load the A/B candidate ("" clears it)."""
+        if not version:
+            self.candidate = None
+            return
+        await self.fetch(version)
+        model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
+        self.candidate = PersonalizationScorer(model, self.store, None)
+
+    def pick(self, request_id: str) -> PersonalizationScorer | None:
+        """The scorer of one request: the candidate for `share` of the request ids (the same id, the same arm)."""
+        candidate = self.candidate
+        if candidate is not None and goes_to_candidate(request_id, 0, self.share):
+            return candidate
+        return self.scorer
 
     async def fetch(self, version: str) -> None:
         """Make `version` local: fetched from the registry's object store when the directory lacks it."""
@@ -96,6 +126,12 @@ class Personalization:
             else:
                 if state.active:
                     version, source = state.active, f"the registry's {FAMILY_KEY}"
+                self.share = state.candidate_share
+                if state.candidate:
+                    try:
+                        await self.set_candidate(state.candidate)
+                    except (PersonalizationModelError, RegistryError) as exc:
+                        self.error = f"cannot load the candidate {state.candidate!r}: {exc}"
         if version is None:
             self.error = f"no personalization model in {self.model_dir} (no `active` file) nor in the registry"
             return
@@ -106,8 +142,18 @@ class Personalization:
             self.error = f"cannot serve {version!r} ({source}): {exc}"
 
     async def on_kv(self, key: str, value: str) -> None:
-        """The registry's `personalization.active` moved: serve it (a version this worker cannot load leaves the
-        served one in place, with the reason in `error`)."""
+        """A `personalization.*` key of the registry moved: serve the new active version (one this worker cannot
+        load leaves the served one in place, with the reason in `error`), load or clear the A/B candidate, or take
+        the new candidate share."""
+        if key == SHARE_KEY:
+            self.share = parse_share(value)
+            return
+        if key == CANDIDATE_KEY:
+            try:
+                await self.set_candidate(value)
+            except (PersonalizationModelError, RegistryError) as exc:
+                self.error = f"cannot load the candidate {value!r} ({CANDIDATE_KEY}): {exc}"
+            return
         if key != FAMILY_KEY or not value:
             return
         if self.scorer is not None and self.scorer.model.version == value:
@@ -130,7 +176,7 @@ class Personalization:
         )
 
     async def score(self, req: PersonalizationScoreRequest, ctx: Context) -> PersonalizationScoreReply:
-        scorer = self.scorer  # one version for the whole request, whatever is activated meanwhile
+        scorer = self.pick(req.request_id or ctx.request_id)  # one version for the whole request, whatever happens
         if scorer is None:
             raise ServiceError(
                 "unavailable",

@@ -104,19 +104,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from deploy.stack import StackState
 
     url = args.url
+    state = StackState.load(args.run_dir.resolve())
     if not url:
-        state = StackState.load(args.run_dir.resolve())
         if state is None:
             print("no stack running; start one with `fraudmesh up` (or pass --url)", file=sys.stderr)
             return 1
         url = state.gateway_url
-    return run_demo(url, args.n, args.api_key)
+    pers_dir = None  # the local stack's personalization models: a pair its model knows
+    if state is not None and not args.url:
+        from deploy.personalization import model_dir
+        from shared.settings import load_settings
+
+        pers_dir = model_dir(load_settings({**state.env, **state.service_env()}))
+    return run_demo(url, args.n, args.api_key, pers_dir)
 
 
 def _cmd_model_init(args: argparse.Namespace) -> int:
     from inference_svc.bootstrap import train_bootstrap
     from shared.settings import load_settings
 
+    if args.family == "personalization":
+        from deploy.personalization import model_dir
+        from trainer.personalization.bootstrap import train_bootstrap as train_personalization
+
+        out = args.model_dir or model_dir(load_settings())
+        pers = train_personalization(out)
+        print(f"personalization bootstrap model {pers['version']} written to {out / pers['version']} and activated")
+        print(json.dumps(pers["metrics"]))
+        return 0
     args.model_dir = args.model_dir or Path(load_settings().model_dir)
     meta = train_bootstrap(args.model_dir)
     print(f"bootstrap model {meta.version} written to {args.model_dir / meta.version} and activated")
@@ -170,7 +185,13 @@ def _model_cmd(args: argparse.Namespace, body: Callable[..., Awaitable[int]]) ->
             )
             return 2
         try:
-            registry = Registry(nc.jetstream(timeout=10.0), model_dir, settings.stream_replicas)
+            family = getattr(args, "family", "fraud")
+            directory = model_dir
+            if family != "fraud" and not args.model_dir:
+                from deploy.personalization import model_dir as family_dir
+
+                directory = family_dir(settings)
+            registry = Registry(nc.jetstream(timeout=10.0), directory, settings.stream_replicas, family=family)
             return await body(nc, registry, redact(url))
         except RegistryError as exc:
             print(f"fraudmesh: {exc}", file=sys.stderr)
@@ -245,6 +266,7 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
         from deploy.model_registry import broadcast, count_workers
         from inference_svc.registry import local_active
         from shared.model_messages import ModelStatus
+        from shared.personalization_messages import PersonalizationModelControl
 
         state = await registry.read_state()
         local = local_active(registry.model_dir)
@@ -264,6 +286,11 @@ def _cmd_model_list(args: argparse.Namespace) -> int:
             )
         print("workers:")
         expected = await count_workers(nc)
+        if registry.family == "personalization":
+            status = PersonalizationModelControl()
+            replies = await _personalization_broadcast(nc, status, expected, args.timeout)
+            _print_family_replies(replies, expected)
+            return 0
         replies = await broadcast(nc, ModelStatus(), expect=expected, timeout_s=args.timeout)
         _print_worker_replies(replies, expected)
         return 0
@@ -281,8 +308,100 @@ def _cmd_model_publish(args: argparse.Namespace) -> int:
     return _model_cmd(args, body)
 
 
+async def _personalization_broadcast(nc: Any, request: object, expected: int, timeout_s: float) -> list[object]:
+    from deploy.model_registry import broadcast
+    from shared import subjects
+    from shared.personalization_messages import PersonalizationControlAnswer
+
+    return await broadcast(
+        nc,
+        request,
+        expect=expected,
+        timeout_s=timeout_s,
+        subject=subjects.PERSONALIZATION_MODEL_CONTROL,
+        reply_type=PersonalizationControlAnswer,
+    )
+
+
+def _print_family_replies(replies: list[object], expected: int) -> int:
+    """One line per worker of a family other than fraud; returns how many reported an error."""
+    from shared.messages import ErrorReply
+    from shared.personalization_messages import PersonalizationModelState
+
+    errors = 0
+    for r in sorted(replies, key=lambda r: getattr(r, "worker_id", "")):
+        if isinstance(r, PersonalizationModelState):
+            print(f"  {r.worker_id}: active {r.version or '(none)'}" + (f"\n    ERROR: {r.error}" if r.error else ""))
+            errors += bool(r.error)
+        else:
+            errors += 1
+            print(f"  error reply: {r.code}: {r.message}" if isinstance(r, ErrorReply) else f"  {r}")
+    if len(replies) < expected:
+        print(f"  {len(replies)} of {expected} workers answered in time; the others follow the KV when they can")
+    return errors
+
+
+async def _validate_family_version(registry: Registry, version: str) -> str:
+    """A personalization version that loads here (then published) or is published; how it was found."""
+    from inference_svc.personalization.artifact import PersonalizationModelError, load
+    from inference_svc.registry import RegistryError, VersionNotFound, check_version, is_local
+
+    check_version(version)
+    if is_local(registry.model_dir, version):
+        try:
+            load(registry.model_dir, version)
+        except PersonalizationModelError as exc:
+            raise RegistryError(f"personalization version {version!r} cannot be loaded: {exc}") from None
+        return f"published from {registry.model_dir} ({len((await registry.publish(version)).files)} files)"
+    if await registry.manifest(version) is not None:
+        return "found in the object store"
+    known = ", ".join(v.version for v in await registry.list_versions()) or "none"
+    raise VersionNotFound(
+        f"personalization version {version!r} is neither in {registry.model_dir} nor published. Known versions: "
+        f"{known} (`fraudmesh model list --family personalization`). Nothing was changed."
+    )
+
+
+async def _activate_family(nc: Any, registry: Registry, version: str, timeout_s: float) -> int:
+    """`fraudmesh model activate --family personalization VERSION`: check it loads, publish it, write the family's
+    `active` key and tell the workers (they also follow the key); put the key back when no worker can serve it."""
+    from inference_svc.registry import KEY_ACTIVE, state_key
+    from shared.personalization_messages import PersonalizationModelControl, PersonalizationModelState
+
+    how = await _validate_family_version(registry, version)
+    await registry.ensure_local(version)  # its metadata names the world whose features it scores with
+    from deploy.personalization import load_features, metadata_of
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    try:
+        rows = await load_features(settings, metadata_of(registry.model_dir, version))
+        print(f"{rows} user/item/session feature rows of {version}'s world loaded into Redis")
+    except Exception as exc:  # the model still serves (unknown users as cold starts): say so, go on
+        print(f"warning: the features of {version}'s world were not loaded into Redis: {exc!r}", file=sys.stderr)
+    before = await registry.read_state()
+    await registry.set_active(version)
+    print(f"{version} ({how}) is the registry's active {registry.family} version; telling the workers ...")
+    from deploy.model_registry import count_workers
+
+    expected = await count_workers(nc)
+    replies = await _personalization_broadcast(nc, PersonalizationModelControl(version=version), expected, timeout_s)
+    errors = _print_family_replies(replies, expected)
+    if replies and errors == len(replies) and all(isinstance(r, PersonalizationModelState) for r in replies):
+        kv = await registry.state_kv()
+        key = state_key(registry.family, KEY_ACTIVE)
+        if before.active:
+            await kv.put(key, before.active.encode())
+        else:
+            await kv.delete(key)
+        print(f"no worker could serve {version}: the registry's {key} is back to {before.active or '(none)'}")
+    return 1 if errors else 0
+
+
 def _cmd_model_activate(args: argparse.Namespace) -> int:
     async def body(nc: Any, registry: Registry, _url: str) -> int:
+        if registry.family != "fraud":
+            return await _activate_family(nc, registry, args.version, args.timeout)
         from deploy.model_registry import broadcast, count_workers
         from inference_svc.registry import KEY_ACTIVE
         from shared.model_messages import ActivateModel, ModelWorkerState
@@ -321,6 +440,9 @@ def _cmd_model_candidate(args: argparse.Namespace) -> int:
         request: ClearCandidate | SetCandidate
         if args.clear:
             await registry.clear_candidate()
+            if registry.family != "fraud":
+                print(f"{registry.family} A/B candidate cleared (its workers follow the KV)")
+                return 0
             request = ClearCandidate()
             print("A/B candidate cleared; telling the workers ...")
         else:
@@ -334,6 +456,11 @@ def _cmd_model_candidate(args: argparse.Namespace) -> int:
             if state.active == args.version:
                 print(f"fraudmesh: {args.version} is already the active version", file=sys.stderr)
                 return 1
+            if registry.family != "fraud":  # its workers follow the family's KV keys (no control message)
+                how = await _validate_family_version(registry, args.version)
+                await registry.set_candidate(args.version, args.share)
+                print(f"{args.version} ({how}) gets {args.share:g} of the {registry.family} requests (KV watch)")
+                return 0
             how = await _validate_version(registry, args.version)
             await registry.set_candidate(args.version, args.share)
             request = SetCandidate(version=args.version, share=args.share)
@@ -428,6 +555,11 @@ def _cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    rest = list(args.train_args)
+    if rest[:2] == ["--family", "personalization"] or rest[:1] == ["--family=personalization"]:
+        return _train_personalization(args, rest[2:] if rest[0] == "--family" else rest[1:])
+    if rest[:2] == ["--family", "fraud"] or rest[:1] == ["--family=fraud"]:
+        args.train_args = rest[2:] if rest[0] == "--family" else rest[1:]
     try:
         from trainer.cli import train_main
     except ImportError as exc:
@@ -435,6 +567,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     _stack_env(args)  # publish into the local stack's registry when one runs
     return int(train_main(args.train_args))
+
+
+def _train_personalization(args: argparse.Namespace, rest: list[str]) -> int:
+    """`fraudmesh train --family personalization [options of python -m trainer.personalization]`: LightGCN into
+    the family's model dir (the local stack's when one runs, unless --out is given)."""
+    try:
+        from trainer.personalization.__main__ import main as personalization_main
+    except ImportError as exc:
+        print(
+            f"fraudmesh train --family personalization needs the train extra ({exc}): pip install -e '.[train]'",
+            file=sys.stderr,
+        )
+        return 2
+    from deploy.personalization import model_dir, provision
+    from deploy.stack import StackState
+    from shared.settings import load_settings
+
+    _stack_env(args)
+    if not any(a == "--out" or a.startswith("--out=") for a in rest):
+        rest = ["--out", str(model_dir(load_settings())), *rest]
+    code = int(personalization_main(rest))
+    if code == 0 and StackState.load(args.run_dir.resolve()) is not None and "-h" not in rest and "--help" not in rest:
+        pers = provision(load_settings())  # the local stack: what it serves, and that world's features
+        print(
+            f"the stack serves {pers.version} ({pers.source}); serve the new version on every worker (its world's "
+            "features loaded first) with `fraudmesh model activate --family personalization VERSION`"
+        )
+    return code
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -483,31 +643,46 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("model", help="model artifacts and the model registry").add_subparsers(
         dest="model_command", required=True
     )
-    s = m.add_parser("init", help="train and activate the bootstrap model (no torch needed)")
-    s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or var/models")
+    s = m.add_parser("init", help="train and activate the bootstrap model of a family (no torch needed)")
+    s.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="default: FRAUDMESH_MODEL_DIR or var/models (personalization: FRAUDMESH_PERSONALIZATION_MODEL_DIR or "
+        "<model dir>-personalization)",
+    )
+    s.add_argument("--family", choices=("fraud", "personalization"), default="fraud", help="default: fraud")
     s.set_defaults(func=_cmd_model_init)
 
-    def registry_options(s: argparse.ArgumentParser) -> None:
+    def registry_options(s: argparse.ArgumentParser, families: bool = False) -> None:
         s.add_argument("--model-dir", type=Path, default=None, help="default: FRAUDMESH_MODEL_DIR or the stack's")
+        if families:
+            s.add_argument(
+                "--family",
+                choices=("fraud", "personalization"),
+                default="fraud",
+                help="model family (default fraud); personalization: FRAUDMESH_PERSONALIZATION_MODEL_DIR's versions, "
+                "KV keys `personalization.*`",
+            )
         s.add_argument("--nats-url", default="", help="default: FRAUDMESH_NATS_URL or the local stack's")
         s.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the workers' answers")
 
     s = m.add_parser("list", help="versions (local and in the object store), the registry state, each worker's")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_list)
     s = m.add_parser("publish", help="upload a local version to the NATS object store")
     s.add_argument("version")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_publish)
     s = m.add_parser("activate", help="make a version active on every worker (publishing it first if needed)")
     s.add_argument("version")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_activate)
     s = m.add_parser("candidate", help="A/B: send a share of the partials to a candidate version, or --clear")
     s.add_argument("version", nargs="?", default="")
     s.add_argument("--share", type=float, default=0.1, help="fraction of partials for the candidate (default 0.1)")
     s.add_argument("--clear", action="store_true", help="stop the A/B split")
-    registry_options(s)
+    registry_options(s, families=True)
     s.set_defaults(func=_cmd_model_candidate)
 
     sub.add_parser("settings", help="print the settings table (Markdown)").set_defaults(func=_cmd_settings)
@@ -535,7 +710,11 @@ def build_parser() -> argparse.ArgumentParser:
     _traffic_arguments(s)
     s.set_defaults(func=_cmd_traffic)
 
-    s = sub.add_parser("train", help="train the GNN and the baseline, export ONNX (needs the train extra)")
+    s = sub.add_parser(
+        "train",
+        help="train the GNN and the baseline, export ONNX (needs the train extra); `--family personalization` first: "
+        "LightGCN and its baselines (options of python -m trainer.personalization)",
+    )
     s.add_argument("train_args", nargs=argparse.REMAINDER, help="options of trainer.cli (see `fraudmesh train -h`)")
     s.set_defaults(func=_cmd_train)
     s = sub.add_parser(

@@ -16,9 +16,10 @@ from typing import Any
 
 import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 
 from inference_svc.registry import (
+    FRAUD,
     KEY_CANDIDATE,
     KEY_SHARE,
     MANIFEST,
@@ -32,6 +33,7 @@ from inference_svc.registry import (
     is_local,
     local_files,
     local_versions,
+    state_key,
 )
 from shared import subjects
 from shared.messages import Codec, HealthPing
@@ -66,6 +68,7 @@ def metadata_summary(raw: bytes) -> dict[str, object]:
         return {}
     metrics = doc.get("metrics") or {}
     return {
+        "family": doc.get("family") or FRAUD,
         "kind": doc.get("kind", ""),
         "created_at": doc.get("created_at", ""),
         "features": len(doc.get("feature_names") or []),
@@ -86,28 +89,18 @@ class RegistryAdmin(Registry):
         if not 0.0 <= share <= 1.0:
             raise RegistryError(f"share {share} is not between 0 and 1")
         kv = await self.state_kv()
-        await kv.put(KEY_SHARE, repr(float(share)).encode())
-        await kv.put(KEY_CANDIDATE, check_version(version).encode())
+        await kv.put(state_key(self.family, KEY_SHARE), repr(float(share)).encode())
+        await kv.put(state_key(self.family, KEY_CANDIDATE), check_version(version).encode())
 
     async def clear_candidate(self) -> None:
         kv = await self.state_kv()
         for key in (KEY_CANDIDATE, KEY_SHARE):
             with contextlib.suppress(KeyNotFoundError):
-                await kv.delete(key)
+                await kv.delete(state_key(self.family, key))
 
     async def published_versions(self) -> list[Manifest]:
-        obs = await self.objects()
-        try:
-            infos = await obs.list(ignore_deletes=True)
-        except NotFoundError:  # an empty bucket
-            return []
-        out = []
-        for info in infos:
-            if info.name and info.name.endswith("/" + MANIFEST) and not info.deleted:
-                m = await self.manifest(info.name.split("/", 1)[0])
-                if m is not None:
-                    out.append(m)
-        return sorted(out, key=lambda m: m.version)
+        """The family's published versions."""
+        return await self.published()
 
     async def publish(self, version: str) -> Manifest:
         """Upload a local version (every file of its directory), manifest last. Files the store already holds
@@ -180,16 +173,25 @@ async def count_workers(nc: Any, window_s: float = 0.4) -> int:
             await sub.unsubscribe()
 
 
-async def broadcast(nc: Any, request: object, *, expect: int, timeout_s: float) -> list[object]:
-    """Publish a control request on `fraud.model.control` and gather the workers' answers: until `expect` have
-    answered (then a short grace for more) or `timeout_s` passes; with `expect` 0, for half a second."""
+async def broadcast(
+    nc: Any,
+    request: object,
+    *,
+    expect: int,
+    timeout_s: float,
+    subject: str = subjects.MODEL_CONTROL,
+    reply_type: Any = ModelControlReply,
+) -> list[object]:
+    """Publish a control request on `subject` (`fraud.model.control`; `personalization.model.control` with its
+    `reply_type`) and gather the workers' answers: until `expect` have answered (then a short grace for more) or
+    `timeout_s` passes; with `expect` 0, for half a second."""
     codec = Codec()
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:
         deadline_ms = int((time.time() + timeout_s) * 1000)
         await nc.publish(
-            subjects.MODEL_CONTROL,
+            subject,
             codec.encode(request),
             reply=inbox,
             headers={subjects.HDR_DEADLINE: str(deadline_ms)},
@@ -201,7 +203,7 @@ async def broadcast(nc: Any, request: object, *, expect: int, timeout_s: float) 
     out: list[object] = []
     for data in raw:
         try:
-            out.append(codec.decoder(ModelControlReply).decode(data))
+            out.append(codec.decoder(reply_type).decode(data))
         except msgspec.DecodeError as exc:
             out.append(RegistryError(f"undecodable reply: {exc}"))
     return out

@@ -1,7 +1,8 @@
 """The local stack: real servers plus N replicas of each service, in a project-local run directory.
 
 `fraudmesh up` starts nats-server (JetStream, users with per-service permissions: deploy/nats_auth.py),
-redis-server (persistent) and PostgreSQL on loopback ports, makes sure a model exists, starts the services as
+redis-server (persistent) and PostgreSQL on loopback ports, makes sure a model of each family exists (and loads
+the personalization features of its world into Redis: deploy/personalization.py), starts the services as
 detached processes with their logs in files, waits until the gateway says it is ready, and writes `stack.json`
 (ports, pids, logs; 0600, it holds the NATS admin URL) so that `fraudmesh down` and `fraudmesh restart NAME`
 can act on it. The caller's FRAUDMESH_* settings reach every service; the stack sets only what it must (store
@@ -23,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from deploy import nats_auth
+from deploy.personalization import Provisioned
 from deploy.servers import (
     Server,
     ServerError,
@@ -175,6 +177,15 @@ def ensure_model(model_dir: Path) -> str:
     return train_bootstrap(model_dir).version
 
 
+def provision_personalization(state: StackState) -> Provisioned:
+    """The personalization family's model (the bootstrap one when none is active) and its features in Redis, with
+    the settings the services get (the caller's, then the stack's: its model dir and Redis)."""
+    from deploy.personalization import provision
+    from shared.settings import load_settings
+
+    return provision(load_settings({**state.env, **state.service_env()}))
+
+
 def wait_ready(url: str, timeout: float, procs: list[ServiceProc]) -> None:
     end = time.monotonic() + timeout
     last = ""
@@ -240,6 +251,13 @@ def up(
     state.save()
     version = ensure_model(run_dir / "models")
     say(f"model: {version}", flush=True)
+    pers = provision_personalization(state)
+    say(
+        f"personalization model: {pers.version} ({pers.kind}, from the {pers.source}"
+        f"{', just trained' if pers.trained else ''}); "
+        f"{pers.feature_rows} user/item/session feature rows loaded into Redis",
+        flush=True,
+    )
     gw_port = _port(http_port)
     state.gateway_url = f"http://127.0.0.1:{gw_port}"
     for name in START_ORDER:

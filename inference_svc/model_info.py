@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import msgspec
 
 from inference_svc.artifact import ModelMetadata
-from inference_svc.registry import MANIFEST, Registry
+from inference_svc.registry import Registry
 from shared.model_messages import ModelInfo, ModelInfoRequest, ModelSummary
 from shared.service import ServiceError
 
@@ -53,14 +53,11 @@ def local_versions(model_dir: Path) -> set[str]:
 
 
 async def published_versions(registry: Registry | None, model_dir: Path) -> list[str]:
-    """Versions with a manifest in the object store, and complete ones in the model dir."""
+    """Versions of the registry's family with a manifest in the object store, and complete ones in the model dir."""
     found = await asyncio.to_thread(local_versions, model_dir)
     if registry is not None:
         with contextlib.suppress(Exception):  # no bucket yet, or nothing published: the local ones still count
-            store = await registry.objects()
-            for info in await store.list(ignore_deletes=True):
-                if info.name.endswith("/" + MANIFEST):
-                    found.add(info.name.rsplit("/", 1)[0])
+            found.update(m.version for m in await registry.published())  # the registry's family only
     return sorted(found)
 
 

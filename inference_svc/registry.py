@@ -13,6 +13,10 @@ KV bucket `fraudmesh_model_state` (plain UTF-8 values, history kept for `nats kv
 When the KV has no `active` entry (a fresh stack: `fraudmesh model init` only writes locally), workers serve the
 local `<model_dir>/active` version: the bootstrap path needs no registry entry.
 
+Several model families share both buckets. The fraud family's keys are the bare ones above; another family's are
+prefixed by its name (`personalization.active`, `personalization.candidate`, ...: `state_key`), and its versions'
+manifests say their family (`summary.family`, from metadata.json; none: fraud). A `Registry` is one family's view.
+
 A/B routing is per partial and deterministic: `ab_point(request_id, index)` is a hash in [0, 1), and a partial
 goes to the candidate when it is below the share, so a redelivered partial meets the same version.
 """
@@ -45,6 +49,15 @@ KEY_SHARE = "candidate_share"
 STATE_KEYS = (KEY_ACTIVE, KEY_CANDIDATE, KEY_SHARE)
 MANIFEST = ".manifest.json"
 REQUIRED_FILES = ("model.onnx", "metadata.json")
+FRAUD = "fraud"
+"""The first family: its KV keys carry no prefix (the layout of releases before families)."""
+
+
+def state_key(family: str, key: str) -> str:
+    """The KV key of one family's state key: `active` for fraud, `personalization.active` for personalization."""
+    return key if family == FRAUD else f"{family}.{key}"
+
+
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -154,12 +167,13 @@ def local_active(model_dir: Path) -> str:
 
 
 class Registry:
-    """The object store and the KV of one NATS system, and one local model dir."""
+    """The object store and the KV of one NATS system, and one local model dir, for one model family."""
 
-    def __init__(self, js: JetStreamContext, model_dir: Path, replicas: int = 1) -> None:
+    def __init__(self, js: JetStreamContext, model_dir: Path, replicas: int = 1, family: str = FRAUD) -> None:
         self.js = js
         self.model_dir = Path(model_dir)
         self.replicas = replicas
+        self.family = family
         self._obs: ObjectStore | None = None
         self._kv: KeyValue | None = None
 
@@ -200,12 +214,13 @@ class Registry:
 
     # ------------------------------------------------------------------------------ state
     async def read_entries(self) -> dict[str, tuple[str, int]]:
-        """key -> (value, revision) for the state keys: ('', revision) when deleted, ('', 0) when never written."""
+        """key -> (value, revision) for the family's state keys (by their bare names: `active`, ...): ('', revision)
+        when deleted, ('', 0) when never written."""
         kv = await self.state_kv()
         out: dict[str, tuple[str, int]] = {}
         for key in STATE_KEYS:
             try:
-                entry = await kv.get(key)
+                entry = await kv.get(state_key(self.family, key))
             except KeyNotFoundError as exc:  # never written, or deleted (then the marker has a revision)
                 deleted = getattr(exc, "entry", None)
                 out[key] = ("", (deleted.revision or 0) if deleted is not None else 0)
@@ -227,6 +242,21 @@ class Registry:
         except NotFoundError:
             return None
         return msgspec.json.decode(res.data or b"{}", type=Manifest)
+
+    async def published(self) -> list[Manifest]:
+        """The manifests of the family's published versions (a manifest's summary names its family; none: fraud)."""
+        obs = await self.objects()
+        try:
+            infos = await obs.list(ignore_deletes=True)
+        except NotFoundError:  # an empty bucket
+            return []
+        out = []
+        for info in infos:
+            if info.name and info.name.endswith("/" + MANIFEST) and not info.deleted:
+                m = await self.manifest(info.name.split("/", 1)[0])
+                if m is not None and (m.summary.get("family") or FRAUD) == self.family:
+                    out.append(m)
+        return sorted(out, key=lambda m: m.version)
 
     async def fetch(self, version: str, manifest: Manifest | None = None) -> Path:
         """Download a published version into the local model dir (into a temporary directory first, then renamed,
@@ -284,7 +314,7 @@ class Registry:
 
     async def set_active(self, version: str) -> int:
         """Write the `active` key: every worker converges on it (KV watch); returns the KV revision."""
-        return await (await self.state_kv()).put(KEY_ACTIVE, check_version(version).encode())
+        return await (await self.state_kv()).put(state_key(self.family, KEY_ACTIVE), check_version(version).encode())
 
     async def exists(self, version: str) -> bool:
         return is_local(self.model_dir, check_version(version)) or await self.manifest(version) is not None

@@ -33,7 +33,7 @@ from inference_svc.model import OnnxModel
 from inference_svc.model_info import ModelInfoEndpoint
 from inference_svc.model_manager import ModelLoadError, ModelManager, NoModel
 from inference_svc.model_ops import ModelOpsEndpoint
-from inference_svc.personalization.endpoint import Personalization, attach
+from inference_svc.personalization.endpoint import Personalization, attach, model_dir_of
 from inference_svc.registry import Registry
 from inference_svc.scorer import ModelInputMismatch, Scorer
 from shared import subjects
@@ -101,6 +101,8 @@ class InferenceWorker(Service):
     async def _on_kv_entry(self, entry: KeyValue.Entry, _ctx: Context) -> None:
         value = "" if entry.operation in ("DEL", "PURGE") else (entry.value or b"").decode()
         self.models.note_kv(entry.key, value, entry.revision or 0)
+        if self.personalization is not None:  # its `personalization.*` keys (the fraud manager ignores them)
+            await self.personalization.on_kv(entry.key, value)
 
     # ---------------------------------------------------------------------------------- lifecycle
     def on_settings(self, settings: Settings) -> None:
@@ -153,7 +155,9 @@ class InferenceWorker(Service):
             concurrency=self.settings.inference_concurrency,
             policy=partials_policy(self.settings, self.instance_id),
         )
-        self.personalization = await attach(self)  # personalization.score + its model control
+        # personalization.score + its model control; its versions in the same registry (family keys of the same KV)
+        family = Registry(js, model_dir_of(self.settings), self.settings.stream_replicas, family="personalization")
+        self.personalization = await attach(self, family)
 
     async def on_stop(self) -> None:
         await self.probes.stop()

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_python
 ensure_system_packages redis-server:redis-server initdb:postgresql
-# bootstrap: scikit-learn + skl2onnx, which `fraudmesh up` uses to build the bootstrap model on a fresh clone
+# bootstrap: scikit-learn + skl2onnx + onnx, which `fraudmesh up` uses to build the bootstrap models (fraud, and
+# personalization: pers-bootstrap, no torch) on a fresh clone; the demo then prints one personalization score
 ensure_venv bootstrap
 .venv/bin/fraudmesh down >/dev/null 2>&1 || true
 .venv/bin/fraudmesh up

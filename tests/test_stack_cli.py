@@ -4,6 +4,7 @@ of a server and of a service instance, `fraudmesh nats-user`, and `fraudmesh dow
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import stat
@@ -79,6 +80,34 @@ def test_the_callers_settings_reach_the_services(local_stack: StackState) -> Non
     assert r.status_code == 200, r.text
     assert r.json()["complete"] is True
     assert stat.S_IMODE(os.stat(local_stack.path).st_mode) == 0o600  # it holds the NATS admin URL
+
+
+def test_a_fresh_stack_serves_the_personalization_family(
+    local_stack: StackState, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`up` found no personalization model: it trained the torch-free bootstrap one and loaded its world's features,
+    so a user of that world is scored from their features, an unknown one as a cold start, and the demo prints one."""
+    pers = Path(local_stack.run_dir) / "models-personalization"
+    version = (pers / "active").read_text().strip()
+    meta = json.loads((pers / version / "metadata.json").read_text())
+    assert meta["kind"] == "pers-bootstrap" and version.startswith("pers-bootstrap-")
+    ids = json.loads((pers / version / "ids.json").read_text())
+    known = {"user_id": ids["users"][0], "item_id": ids["items"][0]}
+    headers = {"X-API-Key": KEY}
+    url = f"{local_stack.gateway_url}/score/personalization"
+    r = httpx.post(url, json=known, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    x = r.json()
+    assert x["model_version"] == version
+    assert 0.0 <= x["relevance_score"] <= 1.0 and 0.0 < x["conversion_probability"] < 1.0
+    assert "cold_start_user" not in x["behavioral_signals"] and "unknown_item" not in x["behavioral_signals"]
+    assert x["user_segment"] != "new_visitor"  # the user's row is in Redis
+    cold = httpx.post(url, json={"user_id": "user_nobody", "item_id": ids["items"][0]}, headers=headers, timeout=30)
+    assert cold.status_code == 200, cold.text
+    assert "cold_start_user" in cold.json()["behavioral_signals"]
+    assert cli(["--run-dir", local_stack.run_dir, "demo", "-n", "20", "--api-key", KEY]) == 0
+    out = capsys.readouterr().out
+    assert "POST /score/personalization" in out and f"model {version}" in out
 
 
 def test_a_bad_setting_stops_up_before_anything_starts(tmp_path: Path) -> None:

@@ -2,11 +2,18 @@
 `personalization.model.info` (queue group) and `personalization.model.control` (every worker). `attach(service)`
 registers them on the service base from the
 worker's `on_start`; the fraud routes are untouched, and a worker without a personalization model still starts
-(its personalization requests are answered `unavailable`, naming the directory to fill)."""
+(its personalization requests are answered `unavailable`, naming the directory to fill).
+
+The family's versions live in the same registry as fraud's (inference_svc/registry.py, family `personalization`:
+KV key `personalization.active`, versions fetched from the object store into the family's directory). A worker
+serves the registry's active version when there is one (else its directory's `active` file) and follows the key
+(KV watch): a restarted worker serves what was activated, `fraudmesh model activate --family personalization`
+swaps every worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from feature_svc.online import OnlineStore
@@ -14,6 +21,16 @@ from feature_svc.world.personalization.online import store as online_store
 from inference_svc.personalization.artifact import PersonalizationModelError, active_version, load, versions
 from inference_svc.personalization.metrics import FAMILY, PersonalizationMetrics
 from inference_svc.personalization.scorer import PersonalizationScorer
+from inference_svc.registry import (
+    KEY_ACTIVE,
+    KEY_CANDIDATE,
+    KEY_SHARE,
+    Registry,
+    RegistryError,
+    goes_to_candidate,
+    parse_share,
+    state_key,
+)
 from shared import subjects
 from shared.personalization_messages import (
     PersonalizationModelControl,
@@ -26,6 +43,10 @@ from shared.personalization_messages import (
 from shared.service import Context, Service, ServiceError
 from shared.settings import Settings
 
+FAMILY_KEY = state_key(FAMILY, KEY_ACTIVE)
+CANDIDATE_KEY = state_key(FAMILY, KEY_CANDIDATE)
+SHARE_KEY = state_key(FAMILY, KEY_SHARE)
+
 
 def model_dir_of(settings: Settings) -> Path:
     return Path(settings.personalization_model_dir or f"{settings.model_dir.rstrip('/')}-personalization")
@@ -34,13 +55,24 @@ def model_dir_of(settings: Settings) -> Path:
 class Personalization:
     """The served personalization version of one worker, and its endpoints."""
 
-    def __init__(self, settings: Settings, instance_id: str, metrics: PersonalizationMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        instance_id: str,
+        metrics: PersonalizationMetrics,
+        registry: Registry | None = None,
+    ) -> None:
         self.settings = settings
+        self.registry = registry
+        """The family's view of the model registry (None: the directory alone, as in tests of the scorer)."""
         self.m = metrics
         self.instance_id = instance_id
         self.model_dir = model_dir_of(settings)
         self.store: OnlineStore = online_store(settings.redis_url, settings.feature_ttl_s)
         self.scorer: PersonalizationScorer | None = None
+        self.candidate: PersonalizationScorer | None = None
+        """A/B: the registry's `personalization.candidate`, scoring `share` of the requests (by request id)."""
+        self.share = 0.0
         self.error = ""
         self._swap = asyncio.Lock()
 
@@ -53,15 +85,84 @@ class Personalization:
             self.scorer = PersonalizationScorer(model, self.store, None)
             self.error = ""
 
+    async def set_candidate(self, version: str) -> None:
+        """Load the A/B candidate ("" clears it)."""
+        if not version:
+            self.candidate = None
+            return
+        await self.fetch(version)
+        model = await asyncio.to_thread(load, self.model_dir, version, self.settings.onnx_threads)
+        self.candidate = PersonalizationScorer(model, self.store, None)
+
+    def pick(self, request_id: str) -> PersonalizationScorer | None:
+        """The scorer of one request: the candidate for `share` of the request ids (the same id, the same arm)."""
+        candidate = self.candidate
+        if candidate is not None and goes_to_candidate(request_id, 0, self.share):
+            return candidate
+        return self.scorer
+
+    async def fetch(self, version: str) -> None:
+        """Make `version` local: fetched from the registry's object store when the directory lacks it."""
+        if version in versions(self.model_dir) or self.registry is None:
+            return
+        await self.registry.ensure_local(version)
+
+    async def known_versions(self) -> list[str]:
+        """The versions this worker could serve: its directory's and the family's published ones."""
+        found = set(versions(self.model_dir))
+        if self.registry is not None:
+            with contextlib.suppress(Exception):  # no bucket yet, or NATS away: the local ones still count
+                found.update(m.version for m in await self.registry.published())
+        return sorted(found)
+
     async def start(self) -> None:
-        version = active_version(self.model_dir)
+        """Serve the registry's active version of the family, else the directory's `active` one."""
+        version, source = active_version(self.model_dir), f"{self.model_dir}/active"
+        if self.registry is not None:
+            try:
+                state = await self.registry.read_state()
+            except Exception as exc:  # the registry unreadable: the local model will do
+                self.error = f"registry unreadable ({exc!r})"
+            else:
+                if state.active:
+                    version, source = state.active, f"the registry's {FAMILY_KEY}"
+                self.share = state.candidate_share
+                if state.candidate:
+                    try:
+                        await self.set_candidate(state.candidate)
+                    except (PersonalizationModelError, RegistryError) as exc:
+                        self.error = f"cannot load the candidate {state.candidate!r}: {exc}"
         if version is None:
-            self.error = f"no personalization model in {self.model_dir} (no `active` file)"
+            self.error = f"no personalization model in {self.model_dir} (no `active` file) nor in the registry"
             return
         try:
+            await self.fetch(version)
             await self.activate(version)
-        except PersonalizationModelError as exc:
-            self.error = str(exc)
+        except (PersonalizationModelError, RegistryError) as exc:
+            self.error = f"cannot serve {version!r} ({source}): {exc}"
+
+    async def on_kv(self, key: str, value: str) -> None:
+        """A `personalization.*` key of the registry moved: serve the new active version (one this worker cannot
+        load leaves the served one in place, with the reason in `error`), load or clear the A/B candidate, or take
+        the new candidate share."""
+        if key == SHARE_KEY:
+            self.share = parse_share(value)
+            return
+        if key == CANDIDATE_KEY:
+            try:
+                await self.set_candidate(value)
+            except (PersonalizationModelError, RegistryError) as exc:
+                self.error = f"cannot load the candidate {value!r} ({CANDIDATE_KEY}): {exc}"
+            return
+        if key != FAMILY_KEY or not value:
+            return
+        if self.scorer is not None and self.scorer.model.version == value:
+            return
+        try:
+            await self.fetch(value)
+            await self.activate(value)
+        except (PersonalizationModelError, RegistryError) as exc:
+            self.error = f"cannot serve {value!r} (the registry's {FAMILY_KEY}): {exc}"
 
     async def close(self) -> None:
         await self.store.close()
@@ -75,7 +176,7 @@ class Personalization:
         )
 
     async def score(self, req: PersonalizationScoreRequest, ctx: Context) -> PersonalizationScoreReply:
-        scorer = self.scorer  # one version for the whole request, whatever is activated meanwhile
+        scorer = self.pick(req.request_id or ctx.request_id)  # one version for the whole request, whatever happens
         if scorer is None:
             raise ServiceError(
                 "unavailable",
@@ -106,13 +207,17 @@ class Personalization:
             kind=str(meta.get("kind", "")),
             created_at=str(meta.get("created_at", "")),
             metrics={str(k): float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
-            versions=versions(self.model_dir),
+            versions=await self.known_versions(),
             worker_id=self.instance_id,
         )
 
     async def control(self, req: PersonalizationModelControl, _ctx: Context) -> PersonalizationModelState:
         if not req.version:
             return self.state(self.error)
+        try:
+            await self.fetch(req.version)
+        except RegistryError as exc:
+            return self.state(f"version {req.version!r} is neither in {self.model_dir} nor fetchable: {exc}")
         if req.version not in versions(self.model_dir):
             return self.state(f"version {req.version!r} is not in {self.model_dir}")
         try:
@@ -122,9 +227,10 @@ class Personalization:
         return self.state()
 
 
-async def attach(service: Service) -> Personalization:
-    """Load the active personalization version (if any) and register its endpoints on `service`."""
-    p = Personalization(service.settings, service.instance_id, PersonalizationMetrics(service.registry))
+async def attach(service: Service, registry: Registry | None = None) -> Personalization:
+    """Load the active personalization version (the registry's, else the directory's) and register its endpoints on
+    `service`; with a registry, follow its `personalization.active` key."""
+    p = Personalization(service.settings, service.instance_id, PersonalizationMetrics(service.registry), registry)
     await p.start()
     service.endpoint(
         subjects.PERSONALIZATION_SCORE,

@@ -254,7 +254,9 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
-def start_postgres(run_dir: Path, port: int | None = None) -> Server:
+def start_postgres(run_dir: Path, port: int | None = None, settings: dict[str, str] | None = None) -> Server:
+    """A PostgreSQL cluster in `run_dir` (created on first use); `settings` are extra `-c name=value` options
+    (e.g. {"shared_preload_libraries": "pg_stat_statements"} for a benchmark)."""
     port = port or free_port()
     bindir = postgres_bindir()
     data = run_dir / "pgdata"
@@ -297,6 +299,8 @@ def start_postgres(run_dir: Path, port: int | None = None) -> Server:
         f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
         f"-c full_page_writes=off -c max_connections=200 -c shared_buffers=128MB"
     )
+    for name, value in (settings or {}).items():
+        opts += f" -c {name}={value}"
     res = subprocess.run(
         _as_pg_user([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start"]),
         capture_output=True,

@@ -107,13 +107,17 @@ async def write_transactions(pool: asyncpg.Pool, graph: GraphStore, txns: Sequen
     return TxnWrite(new=new, duplicates=len(txns) - len(new), new_links=new_links)
 
 
+# `OFFSET 0` keeps the NOT EXISTS a per-pair probe of the card's rows (transactions_card_time): without it the
+# planner may turn it into a hash anti-join that reads the whole ledger for every micro-batch (seen with 50,000
+# rows: 21 ms of a 30-transaction batch, bench/results/ingest-live-*.md).
 _NEW_LINKS = """
 SELECT DISTINCT x.entity_type, x.entity_id
 FROM unnest($1::text[], $2::text[], $3::text[]) AS x(card_id, entity_type, entity_id)
 WHERE NOT EXISTS (
     SELECT 1 FROM transactions t
     WHERE t.card_id = x.card_id
-      AND CASE x.entity_type WHEN 'device' THEN t.device_id ELSE t.ip_address END = x.entity_id)
+      AND CASE x.entity_type WHEN 'device' THEN t.device_id ELSE t.ip_address END = x.entity_id
+    OFFSET 0)
 """
 
 

@@ -316,15 +316,21 @@ class Registry:
         """Write the `active` key: every worker converges on it (KV watch); returns the KV revision."""
         return await (await self.state_kv()).put(state_key(self.family, KEY_ACTIVE), check_version(version).encode())
 
+    async def own_manifest(self, version: str) -> Manifest | None:
+        """The version's manifest when it is one of this family's versions (None for another family's: the
+        families share the object store, and one family's operations never touch another's versions)."""
+        m = await self.manifest(version)
+        return m if m is not None and (m.summary.get("family") or FRAUD) == self.family else None
+
     async def exists(self, version: str) -> bool:
-        return is_local(self.model_dir, check_version(version)) or await self.manifest(version) is not None
+        return is_local(self.model_dir, check_version(version)) or await self.own_manifest(version) is not None
 
     async def delete(self, version: str) -> list[str]:
         """Remove a version: from the object store (its manifest first, so it is unpublished at once, then its
         files) and from the local model dir. Returns where it was found: `object_store`, `model_dir` (empty: it
         existed nowhere). The caller checks first that the version is not served."""
         removed = []
-        manifest = await self.manifest(version)
+        manifest = await self.own_manifest(version)
         if manifest is not None:
             obs = await self.objects()
             await obs.delete(f"{version}/{MANIFEST}")

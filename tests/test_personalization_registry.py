@@ -202,6 +202,23 @@ def test_model_list_shows_each_familys_versions(
     assert "pers-bootstrap" not in capsys.readouterr().out.split("workers:")[0]
 
 
+def test_the_fraud_familys_operations_never_touch_a_personalization_version(
+    rstack: Stack, family: dict[str, Any]
+) -> None:
+    """The families share the object store: `DELETE /models/{version}` and `POST /models/load` act on fraud's
+    versions only, so the served personalization version can be neither deleted nor loaded as a fraud model."""
+    version = family["second"]
+    r = httpx.delete(f"{rstack.gateway_url}/models/{version}", timeout=30)
+    assert r.status_code == 404, r.text
+    assert version in r.json()["message"]
+    r = httpx.post(f"{rstack.gateway_url}/models/load", json={"version": version}, timeout=30)
+    assert r.status_code == 404, r.text
+    assert _kv(rstack.state.nats_url, "personalization.active") == version
+    assert _scored_by(rstack) == version  # still published and served
+    models = {f["name"]: f for f in httpx.get(f"{rstack.gateway_url}/models", timeout=10).json()["families"]}
+    assert version in models["personalization"]["versions"]
+
+
 def test_an_unknown_version_changes_nothing(
     rstack: Stack,
     family: dict[str, Any],

@@ -10,6 +10,8 @@ ensure_system_packages redis-server:redis-server initdb:postgresql wrk:wrk
 # optional, as root: a docker engine for tests/test_compose.py (builds the image and runs the compose stack)
 # and docker-compose for tests/test_deploy_manifests.py; without them those tests skip and say why.
 [ "$(id -u)" = 0 ] && (ensure_docker || true)
+# optional, as root: promtool (Debian's prometheus package, no daemon started) for tests/test_alert_rules.py
+[ "$(id -u)" = 0 ] && (ensure_system_packages promtool:prometheus || true)
 # train: torch==2.13.0 (CPU) and torch-geometric, for the ONNX-vs-torch and training tests;
 # bootstrap: scikit-learn/skl2onnx (bootstrap model); neo4j: the driver (graph contract tests)
 ensure_venv dev,train,bootstrap,neo4j

@@ -301,6 +301,7 @@ async def test_the_deferred_pass_skips_cards_refreshed_since_their_node_was_queu
     written = await write_transactions(pool, graph, [txn(f"skip-{c}", c, device="dev_skip") for c in cards])
     assert ("device", "dev_skip") in written.new_links
     await ingestor.deferred.add(written.new_links)
+    await asyncio.sleep(0.05)  # strictly later than the queueing: on a fast run both fell in one clock tick (a tie)
     await refresh(pool, graph, online, [("card", "card_skip_a")])  # computed after the device was queued
     [kept] = await online.read([("card", "card_skip_a")])
 

@@ -28,6 +28,22 @@ from shared.messages import PartialFailed
 from shared.policy import TRANSIENT_ERRORS, Action, ConsumerPolicy, Decision, OwnerNotice
 from shared.settings import Settings
 
+DEAD_LETTER_MAX_AGE_S = 7 * 24 * 3600.0
+"""How long a dead-letter stream keeps what it holds (an operator reads it; it is not replayed by itself)."""
+
+
+def dead_letter_stream(name: str, subject: str, description: str, settings: Settings) -> StreamConfig:
+    """The config of a dead-letter stream: one subject, limits retention on file, kept DEAD_LETTER_MAX_AGE_S."""
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=DEAD_LETTER_MAX_AGE_S,
+        num_replicas=settings.stream_replicas,
+        description=description,
+    )
+
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
@@ -55,14 +71,11 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     )
     await _ensure_stream(
         js,
-        StreamConfig(
-            name=subjects.DLQ_STREAM,
-            subjects=[subjects.DLQ_SUBJECT],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=7 * 24 * 3600.0,
-            num_replicas=settings.stream_replicas,
-            description="Partials that exhausted their deliveries, with the reason in a header.",
+        dead_letter_stream(
+            subjects.DLQ_STREAM,
+            subjects.DLQ_SUBJECT,
+            "Partials that exhausted their deliveries, with the reason in a header.",
+            settings,
         ),
     )
 
@@ -147,14 +160,11 @@ def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
             description="Chargebacks and confirmations (one label per message).",
             **common,
         ),
-        StreamConfig(
-            name=subjects.INGEST_DLQ_STREAM,
-            subjects=[subjects.INGEST_DLQ_SUBJECT],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=7 * 24 * 3600.0,
-            num_replicas=settings.stream_replicas,
-            description="Ingest messages that cannot be applied, with the reason in a header.",
+        dead_letter_stream(
+            subjects.INGEST_DLQ_STREAM,
+            subjects.INGEST_DLQ_SUBJECT,
+            "Ingest messages that cannot be applied, with the reason in a header.",
+            settings,
         ),
     ]
 
@@ -229,14 +239,11 @@ def jobs_stream_configs(settings: Settings) -> list[StreamConfig]:
             num_replicas=settings.stream_replicas,
             description="Async scoring jobs waiting for a job runner (work queue; one subject per priority).",
         ),
-        StreamConfig(
-            name=subjects.JOBS_DLQ_STREAM,
-            subjects=[subjects.JOBS_DLQ_SUBJECT],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=7 * 24 * 3600.0,
-            num_replicas=settings.stream_replicas,
-            description="Job messages that cannot be read, with the reason in a header.",
+        dead_letter_stream(
+            subjects.JOBS_DLQ_STREAM,
+            subjects.JOBS_DLQ_SUBJECT,
+            "Job messages that cannot be read, with the reason in a header.",
+            settings,
         ),
     ]
 

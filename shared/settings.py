@@ -266,8 +266,31 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
         ),
     ] = 100.0
     ingest_concurrency: Annotated[
-        Positive, _doc("Feature workers: FRAUD_TXNS micro-batches one worker applies at once.")
-    ] = 2
+        Positive,
+        _doc(
+            "Feature workers: FRAUD_TXNS micro-batches one worker applies at once (their ledger writes run "
+            "side by side, their feature refreshes are merged into shared rounds)."
+        ),
+    ] = 4
+    ingest_refresh_interval_ms: Annotated[
+        float,
+        Meta(ge=0, le=500),
+        _doc(
+            "Feature workers: the online-feature refresh rounds of ingestion start at most this often (ms); each "
+            "recomputes the entities of every micro-batch that arrived since the previous round began (an entity "
+            "touched by several batches once); 0: a round starts as soon as the previous one ends."
+        ),
+    ] = 100.0
+    ingest_entity_refresh_interval_ms: Annotated[
+        float,
+        Meta(ge=0, le=800),
+        _doc(
+            "Feature workers: one entity's online features are recomputed by ingestion at most this often (ms): a "
+            "busy merchant touched by every micro-batch waits for the next round after this; adds up to this much "
+            "to the freshness of the 1-second features of such entities (measured by "
+            "fraudmesh_feature_freshness_seconds); 0: every round."
+        ),
+    ] = 500.0
     ingest_enabled: Annotated[bool, _doc("Feature workers consume FRAUD_TXNS/FRAUD_LABELS; false turns it off.")] = True
     consistency_check_interval_s: Annotated[
         float, Meta(ge=0), _doc("Feature workers: seconds between consistency samples (online vs ledger); 0 off.")

@@ -97,8 +97,11 @@ class GraphStore(Protocol):
         ...
 
     async def upsert_edges(self, edges: Iterable[Edge]) -> int:
-        """Add edges, merging with existing ones (earliest first_seen, latest last_seen, summed n).
-        Returns the number of distinct edges written. Not idempotent in n: ingest a transaction once."""
+        """Add edges, merging with existing ones: first_seen is kept at the earliest sighting (idempotent; the
+        only field the features read). last_seen and n are summaries for monitoring: Neo4j merges them (latest,
+        summed; not idempotent in n), PostgreSQL keeps those of the edge's creation and derives current ones
+        from the ledger (view `edge_activity`) so that a repeat sighting writes nothing.
+        Returns the number of distinct edges in the call."""
         ...
 
     async def upsert_card_labels(self, labels: Iterable[CardLabel]) -> int:

@@ -59,10 +59,14 @@ BATCH_SQL: dict[tuple[str, str], str] = {
             FROM {_POINTS} ORDER BY q.i"""
         for t in ("device", "ip")
     },
-    ("fraud_2hop", "card"): f"""SELECT q.i, (SELECT count(DISTINCT e2.card_id) FROM edges e1
-        JOIN edges e2 ON e2.entity_type = e1.entity_type AND e2.entity_id = e1.entity_id
-        JOIN card_fraud_labels f ON f.card_id = e2.card_id AND f.first_label_time < q.as_of
-        WHERE e1.card_id = q.id AND e1.entity_type IN ('device', 'ip') AND e1.first_seen < q.as_of
-          AND e2.first_seen < q.as_of AND e2.card_id <> q.id) AS v
-        FROM {_POINTS} ORDER BY q.i""",
+    # one join over all points, not a subquery per point: the planner can then hash the fraud-labelled cards once
+    # instead of probing their index for every 2-hop neighbour (7,600 -> 660 buffers for 30 cards of a 200,000-
+    # transaction world; it still probes when the labels outgrow a hash). count(DISTINCT f.card_id) skips the
+    # NULLs of the outer joins, so a point without fraud neighbours counts 0, as before.
+    ("fraud_2hop", "card"): f"""SELECT q.i, count(DISTINCT f.card_id) AS v FROM {_POINTS}
+        LEFT JOIN edges e1 ON e1.card_id = q.id AND e1.entity_type IN ('device', 'ip') AND e1.first_seen < q.as_of
+        LEFT JOIN edges e2 ON e2.entity_type = e1.entity_type AND e2.entity_id = e1.entity_id
+         AND e2.first_seen < q.as_of AND e2.card_id <> q.id
+        LEFT JOIN card_fraud_labels f ON f.card_id = e2.card_id AND f.first_label_time < q.as_of
+        GROUP BY q.i ORDER BY q.i""",
 }

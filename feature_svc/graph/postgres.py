@@ -258,6 +258,12 @@ class PostgresGraphStore(FrontierGraphStore):
     # -------------------------------------------------------------------------------------- writes
 
     async def upsert_edges(self, edges: Iterable[Edge]) -> int:
+        """New edges are inserted; an existing edge is rewritten only when the new sighting is earlier than its
+        first_seen (the one field the features read). Its `last_seen` and `n` are not bumped: every live
+        transaction of a card at a busy merchant rewrote that edge's row before, which kept the table's pages
+        out of the visibility map, so every index-only scan of a hub (a merchant's degree, an IP's cards, the
+        2-hop counts) fetched a heap page per edge (bench/results/ingest-perf-*.md). Current last_seen and n are
+        derived from the ledger by the `edge_activity` view (migration 005)."""
         # in key order: two batches upserting overlapping edges (two workers, or one worker's concurrent
         # micro-batches) then lock them in the same order instead of deadlocking
         merged = sorted(merge_edges(edges), key=lambda e: (e.card_id, e.entity_type, e.entity_id))
@@ -268,9 +274,10 @@ class PostgresGraphStore(FrontierGraphStore):
                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
                                     $6::bigint[])
                ON CONFLICT (card_id, entity_type, entity_id) DO UPDATE SET
-                   first_seen = LEAST(edges.first_seen, EXCLUDED.first_seen),
+                   first_seen = EXCLUDED.first_seen,
                    last_seen = GREATEST(edges.last_seen, EXCLUDED.last_seen),
-                   n = edges.n + EXCLUDED.n""",
+                   n = edges.n + EXCLUDED.n
+               WHERE EXCLUDED.first_seen < edges.first_seen""",
             [e.card_id for e in merged],
             [e.entity_type for e in merged],
             [e.entity_id for e in merged],

@@ -5,7 +5,9 @@ For each micro-batch, in this order, and acked by the consumer only after all of
    parked labels of the new transactions;
 2. the online features of every entity the batch touched directly (card, merchant, device, IP of each new
    transaction; card, merchant, and for a fraud label the devices and IPs of its card and the cards on those),
-   recomputed from the ledger as of now and written to Redis unless a newer computation is there;
+   recomputed from the ledger as of now and written to Redis unless a newer computation is there, in a refresh
+   round shared with the worker's other batches in flight (feature_svc/ingest/coalesce.py: a busy merchant
+   touched by every batch is recomputed once per round, not once per batch);
 3. the freshness histogram (JetStream publish time to visible in Redis) for every new message.
 The second-hand graph effects of transactions (sharing counts of the other cards on a device or IP that gained a
 card, i.e. a new edge) go to the deferred pass, which refreshes them every `DEFERRED_PERIOD_S` (the lagging
@@ -34,6 +36,7 @@ from feature_svc.definitions import LAGGING_S
 from feature_svc.graph import GraphStore
 from feature_svc.ingest import touched
 from feature_svc.ingest.check import confirmed_check
+from feature_svc.ingest.coalesce import RefreshCoalescer
 from feature_svc.ingest.deferred import DeferredQueue
 from feature_svc.ingest.ledger_writer import drop_pending_labels, take_pending_labels, write_labels, write_transactions
 from feature_svc.ingest.refresh import refresh
@@ -92,8 +95,15 @@ class IngestMetrics:
         )
         self.refreshed = Counter(
             "fraudmesh_ingest_entities_refreshed",
-            "Entities whose online features the ingestor recomputed, by path (direct, deferred).",
+            "Entities whose online features the ingestor recomputed, by path (direct: once per refresh round, "
+            "however many batches of the round touched them; deferred).",
             ["path"],
+            registry=registry,
+        )
+        self.rounds = Counter(
+            "fraudmesh_ingest_refresh_rounds",
+            "Refresh rounds of the direct path: each recomputes the entities of every micro-batch that arrived "
+            "since the previous round began (feature_svc/ingest/coalesce.py).",
             registry=registry,
         )
         self.lag = Gauge(
@@ -146,6 +156,8 @@ class Ingestor:
         registry: CollectorRegistry,
         *,
         check_interval_s: float = 60.0,
+        refresh_interval_s: float = 0.0,
+        entity_refresh_interval_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.graph = graph
@@ -160,6 +172,12 @@ class Ingestor:
         self._direct = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self.coalescer = RefreshCoalescer(self._refresh_direct, refresh_interval_s, entity_refresh_interval_s)
+
+    async def _refresh_direct(self, entities: list[Entity]) -> None:
+        await refresh(self.pool, self.graph, self.online, entities)
+        self.m.refreshed.labels("direct").inc(len(entities))
+        self.m.rounds.inc()
 
     # ------------------------------------------------------------------------------------ handlers
     @contextlib.contextmanager
@@ -197,7 +215,7 @@ class Ingestor:
             label_cards = [r.card_id for r in labels.new if r.is_fraud]
             if label_cards:
                 entities += await touched.graph_neighbours(self.graph, label_cards)
-        await refresh(self.pool, self.graph, self.online, entities)
+        await self.coalescer.refresh(entities)
         # the other cards on a device or IP change only when it gains a card; a redelivered batch may have been
         # written (edges included) by a worker that died before queueing them: queue all of its nodes
         await self.deferred.add([*result.new_links, *touched.devices_and_ips(again)])
@@ -212,7 +230,7 @@ class Ingestor:
         fraud_cards = [r.card_id for r in result.new if r.is_fraud]
         if fraud_cards:
             entities += await touched.graph_neighbours(self.graph, fraud_cards)
-        await refresh(self.pool, self.graph, self.online, entities)
+        await self.coalescer.refresh(entities)
         self.m.messages.labels(subjects.LABELS_STREAM, "parked").inc(len(result.waiting))
         new_ids = {r.transaction_id for r in result.new}
         self._after(subjects.LABELS_STREAM, batch, new_ids, entities, started)
@@ -233,7 +251,6 @@ class Ingestor:
                 self.m.freshness.labels("direct").observe(max(0.0, now - published_at(d.delivery, now)))
         self.m.messages.labels(stream, "new").inc(new)
         self.m.messages.labels(stream, "duplicate").inc(max(0, len(batch) - new))
-        self.m.refreshed.labels("direct").inc(len(entities))
         self.m.batch_seconds.labels(stream).observe(time.perf_counter() - started)
         self.recent.extend(entities)
 
@@ -247,6 +264,7 @@ class Ingestor:
             self._tasks.append(asyncio.create_task(self._every(self.check_interval_s, self.periodic_check)))
 
     async def stop_background(self) -> None:
+        await self.coalescer.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

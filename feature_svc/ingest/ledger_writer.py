@@ -4,7 +4,8 @@ Transactions: the graph edges are written first, for the ids the ledger does not
 (`INSERT ... ON CONFLICT (transaction_id) DO NOTHING`). A transaction counts in the features only through its
 ledger row (and its edges' first_seen, which an upsert keeps at the earliest), so a replay, a duplicate outside
 the dedupe window or a batch redelivered after a crash never counts twice. The one thing a crash between the
-two writes can over-count is the edges' `n` (a monitoring total that no feature reads).
+two writes can over-count is the edges' `n` on Neo4j (a monitoring total that no feature reads; the PostgreSQL
+store takes it from the ledger).
 
 Labels: the card label of the graph store is upserted first (it keeps the earliest label time: idempotent),
 then the label row, with the card, merchant and transaction time copied from the ledger's transaction. A label

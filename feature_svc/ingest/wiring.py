@@ -29,7 +29,13 @@ class IngestWiring:
         self.service = service
         settings = service.settings
         self.ingestor = Ingestor(
-            pool, graph, online, service.registry, check_interval_s=settings.consistency_check_interval_s
+            pool,
+            graph,
+            online,
+            service.registry,
+            check_interval_s=settings.consistency_check_interval_s,
+            refresh_interval_s=settings.ingest_refresh_interval_ms / 1000.0,
+            entity_refresh_interval_s=settings.ingest_entity_refresh_interval_ms / 1000.0,
         )
         self._started = False
 

@@ -36,6 +36,14 @@ def check_schema(schema: str) -> str:
     return schema
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool without asyncpg's default reset query (`RESET ALL`, `CLOSE ALL`,
+    `UNLISTEN *`, `pg_advisory_unlock_all()`): one more round trip, and one more statement for PostgreSQL, after
+    every `pool.fetch`, which at live ingestion's many small statements was the most frequent statement of all
+    (bench/results/ingest-perf-*.md). asyncpg still rolls back an open transaction on release; this code changes no
+    session state (only `SET LOCAL` and transaction-level advisory locks, both gone at the transaction's end)."""
+
+
 async def connect(dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """Open a pool to the ledger. With `schema`, the schema is created if missing and every connection
     of the pool uses it (search_path), so unqualified table names resolve there."""
@@ -49,7 +57,9 @@ async def connect(dsn: str, *, schema: str | None = None, min_size: int = 1, max
             finally:
                 await conn.close()
             server_settings["search_path"] = schema
-        pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, server_settings=server_settings)
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, server_settings=server_settings, reset=_keep_session
+        )
     except (OSError, asyncpg.PostgresError) as exc:
         raise LedgerError(f"cannot open the ledger at {redact(dsn)}: {exc}") from exc
     assert pool is not None  # create_pool only returns None when used without await

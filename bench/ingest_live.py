@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import math
 import os
@@ -132,7 +133,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "refresh_interval_s": args.refresh_interval_ms / 1000.0,
                 "entity_refresh_interval_s": args.entity_interval_ms / 1000.0,
             }
-            if args.refresh_interval_ms or args.entity_interval_ms
+            if "refresh_interval_s" in inspect.signature(Ingestor).parameters  # the code before them had none
             else {}
         )
         ing = Ingestor(pool, graph, online, CollectorRegistry(), check_interval_s=0, **extra)

@@ -290,7 +290,7 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
             "to the freshness of the 1-second features of such entities (measured by "
             "fraudmesh_feature_freshness_seconds); 0: every round."
         ),
-    ] = 500.0
+    ] = 300.0
     ingest_enabled: Annotated[bool, _doc("Feature workers consume FRAUD_TXNS/FRAUD_LABELS; false turns it off.")] = True
     consistency_check_interval_s: Annotated[
         float, Meta(ge=0), _doc("Feature workers: seconds between consistency samples (online vs ledger); 0 off.")

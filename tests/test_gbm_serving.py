@@ -5,7 +5,6 @@ by occlusion like the GNN's."""
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,24 +17,16 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from feature_svc.world import World, WorldParams, generate_world
+from feature_svc.world import World
 from inference_svc.artifact import active_version, read_metadata
 from inference_svc.validation import read_sample
 from tests.stacks import Stack
-from tests.worlds import gnn_stack, load_world_into, train_tiny_gnn, world_requests
-
-TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+from tests.worlds import TINY, gnn_stack, loaded_world, train_tiny_gnn, world_requests
 
 
 @pytest.fixture(scope="module")
 def world(postgres_dsn: str) -> World:
-    w = generate_world(TINY, progress=False)
-
-    async def load() -> None:
-        await (await load_world_into(postgres_dsn, w)).close()
-
-    asyncio.run(load())
-    return w
+    return loaded_world(postgres_dsn, TINY)
 
 
 @pytest.fixture(scope="module")

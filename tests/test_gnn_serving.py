@@ -4,7 +4,6 @@ carries every field of the issue, with a graph reason for ring fraud."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,22 +15,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from feature_svc.world import World, WorldParams, generate_world
+from feature_svc.world import World
 from tests.stacks import Stack
-from tests.worlds import gnn_stack, load_world_into, train_tiny_gnn, world_requests
-
-TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+from tests.worlds import TINY, gnn_stack, loaded_world, train_tiny_gnn, world_requests
 
 
 @pytest.fixture(scope="module")
 def world(postgres_dsn: str) -> World:
-    w = generate_world(TINY, progress=False)
-
-    async def load() -> None:
-        await (await load_world_into(postgres_dsn, w)).close()
-
-    asyncio.run(load())
-    return w
+    return loaded_world(postgres_dsn, TINY)
 
 
 @pytest.fixture(scope="module")

@@ -122,12 +122,18 @@ class JobsController(Controller):
         )
         return Response(out, status_code=202, headers={"X-Request-Id": request_id, "Location": location})
 
+
+class JobReadsController(Controller):
+    """`GET /jobs/{job_id}` and `GET /jobs`: read-only (a lenient request id), gzipped for clients that accept it."""
+
+    dependencies = READ_ONLY
+    middleware = [GZIP]
+    tags = ["jobs"]
+
     @get(
         "/jobs/{job_id:str}",
         operation_id="getJob",
         summary="An async job: pending, running, completed (with its result) or failed (with the error)",
-        dependencies=READ_ONLY,
-        middleware=[GZIP],
         responses=error_responses(401, 404, 429, 503),
     )
     async def job(
@@ -168,8 +174,6 @@ class JobsController(Controller):
         "/jobs",
         operation_id="listJobs",
         summary="The async jobs, newest first, optionally of one status",
-        dependencies=READ_ONLY,
-        middleware=[GZIP],
         responses=error_responses(400, 401, 429, 503),
     )
     async def list_jobs(

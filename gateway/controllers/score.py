@@ -67,6 +67,31 @@ class Scoring:
     idempotency_status: str = "off"
     """How idempotency answered (`Idempotency-Status`): new, replayed, partly-replayed, rescored, unchecked, off."""
 
+    @classmethod
+    def of(
+        cls,
+        request: Request[Any, Any, Any],
+        gateway: Gateway,
+        timeout_ms: int | None,
+        *,
+        ingest: bool,
+        rescore: bool = False,
+    ) -> Scoring:
+        """The one way to make a request's scoring context (its providers differ only in the query parameters
+        they take: `provide_scoring`, and the personalization routes' without `?ingest=`)."""
+        settings = gateway.settings
+        return cls(
+            request=request,
+            bridge=gateway.bridge,
+            settings=settings,
+            request_id=provide_request_id(request),
+            deadline_ms=provide_deadline(settings, timeout_ms),
+            ingest=ingest,
+            started=time.perf_counter(),
+            idempotency=gateway.stores.idempotency,
+            rescore=rescore,
+        )
+
     async def decode(self, type_: type[T], decoder: msgspec.json.Decoder[T]) -> T:
         media_type = self.request.content_type[0]
         if not is_json(media_type):
@@ -147,18 +172,7 @@ async def provide_scoring(
         ),
     ] = False,
 ) -> Scoring:
-    settings = gateway.settings
-    return Scoring(
-        request=request,
-        bridge=gateway.bridge,
-        settings=settings,
-        request_id=provide_request_id(request),
-        deadline_ms=provide_deadline(settings, timeout_ms),
-        ingest=ingest,
-        started=time.perf_counter(),
-        idempotency=gateway.stores.idempotency,
-        rescore=rescore,
-    )
+    return Scoring.of(request, gateway, timeout_ms, ingest=ingest, rescore=rescore)
 
 
 def _check_partials(n: int, partial_size: int | None, limit: int) -> None:

@@ -189,59 +189,53 @@ def _feature_lines(result: dict[str, Any]) -> list[str]:
         pk = read.get("packed_script", {})
         pl = pk.get("latency_ms", {})
         out += [f"### Redis read of a {read.get('transactions', '?')}-transaction partial's entities", ""]
+
+        def read_row(
+            label: str, fields: str, reply_bytes: Any, requests: Any, latency: dict[str, Any], bold: bool = False
+        ) -> list[str]:
+            p50 = _f(latency.get("p50"), 2)
+            return [
+                label,
+                _f(read.get("entities"), 0),
+                fields,
+                _f(reply_bytes, 0),
+                _f(requests, 0),
+                f"**{p50}**" if bold else p50,
+                *(_f(latency.get(q), 2) for q in ("p95", "p99", "max")),
+            ]
+
+        fields = _f(read.get("fields_per_entity"), 0)
+        packed_label = "`read_packed`: the same fields, one Lua script, one reply (scoring path)"
         out += _table(
             ["read", "entities", "fields/entity", "reply bytes", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
             [
                 *(
-                    [
-                        [
-                            "`read_packed`: the same fields, one Lua script, one reply (scoring path)",
-                            _f(read.get("entities"), 0),
-                            _f(read.get("fields_per_entity"), 0),
-                            _f(read.get("reply_bytes"), 0),
-                            _f(pk.get("requests"), 0),
-                            f"**{_f(pl.get('p50'), 2)}**",
-                            _f(pl.get("p95"), 2),
-                            _f(pl.get("p99"), 2),
-                            _f(pl.get("max"), 2),
-                        ]
-                    ]
+                    [read_row(packed_label, fields, read.get("reply_bytes"), pk.get("requests"), pl, True)]
                     if pk
                     else []
                 ),
-                [
+                read_row(
                     "`read_vectors`: packed `_vec` + metadata, pipelined HMGET",
-                    _f(read.get("entities"), 0),
-                    _f(read.get("fields_per_entity"), 0),
-                    _f(read.get("reply_bytes"), 0),
-                    _f(read.get("requests"), 0),
-                    f"**{_f(lat.get('p50'), 2)}**",
-                    _f(lat.get("p95"), 2),
-                    _f(lat.get("p99"), 2),
-                    _f(lat.get("max"), 2),
-                ],
-                [
+                    fields,
+                    read.get("reply_bytes"),
+                    read.get("requests"),
+                    lat,
+                    True,
+                ),
+                read_row(
                     "the same HMGET pipeline in redis-py alone (no decoding)",
-                    _f(read.get("entities"), 0),
-                    _f(read.get("fields_per_entity"), 0),
-                    _f(read.get("reply_bytes"), 0),
-                    _f(raw.get("requests"), 0),
-                    _f(rl.get("p50"), 2),
-                    _f(rl.get("p95"), 2),
-                    _f(rl.get("p99"), 2),
-                    _f(rl.get("max"), 2),
-                ],
-                [
+                    fields,
+                    read.get("reply_bytes"),
+                    raw.get("requests"),
+                    rl,
+                ),
+                read_row(
                     "`read`: every field, pipelined HGETALL (for comparison)",
-                    _f(read.get("entities"), 0),
                     _f(hg.get("fields_per_entity"), 1),
-                    _f(hg.get("reply_bytes"), 0),
-                    _f(hg.get("requests"), 0),
-                    _f(hl.get("p50"), 2),
-                    _f(hl.get("p95"), 2),
-                    _f(hl.get("p99"), 2),
-                    _f(hl.get("max"), 2),
-                ],
+                    hg.get("reply_bytes"),
+                    hg.get("requests"),
+                    hl,
+                ),
             ],
         )
         extra = [f"Entities by type: {_dist(read.get('entity_types', {}))}"]

@@ -20,6 +20,7 @@ from litestar.params import Parameter
 from gateway.bridge import BridgeError
 from gateway.compression import GZIP
 from gateway.controllers.models import READ_ONLY
+from gateway.controllers.score import IngestParam
 from gateway.dependencies import Gateway
 from gateway.envelope import at, check_count, decode_envelope, decode_transactions, json_body
 from gateway.job_runner import Jobs
@@ -74,13 +75,7 @@ class JobsController(Controller):
         gateway: Gateway,
         jobs: Jobs,
         request_id: str,
-        ingest: Annotated[
-            bool,
-            Parameter(
-                description="Record the transactions in the ledger after scoring (live features); `false` for "
-                "what-if scoring that must not change any history."
-            ),
-        ] = True,
+        ingest: IngestParam = True,
     ) -> Response[JobAccepted]:
         """The transactions are validated now, exactly as `POST /predict` validates them (a bad one is a 400 naming
         its field, and nothing is queued); they are scored later by a job runner, a queued `high` job before any

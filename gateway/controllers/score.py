@@ -47,6 +47,16 @@ what-if scoring (`ingest=false`, it changes no history) and the model-serving pr
 `/batch-predict`, Open Inference Protocol `infer`), which are stateless inference by their own conventions."""
 
 
+IngestParam = Annotated[
+    bool,
+    Parameter(
+        description="Record the transactions in the ledger after scoring (live features); `false` for "
+        "what-if scoring that must not change any history."
+    ),
+]
+"""`?ingest=` of every route that scores transactions (`provide_scoring`, `POST /predict/async`)."""
+
+
 def is_json(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
@@ -156,13 +166,7 @@ async def provide_scoring(
     request: Request[Any, Any, Any],
     gateway: Gateway,
     timeout_ms: int | None = None,
-    ingest: Annotated[
-        bool,
-        Parameter(
-            description="Record the transactions in the ledger after scoring (live features); `false` for "
-            "what-if scoring that must not change any history."
-        ),
-    ] = True,
+    ingest: IngestParam = True,
     rescore: Annotated[
         bool,
         Parameter(

@@ -10,11 +10,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deploy.servers import Server, start_nats, start_postgres, start_redis, stop_postgres
 from tests.stacks import Stack
+
+if TYPE_CHECKING:
+    from feature_svc.world import World
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -101,6 +105,15 @@ def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def gnn_world(postgres_dsn: str) -> World:
+    """tests/worlds.py's TINY world in the ledger and graph store of the default schema (the services' one), once
+    per module: the GNN and GBM serving tests train and serve a model on it."""
+    from tests.worlds import TINY, loaded_world
+
+    return loaded_world(postgres_dsn, TINY)
 
 
 @pytest.fixture

@@ -21,22 +21,17 @@ from feature_svc.world import World
 from inference_svc.artifact import active_version, read_metadata
 from inference_svc.validation import read_sample
 from tests.stacks import Stack
-from tests.worlds import TINY, gnn_stack, loaded_world, train_tiny_gnn, world_requests
+from tests.worlds import gnn_stack, train_tiny_gnn, world_requests
 
 
 @pytest.fixture(scope="module")
-def world(postgres_dsn: str) -> World:
-    return loaded_world(postgres_dsn, TINY)
-
-
-@pytest.fixture(scope="module")
-def gbm_dir(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_gnn(world, tmp_path_factory.mktemp("gbm-models"), served_head="gbm")
+def gbm_dir(gnn_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_gnn(gnn_world, tmp_path_factory.mktemp("gbm-models"), served_head="gbm")
 
 
 @pytest.fixture(scope="module")
 def gstack(
-    tmp_path_factory: pytest.TempPathFactory, world: World, gbm_dir: Path, redis_url: str, postgres_dsn: str
+    tmp_path_factory: pytest.TempPathFactory, gnn_world: World, gbm_dir: Path, redis_url: str, postgres_dsn: str
 ) -> Iterator[Stack]:
     with gnn_stack(tmp_path_factory.mktemp("gbmstack"), redis_url, postgres_dsn, gbm_dir) as s:
         yield s
@@ -82,8 +77,8 @@ def test_served_scores_equal_scikit_learn_on_the_same_inputs(gstack: Stack, gbm_
     assert np.std(expected) > 1e-3  # not a constant model
 
 
-def test_transactions_are_scored_and_explained_by_the_gbm_head(gstack: Stack, world: World, gbm_dir: Path) -> None:
-    t = world.transactions
+def test_transactions_are_scored_and_explained_by_the_gbm_head(gstack: Stack, gnn_world: World, gbm_dir: Path) -> None:
+    t = gnn_world.transactions
     batch = world_requests(t.filter(pc.equal(t["fraud_kind"], "ring")).slice(0, 20).to_pylist(), "gbm-ring")
     doc = httpx.post(f"{gstack.gateway_url}/predict", json={"transactions": batch}, timeout=60).json()
     assert doc["complete"], doc

@@ -94,14 +94,8 @@ def model_dir(run_dir: Path) -> Path:
 def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
     """The default topology on the session's servers: 1 gateway, 1 aggregator, 2 inference, 1 feature."""
     s = Stack(run_dir / "stack", nats_url, redis_url, postgres_dsn, model_dir)
-    s.start("aggregator")
-    s.start("inference", 2)
-    s.start("feature")
-    s.start("gateway")
     try:
-        s.wait_ready()
-        s.wait_health("inference", 2)
-        s.wait_health("feature", 1)  # it migrates the ledger before it answers
+        s.start_all(inference=2)
         yield s
     finally:
         s.stop()

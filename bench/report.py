@@ -36,6 +36,11 @@ def _f(x: Any, nd: int = 1) -> str:
     return str(x)
 
 
+def _quantiles(latency: dict[str, Any], nd: int, *names: str) -> list[str]:
+    """The cells of `names` (p50, p95, ..., max) of a latency summary, `nd` decimals each."""
+    return [_f(latency.get(q), nd) for q in names]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -70,10 +75,7 @@ def _single_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
                 _conc(ph),
                 _f(ph.get("requests"), 0),
                 _f(ph.get("rps"), 0),
-                _f(lat.get("p50"), 2),
-                _f(lat.get("p95"), 2),
-                _f(lat.get("p99"), 2),
-                _f(lat.get("p99.9"), 2),
+                *_quantiles(lat, 2, "p50", "p95", "p99", "p99.9"),
                 _f(lat.get("max"), 1),
                 _f(ph.get("errors", {}).get("total"), 0),
                 f"{client.get('tool', '')} {_f(client.get('cpu_cores'), 2)}",
@@ -95,10 +97,7 @@ def _batch_rows(phases: dict[str, dict[str, Any]]) -> list[list[str]]:
                 ph.get("transport", ""),
                 _f(ph.get("batch_size"), 0),
                 _f(lat.get("count"), 0),
-                _f(lat.get("p50"), 1),
-                _f(lat.get("p95"), 1),
-                _f(lat.get("p99"), 1),
-                _f(lat.get("max"), 1),
+                *_quantiles(lat, 1, "p50", "p95", "p99", "max"),
                 _f(ph.get("tx_per_s"), 0),
                 _f(ph.get("server_latency_ms", {}).get("p50"), 1),
                 _f(ph.get("partials_per_request"), 1),
@@ -144,9 +143,7 @@ def _feature_lines(result: dict[str, Any]) -> list[str]:
                     _f(ph.get("requests"), 0),
                     _f(ph.get("entities"), 0),
                     f"**{_f(ph.get('entities_per_s'), 0)}**",
-                    _f(lat.get("p50"), 0),
-                    _f(lat.get("p95"), 0),
-                    _f(lat.get("p99"), 0),
+                    *_quantiles(lat, 0, "p50", "p95", "p99"),
                     _f(ph.get("server_compute_ms", {}).get("p50"), 0),
                     _dist(ph.get("requests_by_worker", {})),
                     _f(ph.get("errors", {}).get("total"), 0),
@@ -189,59 +186,53 @@ def _feature_lines(result: dict[str, Any]) -> list[str]:
         pk = read.get("packed_script", {})
         pl = pk.get("latency_ms", {})
         out += [f"### Redis read of a {read.get('transactions', '?')}-transaction partial's entities", ""]
+
+        def read_row(
+            label: str, fields: str, reply_bytes: Any, requests: Any, latency: dict[str, Any], bold: bool = False
+        ) -> list[str]:
+            p50 = _f(latency.get("p50"), 2)
+            return [
+                label,
+                _f(read.get("entities"), 0),
+                fields,
+                _f(reply_bytes, 0),
+                _f(requests, 0),
+                f"**{p50}**" if bold else p50,
+                *_quantiles(latency, 2, "p95", "p99", "max"),
+            ]
+
+        fields = _f(read.get("fields_per_entity"), 0)
+        packed_label = "`read_packed`: the same fields, one Lua script, one reply (scoring path)"
         out += _table(
             ["read", "entities", "fields/entity", "reply bytes", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"],
             [
                 *(
-                    [
-                        [
-                            "`read_packed`: the same fields, one Lua script, one reply (scoring path)",
-                            _f(read.get("entities"), 0),
-                            _f(read.get("fields_per_entity"), 0),
-                            _f(read.get("reply_bytes"), 0),
-                            _f(pk.get("requests"), 0),
-                            f"**{_f(pl.get('p50'), 2)}**",
-                            _f(pl.get("p95"), 2),
-                            _f(pl.get("p99"), 2),
-                            _f(pl.get("max"), 2),
-                        ]
-                    ]
+                    [read_row(packed_label, fields, read.get("reply_bytes"), pk.get("requests"), pl, True)]
                     if pk
                     else []
                 ),
-                [
+                read_row(
                     "`read_vectors`: packed `_vec` + metadata, pipelined HMGET",
-                    _f(read.get("entities"), 0),
-                    _f(read.get("fields_per_entity"), 0),
-                    _f(read.get("reply_bytes"), 0),
-                    _f(read.get("requests"), 0),
-                    f"**{_f(lat.get('p50'), 2)}**",
-                    _f(lat.get("p95"), 2),
-                    _f(lat.get("p99"), 2),
-                    _f(lat.get("max"), 2),
-                ],
-                [
+                    fields,
+                    read.get("reply_bytes"),
+                    read.get("requests"),
+                    lat,
+                    True,
+                ),
+                read_row(
                     "the same HMGET pipeline in redis-py alone (no decoding)",
-                    _f(read.get("entities"), 0),
-                    _f(read.get("fields_per_entity"), 0),
-                    _f(read.get("reply_bytes"), 0),
-                    _f(raw.get("requests"), 0),
-                    _f(rl.get("p50"), 2),
-                    _f(rl.get("p95"), 2),
-                    _f(rl.get("p99"), 2),
-                    _f(rl.get("max"), 2),
-                ],
-                [
+                    fields,
+                    read.get("reply_bytes"),
+                    raw.get("requests"),
+                    rl,
+                ),
+                read_row(
                     "`read`: every field, pipelined HGETALL (for comparison)",
-                    _f(read.get("entities"), 0),
                     _f(hg.get("fields_per_entity"), 1),
-                    _f(hg.get("reply_bytes"), 0),
-                    _f(hg.get("requests"), 0),
-                    _f(hl.get("p50"), 2),
-                    _f(hl.get("p95"), 2),
-                    _f(hl.get("p99"), 2),
-                    _f(hl.get("max"), 2),
-                ],
+                    hg.get("reply_bytes"),
+                    hg.get("requests"),
+                    hl,
+                ),
             ],
         )
         extra = [f"Entities by type: {_dist(read.get('entity_types', {}))}"]

@@ -25,7 +25,7 @@ from gateway.controllers.batches import BatchController
 from gateway.controllers.features import FeaturesController
 from gateway.controllers.health import HealthController
 from gateway.controllers.info import VERSION, InfoController
-from gateway.controllers.jobs import JobsController, jobs_dependency
+from gateway.controllers.jobs import JobReadsController, JobsController, jobs_dependency
 from gateway.controllers.mlflow import MlflowController, PingController
 from gateway.controllers.models import ModelsController
 from gateway.controllers.oip import OipHealthController, OipModelController
@@ -62,6 +62,7 @@ API_CONTROLLERS: tuple[type[Controller], ...] = (
     ModelsController,
     OipModelController,
     IngestController,
+    JobReadsController,
     JobsController,
     FeatureImportanceController,
     CacheStatsController,

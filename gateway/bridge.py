@@ -77,6 +77,15 @@ class BridgeError(Exception):
         self.reply = reply
 
 
+def unavailable(request_id: str, message: str, retry_after_s: float = 1.0) -> BridgeError:
+    """A 503 the client retries after `retry_after_s` seconds; `message` says what was wrong and what to do."""
+    return BridgeError(
+        ErrorReply(
+            code="unavailable", request_id=request_id, retryable=True, retry_after_s=retry_after_s, message=message
+        )
+    )
+
+
 class NatsBridge:
     def __init__(self, settings: Settings, name: str, registry: CollectorRegistry = REGISTRY) -> None:
         self.live = LiveSettings(settings)
@@ -382,15 +391,9 @@ class NatsBridge:
             else:
                 msg = await nc.request(subject, self.codec.encode(body), timeout=timeout, headers=headers)
         except AggregatorLost as exc:
-            raise BridgeError(
-                ErrorReply(
-                    code="unavailable",
-                    request_id=request_id,
-                    retryable=True,
-                    retry_after_s=1.0,
-                    message=f"The {exc}. Retry (the request was not answered; scoring is idempotent per "
-                    f"transaction id).",
-                )
+            raise unavailable(
+                request_id,
+                f"The {exc}. Retry (the request was not answered; scoring is idempotent per transaction id).",
             ) from None
         except NoRespondersError:
             raise BridgeError(
@@ -464,15 +467,11 @@ class NatsBridge:
 
 
 def _overloaded(refusal: Refusal, request_id: str) -> BridgeError:
-    return BridgeError(
-        ErrorReply(
-            code="unavailable",
-            request_id=request_id,
-            retryable=True,
-            retry_after_s=refusal.retry_after_s,
-            message=f"Overloaded: this gateway refuses the request rather than answer it late ({refusal.reason}). "
-            "Retry after the Retry-After delay.",
-        )
+    return unavailable(
+        request_id,
+        f"Overloaded: this gateway refuses the request rather than answer it late ({refusal.reason}). "
+        "Retry after the Retry-After delay.",
+        refusal.retry_after_s,
     )
 
 

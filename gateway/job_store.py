@@ -23,11 +23,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from gateway.bridge import BridgeError, NatsBridge
+from gateway.bridge import BridgeError, NatsBridge, unavailable
 from shared import subjects
 from shared.jetstream import ensure_jobs
 from shared.job_messages import JOB_ID, JobMessage, JobRecord, JobStatus, Priority
-from shared.messages import Codec, ErrorReply
+from shared.messages import Codec
 from shared.settings import Settings
 
 NATS_TIMEOUT_S = 5.0
@@ -75,7 +75,9 @@ class JobStore:
                     except BridgeError:
                         raise
                     except Exception as exc:
-                        raise unavailable(request_id, "declare the job queue and the jobs bucket", exc) from None
+                        raise jetstream_unavailable(
+                            request_id, "declare the job queue and the jobs bucket", exc
+                        ) from None
         return self._kv
 
     # ------------------------------------------------------------------------------------------- write
@@ -100,14 +102,14 @@ class JobStore:
         try:
             await kv.put(job.job_id, _json.encode(record))
         except Exception as exc:
-            raise unavailable(rid, "store the job", exc) from None
+            raise jetstream_unavailable(rid, "store the job", exc) from None
         headers = {subjects.HDR_MSG_ID: job.job_id, subjects.HDR_REQUEST_ID: rid}
         try:
             await self._js(rid).publish(subjects.job_subject(job.priority), self.codec.encode(job), headers=headers)
         except Exception as exc:
             with contextlib.suppress(Exception):  # else the record expires with the TTL
                 await kv.delete(job.job_id)
-            raise unavailable(rid, f"queue the job on {subjects.JOBS_STREAM}", exc) from None
+            raise jetstream_unavailable(rid, f"queue the job on {subjects.JOBS_STREAM}", exc) from None
         if self.on_submit is not None:
             self.on_submit()
         return record
@@ -130,7 +132,7 @@ class JobStore:
         except KeyNotFoundError:
             return None
         except Exception as exc:
-            raise unavailable(request_id, "read the job", exc) from None
+            raise jetstream_unavailable(request_id, "read the job", exc) from None
         return _record_decoder.decode(entry.value or b"") if entry.value else None
 
     async def result(self, job_id: str, request_id: str = "") -> bytes | None:
@@ -140,7 +142,7 @@ class JobStore:
         except KeyNotFoundError:
             return None
         except Exception as exc:
-            raise unavailable(request_id, "read the job's result", exc) from None
+            raise jetstream_unavailable(request_id, "read the job's result", exc) from None
         return entry.value or None
 
     async def list(self, status: JobStatus | None, limit: int, request_id: str) -> tuple[list[JobRecord], int]:
@@ -159,7 +161,7 @@ class JobStore:
             finally:
                 await watcher.stop()
         except Exception as exc:
-            raise unavailable(request_id, "list the jobs", exc) from None
+            raise jetstream_unavailable(request_id, "list the jobs", exc) from None
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records[:limit], len(records)
 
@@ -175,14 +177,8 @@ class JobStore:
         return jobs * self.timing.mean_s / max(1, self.settings.job_concurrency)
 
 
-def unavailable(request_id: str, what: str, exc: BaseException) -> BridgeError:
-    return BridgeError(
-        ErrorReply(
-            code="unavailable",
-            request_id=request_id,
-            retryable=True,
-            retry_after_s=1.0,
-            message=f"Could not {what} in NATS JetStream ({type(exc).__name__}: {str(exc)[:200]}). Is JetStream up? "
-            "Retry shortly.",
-        )
+def jetstream_unavailable(request_id: str, what: str, exc: BaseException) -> BridgeError:
+    return unavailable(
+        request_id,
+        f"Could not {what} in NATS JetStream ({type(exc).__name__}: {str(exc)[:200]}). Is JetStream up? Retry shortly.",
     )

@@ -45,6 +45,24 @@ def dead_letter_stream(name: str, subject: str, description: str, settings: Sett
     )
 
 
+def work_queue_stream(
+    name: str, subject_list: list[str], max_age: float, description: str, settings: Settings
+) -> StreamConfig:
+    """The config of a work queue on file: each message goes to one consumer; one older than `max_age` is dropped,
+    and one published again with the same message id within min(120 s, `max_age`) is a duplicate."""
+    return StreamConfig(
+        name=name,
+        subjects=subject_list,
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+        max_age=max_age,
+        duplicate_window=min(120.0, max_age),
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.stream_replicas,
+        description=description,
+    )
+
+
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
     try:
         await js.add_stream(config)
@@ -57,16 +75,12 @@ async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     await _ensure_stream(
         js,
-        StreamConfig(
-            name=subjects.PARTIALS_STREAM,
-            subjects=[subjects.PARTIALS_SUBJECT],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=settings.partials_max_age_s,
-            duplicate_window=min(120.0, settings.partials_max_age_s),
-            discard=DiscardPolicy.OLD,
-            num_replicas=settings.stream_replicas,
-            description="Partial batches waiting for an inference worker (work queue).",
+        work_queue_stream(
+            subjects.PARTIALS_STREAM,
+            [subjects.PARTIALS_SUBJECT],
+            settings.partials_max_age_s,
+            "Partial batches waiting for an inference worker (work queue).",
+            settings,
         ),
     )
     await _ensure_stream(
@@ -228,16 +242,12 @@ def jobs_stream_configs(settings: Settings) -> list[StreamConfig]:
     """FRAUD_JOBS (work queue, one subject per priority; a job still queued after the job TTL is dropped, as its
     state has expired too) and its dead-letter stream."""
     return [
-        StreamConfig(
-            name=subjects.JOBS_STREAM,
-            subjects=[subjects.job_subject(p) for p in subjects.JOB_PRIORITIES],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_age=settings.job_ttl_s,
-            duplicate_window=min(120.0, settings.job_ttl_s),
-            discard=DiscardPolicy.OLD,
-            num_replicas=settings.stream_replicas,
-            description="Async scoring jobs waiting for a job runner (work queue; one subject per priority).",
+        work_queue_stream(
+            subjects.JOBS_STREAM,
+            [subjects.job_subject(p) for p in subjects.JOB_PRIORITIES],
+            settings.job_ttl_s,
+            "Async scoring jobs waiting for a job runner (work queue; one subject per priority).",
+            settings,
         ),
         dead_letter_stream(
             subjects.JOBS_DLQ_STREAM,

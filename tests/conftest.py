@@ -10,11 +10,15 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deploy.servers import Server, start_nats, start_postgres, start_redis, stop_postgres
 from tests.stacks import Stack
+
+if TYPE_CHECKING:
+    from feature_svc.world import World
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -90,17 +94,20 @@ def model_dir(run_dir: Path) -> Path:
 def stack(run_dir: Path, nats_url: str, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
     """The default topology on the session's servers: 1 gateway, 1 aggregator, 2 inference, 1 feature."""
     s = Stack(run_dir / "stack", nats_url, redis_url, postgres_dsn, model_dir)
-    s.start("aggregator")
-    s.start("inference", 2)
-    s.start("feature")
-    s.start("gateway")
     try:
-        s.wait_ready()
-        s.wait_health("inference", 2)
-        s.wait_health("feature", 1)  # it migrates the ledger before it answers
+        s.start_all(inference=2)
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def gnn_world(postgres_dsn: str) -> World:
+    """tests/worlds.py's TINY world in the ledger and graph store of the default schema (the services' one), once
+    per module: the GNN and GBM serving tests train and serve a model on it."""
+    from tests.worlds import TINY, loaded_world
+
+    return loaded_world(postgres_dsn, TINY)
 
 
 @pytest.fixture

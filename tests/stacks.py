@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -55,6 +57,17 @@ class Stack:
             self.procs.append(p)
             started.append(p)
         return started
+
+    def start_all(self, inference: int = 1, ready_timeout: float = 30.0) -> None:
+        """One of each service with `inference` inference workers, ready: the gateway answers ready, and every
+        inference worker and the feature worker (it migrates the ledger before it answers) are healthy."""
+        self.start("aggregator")
+        self.start("inference", inference)
+        self.start("feature")
+        self.start("gateway")
+        self.wait_ready(ready_timeout)
+        self.wait_health("inference", inference)
+        self.wait_health("feature", 1)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         wait_ready(self.gateway_url, timeout, self.procs)
@@ -114,3 +127,28 @@ def nats_refusals(proc: ServiceProc) -> list[str]:
 
 def own_nats(run_dir: Path) -> Server:
     return start_nats(run_dir)
+
+
+@contextmanager
+def own_stack(
+    d: Path,
+    redis_url: str,
+    postgres_dsn: str,
+    model_dir: Path,
+    *,
+    inference: int = 1,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> Iterator[Stack]:
+    """Every service (`Stack.start_all`) on a nats-server of its own in `d`, for topologies that must not share
+    streams or workers with the session's stack; the stack, then its nats-server, stopped on exit."""
+    srv = own_nats(d / "nats")
+    s = Stack(d / "stack", srv.extra["url"], redis_url, postgres_dsn, model_dir, env=env)
+    try:
+        s.start_all(inference, ready_timeout)
+        yield s
+    finally:
+        try:
+            s.stop()
+        finally:
+            srv.stop()

@@ -328,10 +328,7 @@ def own_stack(
     other modules' `features.*` requests (tests/test_features_service.py runs its own feature service)."""
     stack = Stack(tmp_path / "stack", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir)
     try:
-        for name in ("aggregator", "inference", "feature", "gateway"):
-            stack.start(name)
-        stack.wait_ready()
-        stack.wait_health("feature", 1)
+        stack.start_all()
         yield stack
     finally:
         stack.stop()

@@ -107,12 +107,7 @@ def store_stack(
             env={"FRAUDMESH_ENTITY_FEATURES": "always", "FRAUDMESH_DEGRADED_POLICY": policy},
         )
         made.append(s)
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready(timeout=60)
-        s.wait_health("feature", 1)
+        s.start_all(ready_timeout=60)
         return s
 
     yield make

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,46 +10,24 @@ import httpx
 import pytest
 import redis
 
-from deploy.servers import Server
-from feature_svc.world import World, WorldParams, generate_world
-from tests.stacks import Stack
-from tests.worlds import load_world_into
+from feature_svc.world import World, WorldParams
+from tests.stacks import Stack, own_stack
+from tests.worlds import loaded_world
 
 
 @pytest.fixture(scope="module")
 def world(postgres_dsn: str) -> World:
     """A small world loaded into the ledger and the graph store of the default schema (the services' one)."""
-    w = generate_world(WorldParams(n_cards=400, n_transactions=6000, seed=23), progress=False)
-
-    async def load() -> None:
-        await (await load_world_into(postgres_dsn, w)).close()
-
-    asyncio.run(load())
-    return w
+    return loaded_world(postgres_dsn, WorldParams(n_cards=400, n_transactions=6000, seed=23))
 
 
 @pytest.fixture(scope="module")
 def fstack(
     tmp_path_factory: pytest.TempPathFactory, world: World, redis_url: str, postgres_dsn: str, model_dir: Path
 ) -> Iterator[Stack]:
-    from deploy.servers import start_nats
-
-    d = tmp_path_factory.mktemp("fstack")
-    nats: Server = start_nats(d / "nats")
-    s = Stack(
-        d / "stack", nats.extra["url"], redis_url, postgres_dsn, model_dir, env={"FRAUDMESH_ENTITY_FEATURES": "always"}
-    )
-    try:
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready()
-        s.wait_health("feature", 1)
+    env = {"FRAUDMESH_ENTITY_FEATURES": "always"}
+    with own_stack(tmp_path_factory.mktemp("fstack"), redis_url, postgres_dsn, model_dir, env=env) as s:
         yield s
-    finally:
-        s.stop()
-        nats.stop()
 
 
 def tx_of(world: World, row: int) -> dict[str, object]:

@@ -5,7 +5,6 @@ by occlusion like the GNN's."""
 
 from __future__ import annotations
 
-import asyncio
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,34 +17,21 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from feature_svc.world import World, WorldParams, generate_world
+from feature_svc.world import World
 from inference_svc.artifact import active_version, read_metadata
 from inference_svc.validation import read_sample
 from tests.stacks import Stack
-from tests.worlds import gnn_stack, load_world_into, train_tiny_gnn, world_requests
-
-TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+from tests.worlds import gnn_stack, train_tiny_gnn, world_requests
 
 
 @pytest.fixture(scope="module")
-def world(postgres_dsn: str) -> World:
-    w = generate_world(TINY, progress=False)
-
-    async def load() -> None:
-        await (await load_world_into(postgres_dsn, w)).close()
-
-    asyncio.run(load())
-    return w
-
-
-@pytest.fixture(scope="module")
-def gbm_dir(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_gnn(world, tmp_path_factory.mktemp("gbm-models"), served_head="gbm")
+def gbm_dir(gnn_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_gnn(gnn_world, tmp_path_factory.mktemp("gbm-models"), served_head="gbm")
 
 
 @pytest.fixture(scope="module")
 def gstack(
-    tmp_path_factory: pytest.TempPathFactory, world: World, gbm_dir: Path, redis_url: str, postgres_dsn: str
+    tmp_path_factory: pytest.TempPathFactory, gnn_world: World, gbm_dir: Path, redis_url: str, postgres_dsn: str
 ) -> Iterator[Stack]:
     with gnn_stack(tmp_path_factory.mktemp("gbmstack"), redis_url, postgres_dsn, gbm_dir) as s:
         yield s
@@ -91,8 +77,8 @@ def test_served_scores_equal_scikit_learn_on_the_same_inputs(gstack: Stack, gbm_
     assert np.std(expected) > 1e-3  # not a constant model
 
 
-def test_transactions_are_scored_and_explained_by_the_gbm_head(gstack: Stack, world: World, gbm_dir: Path) -> None:
-    t = world.transactions
+def test_transactions_are_scored_and_explained_by_the_gbm_head(gstack: Stack, gnn_world: World, gbm_dir: Path) -> None:
+    t = gnn_world.transactions
     batch = world_requests(t.filter(pc.equal(t["fraud_kind"], "ring")).slice(0, 20).to_pylist(), "gbm-ring")
     doc = httpx.post(f"{gstack.gateway_url}/predict", json={"transactions": batch}, timeout=60).json()
     assert doc["complete"], doc

@@ -17,7 +17,7 @@ pytest.importorskip("torch_geometric")
 from deploy.servers import Server, start_redis
 from feature_svc.world import World
 from tests.stacks import Stack
-from tests.test_gnn_serving import gnn_dir, world  # noqa: F401  (module fixtures: the tiny world and its GNN)
+from tests.test_gnn_serving import gnn_dir  # noqa: F401  (a module fixture: the GNN of the tiny world)
 from tests.worlds import gnn_stack, world_requests
 
 N = 200
@@ -33,7 +33,7 @@ def own_redis(run_dir: Path) -> Iterator[dict[str, Server]]:
 @pytest.fixture(scope="module")
 def rstack(
     tmp_path_factory: pytest.TempPathFactory,
-    world: World,  # noqa: F811
+    gnn_world: World,
     gnn_dir: Path,  # noqa: F811
     own_redis: dict[str, Server],
     postgres_dsn: str,
@@ -42,7 +42,7 @@ def rstack(
         yield s
 
 
-def world_batch(world: World, n: int) -> list[dict[str, Any]]:  # noqa: F811
+def world_batch(world: World, n: int) -> list[dict[str, Any]]:
     return world_requests(world.transactions.slice(0, n).to_pylist(), "w")
 
 
@@ -56,11 +56,11 @@ def decisions(stack: Stack, batch: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def test_a_redis_restart_changes_no_gnn_decision(
     rstack: Stack,
-    world: World,  # noqa: F811
+    gnn_world: World,
     own_redis: dict[str, Server],
     run_dir: Path,
 ) -> None:
-    batch = world_batch(world, N)
+    batch = world_batch(gnn_world, N)
     before = decisions(rstack, batch)
     assert before[0]["model_version"].startswith("gnn-")
     assert not any(x["degraded"] for x in before)

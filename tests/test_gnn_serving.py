@@ -4,7 +4,6 @@ carries every field of the issue, with a graph reason for ring fraud."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,32 +15,19 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("torch_geometric")
 
-from feature_svc.world import World, WorldParams, generate_world
+from feature_svc.world import World
 from tests.stacks import Stack
-from tests.worlds import gnn_stack, load_world_into, train_tiny_gnn, world_requests
-
-TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+from tests.worlds import gnn_stack, train_tiny_gnn, world_requests
 
 
 @pytest.fixture(scope="module")
-def world(postgres_dsn: str) -> World:
-    w = generate_world(TINY, progress=False)
-
-    async def load() -> None:
-        await (await load_world_into(postgres_dsn, w)).close()
-
-    asyncio.run(load())
-    return w
-
-
-@pytest.fixture(scope="module")
-def gnn_dir(world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_gnn(world, tmp_path_factory.mktemp("gnn-models"))
+def gnn_dir(gnn_world: World, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_gnn(gnn_world, tmp_path_factory.mktemp("gnn-models"))
 
 
 @pytest.fixture(scope="module")
 def gstack(
-    tmp_path_factory: pytest.TempPathFactory, world: World, gnn_dir: Path, redis_url: str, postgres_dsn: str
+    tmp_path_factory: pytest.TempPathFactory, gnn_world: World, gnn_dir: Path, redis_url: str, postgres_dsn: str
 ) -> Iterator[Stack]:
     with gnn_stack(tmp_path_factory.mktemp("gstack"), redis_url, postgres_dsn, gnn_dir) as s:
         yield s
@@ -52,8 +38,8 @@ def ring_transactions(world: World, n: int) -> list[dict[str, object]]:
     return world_requests(t.filter(pc.equal(t["fraud_kind"], "ring")).slice(0, n).to_pylist(), "ring")
 
 
-def test_score_fraud_answer_carries_every_field_from_the_gnn(gstack: Stack, world: World) -> None:
-    tx = ring_transactions(world, 1)[0]
+def test_score_fraud_answer_carries_every_field_from_the_gnn(gstack: Stack, gnn_world: World) -> None:
+    tx = ring_transactions(gnn_world, 1)[0]
     r = httpx.post(f"{gstack.gateway_url}/score/fraud", json=tx, timeout=30)
     assert r.status_code == 200, r.text
     doc = r.json()
@@ -67,8 +53,8 @@ def test_score_fraud_answer_carries_every_field_from_the_gnn(gstack: Stack, worl
     assert doc["latency_ms"] > 0
 
 
-def test_ring_fraud_gets_a_graph_reason(gstack: Stack, world: World) -> None:
-    batch = ring_transactions(world, 40)
+def test_ring_fraud_gets_a_graph_reason(gstack: Stack, gnn_world: World) -> None:
+    batch = ring_transactions(gnn_world, 40)
     doc = httpx.post(f"{gstack.gateway_url}/predict", json={"transactions": batch}, timeout=60).json()
     assert doc["complete"] and doc["model_versions"][0].startswith("gnn-")
     graph_reasons = [f for x in doc["results"] for f in x["top_risk_factors"] if f["source"] == "graph"]
@@ -80,12 +66,14 @@ def test_ring_fraud_gets_a_graph_reason(gstack: Stack, world: World) -> None:
         assert weights == sorted(weights, reverse=True)
 
 
-def test_decisions_do_not_depend_on_redis_keeping_the_embeddings(gstack: Stack, world: World, redis_url: str) -> None:
+def test_decisions_do_not_depend_on_redis_keeping_the_embeddings(
+    gstack: Stack, gnn_world: World, redis_url: str
+) -> None:
     """Embeddings live in the workers' memory, loaded with the model (issue 10): a Redis restart without
     persistence (here: deleting every embedding key there could be) changes no decision."""
     import redis
 
-    batch = ring_transactions(world, 40)
+    batch = ring_transactions(gnn_world, 40)
 
     def scores() -> list[tuple[float, str]]:
         doc = httpx.post(f"{gstack.gateway_url}/predict", json={"transactions": batch}, timeout=60).json()

@@ -22,18 +22,15 @@ import httpx
 import nats
 import pytest
 
-from deploy.servers import Server
 from shared import subjects
 from shared.messages import Codec
 from shared.personalization_messages import (
-    PersonalizationControlAnswer,
     PersonalizationItem,
-    PersonalizationModelControl,
-    PersonalizationModelState,
     PersonalizationScoreReply,
     PersonalizationScoreRequest,
 )
-from tests.stacks import Stack, own_nats
+from tests.personalization_control import control_personalization
+from tests.stacks import Stack, own_stack
 
 WORLD = ["--users", "300", "--items", "150", "--days", "30"]
 SEED_001_FULL = {
@@ -85,29 +82,9 @@ def pstack(
     postgres_dsn: str,
     model_dir: Path,
 ) -> Iterator[Stack]:
-    run = tmp_path_factory.mktemp("pstack")
-    srv: Server = own_nats(run / "nats")
-    s = Stack(
-        run / "stack",
-        srv.extra["url"],
-        redis_url,
-        postgres_dsn,
-        model_dir,
-        env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(trained["models"])},
-    )
-    try:
-        s.start("aggregator")
-        s.start("inference", 2)
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready()
-        s.wait_health("inference", 2)
+    env = {"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(trained["models"])}
+    with own_stack(tmp_path_factory.mktemp("pstack"), redis_url, postgres_dsn, model_dir, inference=2, env=env) as s:
         yield s
-    finally:
-        try:
-            s.stop()
-        finally:
-            srv.stop()
 
 
 def post(stack: Stack, path: str, body: Any) -> httpx.Response:
@@ -264,30 +241,6 @@ def test_workers_count_pairs_by_family_and_version(pstack: Stack, trained: dict[
 
 
 # ----------------------------------------------------------------------------------------- hot swap
-async def _control(url: str, version: str, workers: int) -> list[PersonalizationModelState]:
-    """Ask every worker (no queue group) and collect `workers` states."""
-    codec = Codec()
-    nc = await nats.connect(url)
-    try:
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        await nc.publish(
-            subjects.PERSONALIZATION_MODEL_CONTROL,
-            codec.encode(PersonalizationModelControl(version=version)),
-            reply=inbox,
-        )
-        states = []
-        decoder = codec.decoder(PersonalizationControlAnswer)
-        for _ in range(workers):
-            msg = await sub.next_msg(timeout=15)
-            state = decoder.decode(msg.data)
-            assert isinstance(state, PersonalizationModelState), state
-            states.append(state)
-        return states
-    finally:
-        await nc.close()
-
-
 def test_activating_a_version_mid_load_leaves_fraud_alone_and_scores_each_request_with_one_version(
     pstack: Stack, trained: dict[str, Any]
 ) -> None:
@@ -318,7 +271,7 @@ def test_activating_a_version_mid_load_leaves_fraud_alone_and_scores_each_reques
     try:
         while len(pers) < 3 or len(fraud) < 3:
             stop.wait(0.05)
-        states = asyncio.run(_control(pstack.state.nats_url, second, 2))
+        states = control_personalization(pstack.state.nats_url, 2, second)
         n_at_swap = len(pers)
         while len(pers) < n_at_swap + 3 or len(fraud) < 6:
             stop.wait(0.05)
@@ -336,5 +289,5 @@ def test_activating_a_version_mid_load_leaves_fraud_alone_and_scores_each_reques
         listed = httpx.get(f"{pstack.gateway_url}/models", timeout=10).json()["families"]
         assert {f["name"]: f for f in listed}["personalization"]["active"]["version"] == second
     finally:
-        back = asyncio.run(_control(pstack.state.nats_url, first, 2))
+        back = control_personalization(pstack.state.nats_url, 2, first)
         assert {s.version for s in back} == {first}

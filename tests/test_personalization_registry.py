@@ -20,17 +20,11 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 
 from deploy.cli import main as cli
-from deploy.servers import Server
 from inference_svc.personalization.artifact import active_version
 from inference_svc.registry import goes_to_candidate
 from shared import subjects
-from shared.messages import Codec
-from shared.personalization_messages import (
-    PersonalizationControlAnswer,
-    PersonalizationModelControl,
-    PersonalizationModelState,
-)
-from tests.stacks import Stack, own_nats
+from tests.personalization_control import control_personalization
+from tests.stacks import Stack, own_stack
 from trainer.personalization.bootstrap import train_bootstrap
 
 PAIR = {"user_id": "user_000001", "item_id": "item_unknown"}
@@ -50,29 +44,9 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def rstack(
     tmp_path_factory: pytest.TempPathFactory, family: dict[str, Any], redis_url: str, postgres_dsn: str, model_dir: Path
 ) -> Iterator[Stack]:
-    run = tmp_path_factory.mktemp("rstack")
-    srv: Server = own_nats(run / "nats")
-    s = Stack(
-        run / "stack",
-        srv.extra["url"],
-        redis_url,
-        postgres_dsn,
-        model_dir,
-        env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(family["dir"])},
-    )
-    try:
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready()
-        s.wait_health("inference", 1)
+    env = {"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(family["dir"])}
+    with own_stack(tmp_path_factory.mktemp("rstack"), redis_url, postgres_dsn, model_dir, env=env) as s:
         yield s
-    finally:
-        try:
-            s.stop()
-        finally:
-            srv.stop()
 
 
 def _model_cli(stack: Stack, family: dict[str, Any], *args: str) -> int:
@@ -83,28 +57,6 @@ def _scored_by(stack: Stack) -> str:
     r = httpx.post(f"{stack.gateway_url}/score/personalization", json=PAIR, timeout=30)
     assert r.status_code == 200, r.text
     return str(r.json()["model_version"])
-
-
-def _states(url: str, workers: int) -> list[PersonalizationModelState]:
-    async def ask() -> list[PersonalizationModelState]:
-        codec = Codec()
-        nc = await nats.connect(url)
-        try:
-            inbox = nc.new_inbox()
-            sub = await nc.subscribe(inbox)
-            await nc.publish(
-                subjects.PERSONALIZATION_MODEL_CONTROL, codec.encode(PersonalizationModelControl()), reply=inbox
-            )
-            out = []
-            for _ in range(workers):
-                state = codec.decoder(PersonalizationControlAnswer).decode((await sub.next_msg(timeout=15)).data)
-                assert isinstance(state, PersonalizationModelState), state
-                out.append(state)
-            return out
-        finally:
-            await nc.close()
-
-    return asyncio.run(ask())
 
 
 def _kv(url: str, key: str) -> str | None:
@@ -183,8 +135,8 @@ def test_a_worker_without_the_version_fetches_it_from_the_object_store(
     empty = tmp_path / "elsewhere"
     rstack.start("inference", env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(empty)})
     rstack.wait_health("inference", 2)
-    _until(lambda: len(_states(rstack.state.nats_url, 2)) == 2)
-    states = _states(rstack.state.nats_url, 2)
+    _until(lambda: len(control_personalization(rstack.state.nats_url, 2)) == 2)
+    states = control_personalization(rstack.state.nats_url, 2)
     assert {s.version for s in states} == {family["second"]}, states
     assert (empty / family["second"] / "model.onnx").is_file()
     assert (empty / family["second"] / "ids.json").is_file()

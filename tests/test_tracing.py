@@ -80,12 +80,7 @@ def make_stack(tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_d
     def make(env: dict[str, str]) -> Stack:
         s = Stack(tmp_path / f"stack{len(stacks)}", isolated_nats.extra["url"], redis_url, postgres_dsn, model_dir, env)
         stacks.append(s)
-        s.start("aggregator")
-        s.start("inference", 2)
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready()
-        s.wait_health("inference", 2)
+        s.start_all(inference=2)
         return s
 
     yield make

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-from deploy.servers import start_nats
 from feature_svc.graph.postgres import PostgresGraphStore
 from feature_svc.ledger import connect, load_world, migrate
-from feature_svc.world import World
-from tests.stacks import Stack
+from feature_svc.world import World, WorldParams, generate_world
+from tests.stacks import Stack, own_stack
+
+TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
+"""The tiny world the GNN serving tests train a model on (with some ring and card-testing fraud)."""
 
 
 async def load_world_into(dsn: str, world: World, *, schema: str | None = None, max_size: int = 8) -> asyncpg.Pool:
@@ -30,6 +32,17 @@ async def load_world_into(dsn: str, world: World, *, schema: str | None = None, 
     await load_world(pool, world, progress=False)
     await PostgresGraphStore(pool).load_world(world, progress=False)
     return pool
+
+
+def loaded_world(postgres_dsn: str, params: WorldParams) -> World:
+    """The world of `params`, loaded into the ledger and the graph store of the default schema (the services')."""
+    w = generate_world(params, progress=False)
+
+    async def load() -> None:
+        await (await load_world_into(postgres_dsn, w)).close()
+
+    asyncio.run(load())
+    return w
 
 
 def train_tiny_gnn(world: World, model_dir: Path, served_head: str = "mlp", **config: object) -> Path:
@@ -62,20 +75,7 @@ def world_requests(rows: list[dict[str, Any]], prefix: str) -> list[dict[str, An
     ]
 
 
-@contextmanager
-def gnn_stack(d: Path, redis_url: str, postgres_dsn: str, model_dir: Path) -> Iterator[Stack]:
-    """One of each service serving the model in `model_dir`, on a NATS of its own, ready and with its feature
-    worker answering."""
-    nats = start_nats(d / "nats")
-    s = Stack(d / "stack", nats.extra["url"], redis_url, postgres_dsn, model_dir)
-    try:
-        s.start("aggregator")
-        s.start("inference")
-        s.start("feature")
-        s.start("gateway")
-        s.wait_ready(timeout=90)
-        s.wait_health("feature", 1)
-        yield s
-    finally:
-        s.stop()
-        nats.stop()
+def gnn_stack(d: Path, redis_url: str, postgres_dsn: str, model_dir: Path) -> AbstractContextManager[Stack]:
+    """`own_stack` serving the GNN in `model_dir` (its workers load the model and its embeddings before the gateway
+    is ready: a longer wait)."""
+    return own_stack(d, redis_url, postgres_dsn, model_dir, ready_timeout=90)

@@ -27,13 +27,13 @@ from gateway.admin_schemas import (
     OnlineStoreStats,
     RedisStats,
 )
-from gateway.bridge import BridgeError, NatsBridge
+from gateway.bridge import BridgeError, NatsBridge, unavailable
 from gateway.dependencies import Gateway, provide_request_id
 from gateway.envelope import decode_envelope, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.validation import BodyError
 from shared import runtime_config, subjects
-from shared.messages import ErrorReply, FieldError
+from shared.messages import FieldError
 from shared.runtime_config import APPLIES_TO, ConfigError, RuntimeConfig
 
 CAS_ATTEMPTS = 8
@@ -55,15 +55,7 @@ def config_response(bridge: NatsBridge) -> ConfigResponse:
 
 
 def _unavailable(request_id: str, what: str, exc: BaseException) -> BridgeError:
-    return BridgeError(
-        ErrorReply(
-            code="unavailable",
-            request_id=request_id,
-            retryable=True,
-            retry_after_s=1.0,
-            message=f"{what} ({type(exc).__name__}); retry shortly.",
-        )
-    )
+    return unavailable(request_id, f"{what} ({type(exc).__name__}); retry shortly.")
 
 
 class ConfigController(Controller):
@@ -130,15 +122,7 @@ class ConfigController(Controller):
                         continue
                     raise
             else:
-                raise BridgeError(
-                    ErrorReply(
-                        code="unavailable",
-                        request_id=rid,
-                        retryable=True,
-                        retry_after_s=1.0,
-                        message="The runtime settings kept changing under this request; retry it.",
-                    )
-                )
+                raise unavailable(rid, "The runtime settings kept changing under this request; retry it.")
         except (NatsError, TimeoutError) as exc:
             raise _unavailable(rid, "The runtime settings were not stored in NATS (nothing changed)", exc) from None
         await bridge.live.wait_for(revision, APPLIED_WAIT_S)

@@ -20,6 +20,7 @@ from litestar.params import Parameter
 from gateway.bridge import BridgeError
 from gateway.compression import GZIP
 from gateway.controllers.models import READ_ONLY
+from gateway.controllers.score import IngestParam
 from gateway.dependencies import Gateway
 from gateway.envelope import at, check_count, decode_envelope, decode_transactions, json_body
 from gateway.job_runner import Jobs
@@ -74,13 +75,7 @@ class JobsController(Controller):
         gateway: Gateway,
         jobs: Jobs,
         request_id: str,
-        ingest: Annotated[
-            bool,
-            Parameter(
-                description="Record the transactions in the ledger after scoring (live features); `false` for "
-                "what-if scoring that must not change any history."
-            ),
-        ] = True,
+        ingest: IngestParam = True,
     ) -> Response[JobAccepted]:
         """The transactions are validated now, exactly as `POST /predict` validates them (a bad one is a 400 naming
         its field, and nothing is queued); they are scored later by a job runner, a queued `high` job before any
@@ -122,12 +117,18 @@ class JobsController(Controller):
         )
         return Response(out, status_code=202, headers={"X-Request-Id": request_id, "Location": location})
 
+
+class JobReadsController(Controller):
+    """`GET /jobs/{job_id}` and `GET /jobs`: read-only (a lenient request id), gzipped for clients that accept it."""
+
+    dependencies = READ_ONLY
+    middleware = [GZIP]
+    tags = ["jobs"]
+
     @get(
         "/jobs/{job_id:str}",
         operation_id="getJob",
         summary="An async job: pending, running, completed (with its result) or failed (with the error)",
-        dependencies=READ_ONLY,
-        middleware=[GZIP],
         responses=error_responses(401, 404, 429, 503),
     )
     async def job(
@@ -168,8 +169,6 @@ class JobsController(Controller):
         "/jobs",
         operation_id="listJobs",
         summary="The async jobs, newest first, optionally of one status",
-        dependencies=READ_ONLY,
-        middleware=[GZIP],
         responses=error_responses(400, 401, 429, 503),
     )
     async def list_jobs(

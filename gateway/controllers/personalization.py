@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +11,7 @@ from litestar import Controller, Request, Response, post
 from litestar.di import Provide
 
 from gateway.controllers.score import Scoring
-from gateway.dependencies import Gateway, provide_deadline, provide_request_id
+from gateway.dependencies import Gateway
 from gateway.envelope import check_count, decode_envelope, json_body
 from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.personalization_schemas import (
@@ -91,17 +90,8 @@ async def provide_personalization(
     request: Request[Any, Any, Any], gateway: Gateway, timeout_ms: int | None = None
 ) -> Scoring:
     """The scoring context without `?ingest=` (nothing of a personalization request enters the ledger)."""
-    settings = gateway.settings
-    return Scoring(
-        request=request,
-        bridge=gateway.bridge,
-        settings=settings,
-        request_id=provide_request_id(request),
-        deadline_ms=provide_deadline(settings, timeout_ms),
-        ingest=False,  # no ledger entry, and (as for any what-if scoring) no idempotency record
-        started=time.perf_counter(),
-        idempotency=gateway.stores.idempotency,
-    )
+    # no ledger entry, and (as for any what-if scoring) no idempotency record
+    return Scoring.of(request, gateway, timeout_ms, ingest=False)
 
 
 class PersonalizationController(Controller):

@@ -47,6 +47,16 @@ what-if scoring (`ingest=false`, it changes no history) and the model-serving pr
 `/batch-predict`, Open Inference Protocol `infer`), which are stateless inference by their own conventions."""
 
 
+IngestParam = Annotated[
+    bool,
+    Parameter(
+        description="Record the transactions in the ledger after scoring (live features); `false` for "
+        "what-if scoring that must not change any history."
+    ),
+]
+"""`?ingest=` of every route that scores transactions (`provide_scoring`, `POST /predict/async`)."""
+
+
 def is_json(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
@@ -66,6 +76,31 @@ class Scoring:
     rescore: bool = False
     idempotency_status: str = "off"
     """How idempotency answered (`Idempotency-Status`): new, replayed, partly-replayed, rescored, unchecked, off."""
+
+    @classmethod
+    def of(
+        cls,
+        request: Request[Any, Any, Any],
+        gateway: Gateway,
+        timeout_ms: int | None,
+        *,
+        ingest: bool,
+        rescore: bool = False,
+    ) -> Scoring:
+        """The one way to make a request's scoring context (its providers differ only in the query parameters
+        they take: `provide_scoring`, and the personalization routes' without `?ingest=`)."""
+        settings = gateway.settings
+        return cls(
+            request=request,
+            bridge=gateway.bridge,
+            settings=settings,
+            request_id=provide_request_id(request),
+            deadline_ms=provide_deadline(settings, timeout_ms),
+            ingest=ingest,
+            started=time.perf_counter(),
+            idempotency=gateway.stores.idempotency,
+            rescore=rescore,
+        )
 
     async def decode(self, type_: type[T], decoder: msgspec.json.Decoder[T]) -> T:
         media_type = self.request.content_type[0]
@@ -131,13 +166,7 @@ async def provide_scoring(
     request: Request[Any, Any, Any],
     gateway: Gateway,
     timeout_ms: int | None = None,
-    ingest: Annotated[
-        bool,
-        Parameter(
-            description="Record the transactions in the ledger after scoring (live features); `false` for "
-            "what-if scoring that must not change any history."
-        ),
-    ] = True,
+    ingest: IngestParam = True,
     rescore: Annotated[
         bool,
         Parameter(
@@ -147,18 +176,7 @@ async def provide_scoring(
         ),
     ] = False,
 ) -> Scoring:
-    settings = gateway.settings
-    return Scoring(
-        request=request,
-        bridge=gateway.bridge,
-        settings=settings,
-        request_id=provide_request_id(request),
-        deadline_ms=provide_deadline(settings, timeout_ms),
-        ingest=ingest,
-        started=time.perf_counter(),
-        idempotency=gateway.stores.idempotency,
-        rescore=rescore,
-    )
+    return Scoring.of(request, gateway, timeout_ms, ingest=ingest, rescore=rescore)
 
 
 def _check_partials(n: int, partial_size: int | None, limit: int) -> None:

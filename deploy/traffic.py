@@ -1,7 +1,9 @@
 """`fraudmesh traffic`: continue the simulated world in real time through POST /score/fraud, as an acquirer would.
 
 Legit payments replay the ledger's own card/merchant/device/IP combinations at `rate` per second, stamped now.
-Three fraud episodes are injected at fixed points of the run (a quarter, a half and three quarters in):
+Three fraud episodes are injected at fixed points of the run (a quarter, a half and three quarters in), each one's
+transactions spread evenly over a fifth of the run (6 s of a 30 s run), as a bot or a fraudster paces them rather
+than all in the same instant, so the live features (visible within about a second) can move while it unfolds:
 - card testing: a brand-new card probing one merchant with ~20 amounts below 5 within a few seconds;
 - ring: four new cards paying from one new shared phone and proxy IP;
 - account takeover: an existing card from a new device and country, with amounts far above its usual ones.
@@ -28,11 +30,16 @@ import httpx
 DETECTED = ("high", "critical")
 
 
+EPISODE_SPAN = 0.2
+"""Share of the run over which one episode's transactions are spread."""
+
+
 @dataclass
 class Episode:
     kind: str
     at_s: float
     txns: list[dict[str, Any]]
+    every_s: float = 0.0  # seconds between two of its transactions
     started: float | None = None
     detected_after_s: float | None = None
     sent: int = 0
@@ -84,10 +91,11 @@ def episodes(rng: random.Random, duration: float, templates: list[dict[str, Any]
         }
         for _ in range(6)
     ]
+    span = duration * EPISODE_SPAN
     return [
-        Episode("card_testing", duration * 0.25, testing),
-        Episode("ring", duration * 0.5, ring),
-        Episode("account_takeover", duration * 0.75, ato),
+        Episode("card_testing", duration * 0.25, testing, span / len(testing)),
+        Episode("ring", duration * 0.5, ring, span / len(ring)),
+        Episode("account_takeover", duration * 0.75, ato, span / len(ato)),
     ]
 
 
@@ -178,7 +186,7 @@ async def run(url: str, rate: float, duration: float, seed: int, api_key: str) -
         k = 0
         while (elapsed := time.monotonic() - start) < duration:
             for e in tally.episodes:
-                if elapsed >= e.at_s and e.sent < len(e.txns):
+                if e.sent < len(e.txns) and elapsed >= e.at_s + e.sent * e.every_s:
                     e.started = e.started or time.monotonic()
                     tasks.add(asyncio.create_task(send(client, e.txns[e.sent], tally, e)))
                     e.sent += 1

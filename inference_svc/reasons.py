@@ -24,6 +24,11 @@ def _n(v: float) -> str:
     return f"{v:,.0f}" if v == v else "?"
 
 
+def _pct(v: float, digits: int) -> str:
+    """A share as a percentage; "?" when the model does not read it (NaN), never "nan%"."""
+    return f"{100 * v:.{digits}f}%" if v == v else "?"
+
+
 @dataclass(frozen=True)
 class Group:
     code: str
@@ -59,8 +64,8 @@ GROUPS: tuple[Group, ...] = (
     Group("card_history", "features", ("card_fraud_labels_known", "card_txn_count_total"),
           lambda v: f"card has {_n(v('card_fraud_labels_known'))} confirmed fraud(s) on record"),
     Group("merchant_risk", "features", ("merchant_",),
-          lambda v: f"merchant risk: {100 * v('merchant_fraud_rate_known_30d'):.1f}% known fraud in 30 days, "
-                    f"{100 * v('merchant_small_txn_share_24h'):.0f}% small (card-testing) amounts today"),
+          lambda v: f"merchant risk: {_pct(v('merchant_fraud_rate_known_30d'), 1)} known fraud in 30 days, "
+                    f"{_pct(v('merchant_small_txn_share_24h'), 0)} small (card-testing) amounts today"),
     Group("device_activity", "features", ("device_txn_count", "device_seconds_since_last"),
           lambda v: f"device activity: {_n(v('device_txn_count_1h'))} transaction(s) in the last hour"),
     Group("ip_activity", "features", ("ip_txn_count", "ip_seconds_since_last"),

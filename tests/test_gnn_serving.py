@@ -1,6 +1,7 @@
 """The GNN served without torch, end to end: a model trained on a tiny world (the `train` extra), served by real
 inference processes with its embeddings in memory and registry features from route 1; the /score/fraud answer
-carries every field of the issue, with a graph reason for ring fraud."""
+carries every field of the issue, with a graph reason for ring fraud, and a card-testing burst on a new card scores
+higher as its live velocity features move (issue 9, Done-when 1)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,44 @@ def test_decisions_do_not_depend_on_redis_keeping_the_embeddings(
     finally:
         r.close()
     assert scores() == before
+
+
+def test_a_card_testing_burst_on_a_new_card_scores_higher_and_cites_velocity(gstack: Stack, world: World) -> None:
+    """Issue 9, Done-when 1 (the GNN half): 30 small payments on one new card (and its new device) at one merchant
+    within 2 minutes, through /score/fraud. Every one is ingested, so the card's velocity features move under the
+    GNN: the later payments score higher than the first and name the card's velocity among their reasons."""
+    card = "card_new_gnn_burst"
+    merchant = world.merchants["merchant_id"][0].as_py()
+    amounts = [1.0, 2.5, 0.99, 4.0, 1.5, 3.2]
+    docs = []
+    with httpx.Client(base_url=gstack.gateway_url, timeout=30) as client:
+        for k in range(30):
+            body = {"card_id": card, "merchant_id": merchant, "transaction_amount": amounts[k % len(amounts)],
+                    "device_id": "dev_new_gnn_burst", "channel": "ecom", "transaction_id": f"burst-{k}"}  # fmt: skip
+            r = client.post("/score/fraud", json=body)
+            assert r.status_code == 200, r.text
+            docs.append(r.json())
+            # the next payment comes once this one is in the card's features (within a second: issue 9), so each
+            # is scored with the card's velocity as of its own time
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and card_count_1h(client, card) < k + 1:
+                time.sleep(0.05)
+    assert all(d["model_version"].startswith("gnn-") for d in docs)
+    scores = [round(d["fraud_score"], 4) for d in docs]
+    first, later = docs[0], docs[10:]
+    assert all(d["fraud_score"] > first["fraud_score"] for d in later), scores
+    assert not any(f["code"] == "card_velocity" for f in first["top_risk_factors"])  # nothing before it
+    for d in later:
+        velocity = [f for f in d["top_risk_factors"] if f["code"] == "card_velocity"]
+        assert velocity, (scores, d["top_risk_factors"])
+        assert velocity[0]["weight"] > 0 and velocity[0]["source"] == "features"
+    last = next(f for f in docs[-1]["top_risk_factors"] if f["code"] == "card_velocity")
+    assert "29 transaction(s) in the last hour" in last["description"]  # the 29 before it
+
+
+def card_count_1h(client: httpx.Client, card: str) -> float:
+    r = client.get("/features", params={"entity_type": "card", "entity_id": card})
+    if r.status_code == 404:  # never transacted (yet)
+        return 0.0
+    assert r.status_code == 200, r.text
+    return float(r.json()["values"]["card_txn_count_1h"])

@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=2)
     tr.add_argument("--layers", type=int, default=3, help="GraphSAGE layers (hops each embedding sees)")
     tr.add_argument("--baseline-iter", type=int, default=300, help="cap on gradient-boosting iterations")
+    tr.add_argument(
+        "--no-ablation",
+        action="store_true",
+        help="skip the head-only ablation (a second GNN training, reported beside the GNN, never served)",
+    )
+    tr.add_argument(
+        "--no-emb-gbm",
+        action="store_true",
+        help="skip the gradient boosting on [fields | registry | embeddings] (then --served-head gbm is unavailable)",
+    )
     tr.add_argument("--no-progress", action="store_true")
     out = ap.add_argument_group("output")
     out.add_argument("--model-dir", type=Path, default=Path(os.environ.get("FRAUDMESH_MODEL_DIR", "var/models")))
@@ -85,6 +95,9 @@ def train_main(argv: list[str] | None = None) -> int:
     from trainer.export import export
     from trainer.train import TrainConfig, run
 
+    if args.served_head == "gbm" and args.no_emb_gbm:
+        print("fraudmesh train: --served-head gbm serves the embeddings+GBM head; drop --no-emb-gbm", file=sys.stderr)
+        return 2
     offline = args.offline
     if not args.local_features:
         offline = offline or DEFAULT_OFFLINE
@@ -122,6 +135,8 @@ def train_main(argv: list[str] | None = None) -> int:
         layers=args.layers,
         baseline_iter=args.baseline_iter,
         legit_fraction=args.legit_fraction,
+        ablation=not args.no_ablation,
+        emb_gbm=not args.no_emb_gbm,
         progress=not args.no_progress,
     )
     try:

@@ -45,3 +45,20 @@ def test_occlusion_attributions_of_an_additive_model_are_its_terms() -> None:
     assert explainer.codes == names
     assert np.allclose(explainer.deltas(x, p), x * w, atol=1e-6)
     assert np.allclose(explainer.baseline(x), 1.0 / (1.0 + np.exp(-b)))
+
+
+def test_a_reason_never_prints_nan_for_an_input_the_model_does_not_read() -> None:
+    """A model trained without the merchant's fraud rate (the numpy feature subset) still gets a merchant-risk
+    reason from its other merchant inputs: the rate it never reads is "?", not "nan%"."""
+    names = ["merchant_txn_count_1h"]
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-(np.nan_to_num(x.astype(np.float64)) @ np.array([1.0]) - 3.0)))
+        return out
+
+    explainer = OcclusionExplainer(names, predict, {})
+    x = np.array([[12.0]], dtype=np.float32)
+    [factors] = explainer.explain(x, predict(x))
+    assert [f.code for f in factors] == ["merchant_risk"]
+    assert "nan" not in factors[0].description
+    assert factors[0].description.startswith("merchant risk: ? known fraud in 30 days")

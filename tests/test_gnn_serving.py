@@ -99,12 +99,12 @@ def test_decisions_do_not_depend_on_redis_keeping_the_embeddings(
     assert scores() == before
 
 
-def test_a_card_testing_burst_on_a_new_card_scores_higher_and_cites_velocity(gstack: Stack, world: World) -> None:
+def test_a_card_testing_burst_on_a_new_card_scores_higher_and_cites_velocity(gstack: Stack, gnn_world: World) -> None:
     """Issue 9, Done-when 1 (the GNN half): 30 small payments on one new card (and its new device) at one merchant
     within 2 minutes, through /score/fraud. Every one is ingested, so the card's velocity features move under the
     GNN: the later payments score higher than the first and name the card's velocity among their reasons."""
     card = "card_new_gnn_burst"
-    merchant = world.merchants["merchant_id"][0].as_py()
+    merchant = gnn_world.merchants["merchant_id"][0].as_py()
     amounts = [1.0, 2.5, 0.99, 4.0, 1.5, 3.2]
     docs = []
     with httpx.Client(base_url=gstack.gateway_url, timeout=30) as client:

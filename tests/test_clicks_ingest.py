@@ -7,7 +7,10 @@ point-in-time rows."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -23,6 +26,7 @@ from nats.js import JetStreamContext
 
 from deploy.servers import Server, start_nats
 from feature_svc.ingest.clicks import compute
+from feature_svc.offline_clicks import export_click_snapshots, read_click_snapshots
 from feature_svc.service import FeatureService
 from feature_svc.world.personalization.events import click_events, tagged
 from feature_svc.world.personalization.online import records, store
@@ -179,3 +183,39 @@ async def test_a_recompute_as_of_a_past_time_is_the_loaders_point_in_time_row(
         )
     later = {e.session_id for e in events} - set(sessions)
     assert later and not await compute(service.pool, [], [], sorted(later), as_of=START.timestamp() + cutoff)
+
+
+async def test_the_parquet_snapshots_are_the_loaders_rows_as_of_each_midnight(
+    service: FeatureService, js: JetStreamContext, tmp_path: Path
+) -> None:
+    """Runs after the stream was consumed: one snapshot per UTC midnight after the first event; each row equals the
+    loader's row at that cut-off, and an entity appears from the first snapshot after its first event."""
+    assert service.pool is not None
+    world = generate(WORLD)
+    summary = await export_click_snapshots(service.pool, tmp_path / "offline")
+    last = float(world.event_time.max())
+    days = int(last // SECONDS_PER_DAY) + 1
+    assert summary["snapshots"] == [(START + timedelta(days=d)).isoformat() for d in range(1, days + 1)]
+    for etype in ("user", "item", "session"):
+        table = read_click_snapshots(tmp_path / "offline", etype)
+        assert table.num_rows == summary["rows"][etype] > 0
+        seen: dict[int, set[str]] = {}
+        for row in table.to_pylist():
+            day = round((row["as_of"].timestamp() - START.timestamp()) / SECONDS_PER_DAY)
+            seen.setdefault(day, set()).add(row["entity_id"])
+            want = loader_rows(world, day * SECONDS_PER_DAY)[(etype, row["entity_id"])]
+            got = {k: v for k, v in row.items() if k not in ("entity_id", "as_of", "day") and v is not None}
+            assert_equal_rows(got, want, f"{etype} {row['entity_id']} day {day}")
+        assert sorted(seen) == list(range(1, days + 1))
+        assert all(seen[d] <= seen[d + 1] for d in range(1, days))  # an entity, once seen, stays
+
+    # the same through the CLI
+    out = tmp_path / "cli"
+    cli = [sys.executable, "-m", "deploy.cli", "features", "export", "--family", "personalization"]
+    args = ["--schema", SCHEMA, "--postgres-dsn", service.settings.postgres_dsn, "--out", str(out)]
+    run = functools.partial(subprocess.run, capture_output=True, text=True, timeout=300, check=False)
+    res = await asyncio.to_thread(run, [*cli, *args])
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"wrote {days} daily snapshots" in res.stdout
+    for etype in ("user", "item", "session"):
+        assert read_click_snapshots(out, etype).equals(read_click_snapshots(tmp_path / "offline", etype))

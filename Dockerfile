@@ -23,13 +23,15 @@ RUN python deps_of.py "$EXTRAS" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt -c requirements.lock
 
 # ------------------------------------------------------------------------------------- bootstrap model
-# The seeded bootstrap model (`fraudmesh model init`), built here so the serving image needs no scikit-learn.
+# The seeded bootstrap models of both families (`fraudmesh model init [--family personalization]`, as `fraudmesh up`
+# does on a fresh clone), built here so the serving image needs no scikit-learn.
 FROM deps AS bootstrap-model
 RUN python deps_of.py bootstrap --extras-only > /tmp/bootstrap.txt \
  && pip install -r /tmp/bootstrap.txt -c requirements.lock
 COPY . .
 RUN pip install --no-deps . \
- && python -m deploy.cli model init --model-dir /opt/bootstrap-models
+ && python -m deploy.cli model init --model-dir /opt/bootstrap-models \
+ && python -m deploy.cli model init --family personalization --model-dir /opt/bootstrap-models-personalization
 
 # ---------------------------------------------------------------------------------------------- builder
 FROM deps AS builder
@@ -49,7 +51,7 @@ RUN apt-get update \
  && apt-get clean && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 fraudmesh \
  && useradd --system --uid 10001 --gid fraudmesh --home-dir /app --no-create-home --shell /usr/sbin/nologin fraudmesh \
- && mkdir -p /app/var/models && chown -R fraudmesh:fraudmesh /app/var
+ && mkdir -p /app/var/models /app/var/models-personalization && chown -R fraudmesh:fraudmesh /app/var
 
 # Metadata before the large COPY: each instruction after it would copy the whole venv again on some
 # storage drivers (vfs), which makes the build much slower.
@@ -57,7 +59,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FRAUDMESH_HTTP_HOST=0.0.0.0 \
-    FRAUDMESH_MODEL_DIR=/app/var/models
+    FRAUDMESH_MODEL_DIR=/app/var/models \
+    FRAUDMESH_PERSONALIZATION_MODEL_DIR=/app/var/models-personalization
 WORKDIR /app
 EXPOSE 8000 9100
 # Gateway: GET /ready on FRAUDMESH_HTTP_PORT; other services: GET /readyz on FRAUDMESH_METRICS_PORT.
@@ -68,6 +71,8 @@ CMD ["python", "-m", "gateway"]
 USER 10001:10001
 
 COPY deploy/compose/healthcheck.py deploy/compose/install_bootstrap_model.py /opt/fraudmesh/
-# install_bootstrap_model.py copies this into FRAUDMESH_MODEL_DIR when it has no active model (model-init).
+# install_bootstrap_model.py copies these into FRAUDMESH_MODEL_DIR and FRAUDMESH_PERSONALIZATION_MODEL_DIR when
+# they have no active model (model-init).
 COPY --from=bootstrap-model /opt/bootstrap-models /opt/fraudmesh/bootstrap-models
+COPY --from=bootstrap-model /opt/bootstrap-models-personalization /opt/fraudmesh/bootstrap-models-personalization
 COPY --from=builder /opt/venv /opt/venv

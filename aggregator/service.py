@@ -37,6 +37,7 @@ from shared.messages import (
 )
 from shared.service import RAW, Context, Service, ServiceError, now_ms
 from shared.settings import Settings
+from shared.telemetry import MODEL_FAMILY, label_family
 
 REPLY_MARGIN_S = 0.05
 """Reply this long before the deadline, so the incomplete answer reaches the caller before its own timeout."""
@@ -138,6 +139,7 @@ class Aggregator(Service):
             )
         rid = req.request_id or ctx.request_id or uuid.uuid4().hex
         ctx.request_id = rid
+        label_family("fraud")
         self.admission.admit(n)
         try:
             if ctx.reply and ctx.headers.get(subjects.HDR_ACK):
@@ -248,7 +250,8 @@ class Aggregator(Service):
             enqueued = now_ms()
             for i, (start, end) in enumerate(bounds):
                 msg_id = f"{batch_id}:{i}"
-                with self.producer_span(subjects.PARTIALS_SUBJECT, msg_id, **{"fraudmesh.partial": i}):
+                attrs = {"fraudmesh.partial": i, MODEL_FAMILY: "fraud"}
+                with self.producer_span(subjects.PARTIALS_SUBJECT, msg_id, **attrs):
                     payload = self.codec.encode(
                         Partial(
                             request_id=batch_id,
@@ -256,6 +259,7 @@ class Aggregator(Service):
                             count=count,
                             transactions=txs[start:end],
                             enqueued_at=enqueued,
+                            family="fraud",
                         )
                     )
                     headers = self.outgoing_headers(

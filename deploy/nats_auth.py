@@ -43,13 +43,14 @@ USERS = (ADMIN, *SERVICE_USERS, PUBLIC)
 # buckets (inference_svc/registry.py: KV `fraudmesh_model_state`, object store `fraudmesh_models`).
 TXNS_STREAM, TXNS_SUBJECT = "FRAUD_TXNS", "fraud.txns.ingest"
 LABELS_STREAM, LABELS_SUBJECT = "FRAUD_LABELS", "fraud.labels.ingest"
+CLICKS_STREAM, CLICKS_SUBJECT = "FRAUD_CLICKS", "fraud.clicks.ingest"
 INGEST_DLQ_STREAM, INGEST_DLQ_SUBJECT = "FRAUD_INGEST_DLQ", "fraud.ingest.dlq"
 MODEL_STATE_STREAM = "KV_fraudmesh_model_state"
 MODELS_STREAM = "OBJ_fraudmesh_models"
 JOBS_KV_STREAM = f"KV_{subjects.JOBS_BUCKET}"
 CONFIG_STREAM = f"KV_{subjects.CONFIG_BUCKET}"
 """Runtime settings (shared/runtime_config.py): every service watches it; the gateway writes it (`POST /config`)."""
-STREAMS = (subjects.PARTIALS_STREAM, subjects.DLQ_STREAM, TXNS_STREAM, LABELS_STREAM, INGEST_DLQ_STREAM)
+STREAMS = (subjects.PARTIALS_STREAM, subjects.DLQ_STREAM, TXNS_STREAM, LABELS_STREAM, CLICKS_STREAM, INGEST_DLQ_STREAM)
 """Streams the services declare idempotently at start (shared/jetstream.py)."""
 
 API = "$JS.API"
@@ -127,7 +128,7 @@ def permissions(user: str) -> Permissions:
         return Permissions(publish=(">",), subscribe=(">",), responses=0)
     if user == PUBLIC:  # other systems: score and ingest, nothing else
         return Permissions(
-            publish=(subjects.SCORE, subjects.PERSONALIZATION_SCORE, TXNS_SUBJECT, LABELS_SUBJECT),
+            publish=(subjects.SCORE, subjects.PERSONALIZATION_SCORE, TXNS_SUBJECT, LABELS_SUBJECT, CLICKS_SUBJECT),
             subscribe=("_INBOX.>",),
             responses=0,
         )
@@ -145,6 +146,7 @@ def permissions(user: str) -> Permissions:
                 subjects.MODEL_CONTROL,  # a load's hot swap everywhere, a rolling reload (every worker answers)
                 TXNS_SUBJECT,
                 LABELS_SUBJECT,
+                CLICKS_SUBJECT,  # POST /events
                 # async jobs (gateway/job_store.py, gateway/job_runner.py): queue, run and record them
                 *(subjects.job_subject(p) for p in subjects.JOB_PRIORITIES),
                 subjects.JOBS_DLQ_SUBJECT,
@@ -218,6 +220,7 @@ def permissions(user: str) -> Permissions:
                 *_declare(*STREAMS),
                 *_pull(TXNS_STREAM, "*"),
                 *_pull(LABELS_STREAM, "*"),
+                *_pull(CLICKS_STREAM, "*"),
                 *_read_bucket(CONFIG_STREAM),
             ],
             [f"features.> {subjects.QUEUE_FEATURES}"],

@@ -58,12 +58,11 @@ def metadata_of(directory: Path, version: str) -> dict[str, Any]:
 async def load_features(settings: Settings, metadata: dict[str, Any]) -> int:
     """Write the user, item and session rows of the world `metadata` was trained on into `settings.redis_url`."""
     from feature_svc.world.personalization.online import load, store
-    from feature_svc.world.personalization.world import generate
-    from trainer.personalization.bootstrap import world_options
+    from feature_svc.world.personalization.world import generate, options_of
 
     online = store(settings.redis_url, settings.feature_ttl_s)
     try:
-        return await load(online, await asyncio.to_thread(generate, world_options(metadata)))
+        return await load(online, await asyncio.to_thread(generate, options_of(metadata)))
     finally:
         await online.close()
 

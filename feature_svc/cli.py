@@ -19,6 +19,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
 from feature_svc.graph import GraphError, open_graph_store
@@ -54,7 +55,16 @@ def add_simulate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("var/offline"), help="default var/offline")
+    p.add_argument(
+        "--family",
+        choices=("fraud", "personalization"),
+        default="fraud",
+        help="fraud (default): one row per transaction; personalization: daily snapshots of the user, item and "
+        "session features from the clickstream's event log (feature_svc/offline_clicks.py)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="default var/offline (personalization: var/offline-personalization)"
+    )
     p.add_argument("--legit-fraction", type=float, default=0.1, help="share of unlabelled transactions (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the legit sample (default 0)")
     p.add_argument("--batch-size", type=int, default=1000)
@@ -122,6 +132,9 @@ async def _load(settings: Settings, world: World, schema: str | None) -> dict[st
 
 def export(args: argparse.Namespace) -> int:
     """Write the Parquet offline store (`day=YYYY-MM-DD/` partitions) from the ledger and the graph store."""
+    if args.family == "personalization":
+        return _export_personalization(args)
+    args.out = args.out or Path("var/offline")
     try:
         settings = _settings(args)
         summary = asyncio.run(_export(settings, args))
@@ -148,5 +161,32 @@ async def _export(settings: Settings, args: argparse.Namespace) -> dict[str, obj
             )
         finally:
             await graph.close()
+    finally:
+        await pool.close()
+
+
+def _export_personalization(args: argparse.Namespace) -> int:
+    args.out = args.out or Path("var/offline-personalization")
+    try:
+        settings = _settings(args)
+        summary = asyncio.run(_export_clicks(settings, args))
+    except (LedgerError, SettingsError, ValueError) as exc:
+        print(f"fraudmesh features export --family personalization: {exc}", file=sys.stderr)
+        return 2
+    rows = ", ".join(f"{n:,} {e}" for e, n in summary["rows"].items())
+    print(
+        f"wrote {len(summary['snapshots'])} daily snapshots ({rows} rows) of {summary['events']:,} events to "
+        f"{args.out} in {summary['seconds']:.1f} s; feature set {summary['feature_set_version']}"
+    )
+    return 0
+
+
+async def _export_clicks(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from feature_svc.offline_clicks import export_click_snapshots
+
+    pool = await connect(settings.postgres_dsn, schema=args.schema, max_size=4)
+    try:
+        await migrate(pool)
+        return await export_click_snapshots(pool, args.out)
     finally:
         await pool.close()

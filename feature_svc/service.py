@@ -27,10 +27,12 @@ from prometheus_client import Counter, Histogram
 from feature_svc.compute import Entity, compute_features, known_entities
 from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
 from feature_svc.graph import GraphStore, open_graph_store
+from feature_svc.ingest.clicks import ClickWiring
 from feature_svc.ingest.refresh import now_ms
 from feature_svc.ingest.wiring import IngestWiring
 from feature_svc.ledger import LedgerError, connect, migrate
 from feature_svc.online import DEFAULT_PREFIX, FeatureRecord, OnlineStore
+from feature_svc.world.personalization.online import store as personalization_store
 from shared import subjects
 from shared.feature_messages import (
     EntityFeatures,
@@ -100,6 +102,7 @@ class FeatureService(Service):
         self._status: dict[str, str] = {"postgres": "connecting", "redis": "connecting"}
         self._monitor: asyncio.Task[None] | None = None
         self.ingest: IngestWiring | None = None
+        self.clicks: ClickWiring | None = None
 
     # ----------------------------------------------------------------------------------- lifecycle
     async def on_start(self) -> None:
@@ -122,6 +125,12 @@ class FeatureService(Service):
         if self.settings.ingest_enabled:
             self.ingest = IngestWiring(self, self.pool, self.graph, self.online)
             await self.ingest.start(self.nc.jetstream(timeout=10.0))
+            # the personalization clickstream (FRAUD_CLICKS, declared with the other ingest streams)
+            ttl = self.settings.feature_ttl_s
+            self.clicks = ClickWiring(
+                self, self.pool, personalization_store(self.settings.redis_url, ttl, self.redis_prefix)
+            )
+            self.clicks.start()
 
     async def _connect_ledger(self) -> asyncpg.Pool:
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
@@ -139,6 +148,8 @@ class FeatureService(Service):
     async def on_stop(self) -> None:
         if self.ingest is not None:
             await self.ingest.stop()
+        if self.clicks is not None:
+            await self.clicks.stop()
         if self._monitor is not None:
             self._monitor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

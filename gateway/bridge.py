@@ -45,7 +45,7 @@ from shared.personalization_messages import (
 )
 from shared.runtime_config import LiveSettings, config_bucket
 from shared.settings import Settings
-from shared.telemetry import inject, tracing_enabled
+from shared.telemetry import inject, label_family, tracing_enabled
 
 log = logging.getLogger("fraudmesh.gateway.bridge")
 REPLY_GRACE_S = 0.25
@@ -197,6 +197,7 @@ class NatsBridge:
         self, req: ScoreRequest, deadline_ms: float, request_id: str, client_traceparent: str | None = None
     ) -> ScoreReply:
         headers = {subjects.HDR_DEADLINE: str(int(deadline_ms))}
+        label_family("fraud")
         if tracing_enabled():
             inject(headers)  # the current span is the gateway's server span (Litestar's OpenTelemetry plugin)
         elif client_traceparent:
@@ -230,6 +231,7 @@ class NatsBridge:
     ) -> PersonalizationScoreReply:
         """Score (user, item) pairs on `personalization.score` (an inference worker answers)."""
         headers = {subjects.HDR_DEADLINE: str(int(deadline_ms))}
+        label_family("personalization")
         if tracing_enabled():
             inject(headers)
         answer = await self._request(

@@ -1,9 +1,10 @@
-"""POST /transactions and POST /labels: ingestion over HTTP for systems without NATS.
+"""POST /transactions, POST /labels and POST /events: ingestion over HTTP for systems without NATS.
 
-Each item becomes one message on FRAUD_TXNS (FRAUD_LABELS) with `Nats-Msg-Id` = its transaction id, exactly as a
-NATS publisher would send it (docs/nats-api.md). The answer is 202 once JetStream has stored every message:
-`accepted` counts the messages stored, `duplicates` those JetStream dropped because the same transaction id came
-within its dedupe window (the ledger is idempotent on the id as well, so re-sending a whole batch is safe).
+Each item becomes one message on FRAUD_TXNS (FRAUD_LABELS) with `Nats-Msg-Id` = its transaction id (on FRAUD_CLICKS
+with `Nats-Msg-Id` = its event id), exactly as a NATS publisher would send it (docs/nats-api.md). The answer is 202
+once JetStream has stored every message: `accepted` counts the messages stored, `duplicates` those JetStream dropped
+because the same id came within its dedupe window (the ledger and the event log are idempotent on the id as well, so
+re-sending a whole batch is safe).
 If JetStream fails part-way the answer is 503 and the batch can be re-sent as it is.
 """
 
@@ -20,6 +21,7 @@ from gateway.openapi import body_operation
 from gateway.openapi_spec import error_responses
 from gateway.validation import BodyError
 from shared import subjects
+from shared.click_messages import ClickBatch
 from shared.ingest_messages import (
     MAX_INGEST_BATCH,
     MSGPACK,
@@ -33,10 +35,12 @@ from shared.ingest_messages import (
 )
 from shared.messages import ErrorReply, field_error_of
 
-B = TypeVar("B", TxnIngestBatch, LabelBatch)
+B = TypeVar("B", TxnIngestBatch, LabelBatch, ClickBatch)
 ACK_TIMEOUT_S = 10.0
 _txn_decoder = msgspec.json.Decoder(TxnIngestBatch)
 _label_decoder = msgspec.json.Decoder(LabelBatch)
+_click_decoder = msgspec.json.Decoder(ClickBatch)
+_msgpack = msgspec.msgpack.Encoder()
 
 
 def _decode(body: bytes, decoder: msgspec.json.Decoder[B], what: str) -> B:
@@ -54,12 +58,20 @@ def _decode(body: bytes, decoder: msgspec.json.Decoder[B], what: str) -> B:
 async def publish_all(
     bridge: NatsBridge, subject: str, stream: str, items: list[TxnIngest] | list[Label], request_id: str
 ) -> IngestAccepted:
+    keyed = [(stream_msg_id(item.transaction_id), encode_for_stream(item)) for item in items]
+    return await publish_keyed(bridge, subject, stream, keyed, request_id, "transaction_id")
+
+
+async def publish_keyed(
+    bridge: NatsBridge, subject: str, stream: str, keyed: list[tuple[str, bytes]], request_id: str, key: str
+) -> IngestAccepted:
+    """Publish each (Nats-Msg-Id, msgpack body) and wait for every ack; `key` names the id field for the client."""
     js = bridge.require_nc(request_id).jetstream(timeout=ACK_TIMEOUT_S)
     futures = []
     try:
-        for item in items:
-            headers = {subjects.HDR_MSG_ID: stream_msg_id(item.transaction_id), subjects.HDR_CONTENT_TYPE: MSGPACK}
-            futures.append(await js.publish_async(subject, encode_for_stream(item), headers=headers))
+        for msg_id, body in keyed:
+            headers = {subjects.HDR_MSG_ID: msg_id, subjects.HDR_CONTENT_TYPE: MSGPACK}
+            futures.append(await js.publish_async(subject, body, headers=headers))
         acks = await asyncio.wait_for(asyncio.gather(*futures), ACK_TIMEOUT_S)
     except Exception as exc:
         for f in futures:
@@ -70,7 +82,7 @@ async def publish_all(
                 request_id=request_id,
                 retryable=True,
                 message=f"JetStream did not store the batch ({type(exc).__name__}); is the {stream} stream up? "
-                f"Re-send the same batch: it is idempotent on transaction_id.",
+                f"Re-send the same batch: it is idempotent on {key}.",
             )
         ) from None
     duplicates = sum(1 for a in acks if a.duplicate)
@@ -116,4 +128,24 @@ class IngestController(Controller):
         rid = request_id
         body = _decode(await request.body(), _label_decoder, "labels")
         out = await publish_all(bridge, subjects.LABELS_SUBJECT, subjects.LABELS_STREAM, body.labels, rid)
+        return Response(out, status_code=202, headers={"X-Request-Id": rid})
+
+    @post(
+        "/events",
+        operation_class=body_operation(ClickBatch),
+        summary="Ingest 1 to 10,000 clickstream events (views, add-to-carts, purchases) for personalization",
+        status_code=202,
+        responses=error_responses(503),
+    )
+    async def events(
+        self, request: Request[Any, Any, Any], bridge: NatsBridge, request_id: str
+    ) -> Response[IngestAccepted]:
+        """Each event (`event_id`, `user_id`, `item_id`, `session_id`, `event_type`, `timestamp`, `item_category`,
+        `item_price`) enters FRAUD_CLICKS; the feature workers add it to the event log and bring the user, item and
+        session features that `/score/personalization` reads up to date. Re-sending a batch is safe (idempotent on
+        `event_id`)."""
+        rid = request_id
+        body = _decode(await request.body(), _click_decoder, "events")
+        keyed = [(e.event_id, _msgpack.encode(e)) for e in body.events]
+        out = await publish_keyed(bridge, subjects.CLICKS_SUBJECT, subjects.CLICKS_STREAM, keyed, rid, "event_id")
         return Response(out, status_code=202, headers={"X-Request-Id": rid})

@@ -59,6 +59,20 @@ BODY_EXAMPLES: dict[str, Any] = {
     "/predict": {"transactions": [SEED_TX, {"card_id": "card_2", "transaction_amount": 500.0}]},
     "/transactions": {"transactions": [{**SEED_TX, "transaction_id": "tx-1", "timestamp": "2026-11-01T14:00:00Z"}]},
     "/labels": {"labels": [{"transaction_id": "tx-1", "label": "fraud", "fraud_kind": "card_testing"}]},
+    "/events": {
+        "events": [
+            {
+                "event_id": "ev-1",
+                "user_id": "user_00005678",
+                "item_id": "item_electronics_001",
+                "session_id": "session_abc123",
+                "event_type": "view",
+                "timestamp": "2026-11-01T14:00:00Z",
+                "item_category": "electronics",
+                "item_price": 299.99,
+            }
+        ]
+    },
 }
 """Request body examples of the routes whose handlers do not give one."""
 

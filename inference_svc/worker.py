@@ -41,9 +41,9 @@ from shared.jetstream import ensure_inference_consumer, ensure_streams, partials
 from shared.messages import Partial, PartialResult
 from shared.model_messages import ModelControl, ModelInfoRequest, ModelOps, ModelWorkerState
 from shared.probes import Probes
-from shared.service import Context, Delivery, Service, StartupError
+from shared.service import Context, Delivery, Poison, Service, StartupError
 from shared.settings import Settings
-from shared.telemetry import pass_through
+from shared.telemetry import MODEL_FAMILY, label_family, pass_through
 
 
 class InferenceWorker(Service):
@@ -171,6 +171,12 @@ class InferenceWorker(Service):
     # ---------------------------------------------------------------------------------- scoring
     async def _score_partial(self, partial: Partial, delivery: Delivery) -> None:
         """Score one partial and publish its result; the base acks it when this returns (shared/consumer.py)."""
+        label_family(partial.family)
+        if partial.family != "fraud":
+            raise Poison(
+                f"partial {partial.request_id}:{partial.index} is of model family {partial.family!r}; partials are "
+                "fraud's (a personalization request goes whole to personalization.score)"
+            )
         routing = self.models.routing
         assert routing is not None
         if delivery.deliveries > 1:
@@ -190,7 +196,7 @@ class InferenceWorker(Service):
             pass_through(headers, fheaders)  # when tracing, the feature source injects its own span
         remaining = delivery.remaining_s() if delivery.has_deadline else self.settings.request_timeout_ms / 1000.0
         stages: dict[str, float] = {}
-        with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions)}):
+        with self.span("onnx score", **{"fraudmesh.rows": len(partial.transactions), MODEL_FAMILY: partial.family}):
             scores, probs, fstats = await scorer.score(
                 partial.transactions, timeout_s=remaining, headers=fheaders, timings=stages
             )
@@ -218,6 +224,7 @@ class InferenceWorker(Service):
             scores=scores,
             worker_id=self.instance_id,
             model_version=version,
+            family=partial.family,
             deliveries=delivery.deliveries,
             queue_ms=queue_s * 1000.0,
             compute_ms=compute_s * 1000.0,

@@ -150,8 +150,8 @@ def partials_policy(settings: Settings, worker_id: str = "") -> ConsumerPolicy:
 
 # --- live ingestion (issue 9) ----------------------------------------------------------------------
 def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
-    """FRAUD_TXNS and FRAUD_LABELS (limits retention: every feature worker's consumer reads them, and a replay
-    from the stream rebuilds the ledger), plus the ingest dead-letter stream."""
+    """FRAUD_TXNS, FRAUD_LABELS and FRAUD_CLICKS (limits retention: every feature worker's consumer reads them, and
+    a replay from the stream rebuilds the ledger and the event log), plus the ingest dead-letter stream."""
     common: dict[str, Any] = {
         "retention": RetentionPolicy.LIMITS,
         "storage": StorageType.FILE,
@@ -172,6 +172,12 @@ def ingest_stream_configs(settings: Settings) -> list[StreamConfig]:
             name=subjects.LABELS_STREAM,
             subjects=[subjects.LABELS_SUBJECT],
             description="Chargebacks and confirmations (one label per message).",
+            **common,
+        ),
+        StreamConfig(
+            name=subjects.CLICKS_STREAM,
+            subjects=[subjects.CLICKS_SUBJECT],
+            description="The personalization clickstream: views, add-to-carts, purchases (one event per message).",
             **common,
         ),
         dead_letter_stream(
@@ -208,10 +214,11 @@ def ingest_consumer_config(durable: str, subject: str) -> ConsumerConfig:
 
 
 async def ensure_ingest_consumers(js: JetStreamContext) -> None:
-    """The durable pull consumers of FRAUD_TXNS and FRAUD_LABELS (kept as they are when they exist)."""
+    """The durable pull consumers of FRAUD_TXNS, FRAUD_LABELS and FRAUD_CLICKS (kept as they are when they exist)."""
     for stream, durable, subject in (
         (subjects.TXNS_STREAM, subjects.TXNS_CONSUMER, subjects.TXNS_SUBJECT),
         (subjects.LABELS_STREAM, subjects.LABELS_CONSUMER, subjects.LABELS_SUBJECT),
+        (subjects.CLICKS_STREAM, subjects.CLICKS_CONSUMER, subjects.CLICKS_SUBJECT),
     ):
         try:
             await js.add_consumer(stream, ingest_consumer_config(durable, subject))

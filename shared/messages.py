@@ -50,6 +50,8 @@ RequestIdField = Annotated[
 ]
 ShortCode = Annotated[str, Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9_\-]+$")]
 
+ModelFamily = Literal["fraud", "personalization"]
+"""The model families one registry and one inference fleet serve (DESIGN.md "Model families")."""
 RiskLevel = Literal["low", "medium", "high", "critical"]
 Action = Literal["approve", "review", "decline"]
 Channel = Literal["pos", "ecom", "atm", "moto", "p2p", "other"]
@@ -209,6 +211,9 @@ class Partial(Struct, tag="partial", tag_field="type", kw_only=True, omit_defaul
     count: int
     transactions: list[Transaction]
     enqueued_at: float = 0.0
+    family: ModelFamily = "fraud"
+    """The model family that scores it: only `fraud` partials exist (a personalization request is scored whole by
+    one worker on `personalization.score`); a worker dead-letters a partial of a family it cannot score."""
 
 
 class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True):
@@ -217,6 +222,8 @@ class PartialResult(Struct, tag="partial_result", tag_field="type", kw_only=True
     scores: list[TransactionScore]
     worker_id: str
     model_version: str
+    family: ModelFamily = "fraud"
+    """The family of the model that scored it (the partial's)."""
     deliveries: int = 1
     queue_ms: float = 0.0
     compute_ms: float = 0.0

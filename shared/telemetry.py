@@ -91,6 +91,19 @@ def inject(headers: dict[str, str], ctx: Context | None = None) -> dict[str, str
     return headers
 
 
+MODEL_FAMILY = "fraudmesh.model_family"
+"""Span attribute: the model family (`fraud`, `personalization`) a span scores for (shared/messages.py
+`ModelFamily`); the metrics carry the same label."""
+
+
+def label_family(family: str) -> None:
+    """Label the current span (a handler's consumer span, the gateway's server span) with the model family it
+    serves; nothing when tracing is off (the span does not record)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attribute(MODEL_FAMILY, family)
+
+
 def current_trace_id() -> str:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""

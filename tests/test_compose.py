@@ -43,7 +43,7 @@ RULES_FILE = ROOT / "deploy" / "k8s" / "monitoring" / "prometheusrule.yaml"
 BASE_IMAGE = "fraudmesh-local/python:3.11-bookworm"
 BASE_TARBALL = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fraudmesh" / "bookworm-python3.tar"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-APP_IMAGE = "fraudmesh:local"
+APP_IMAGE = f"fraudmesh:{os.environ.get('FRAUDMESH_IMAGE_TAG', 'local')}"  # docker-compose.yml's image name
 REPORT_FILE = ROOT / "var" / "compose-test.json"
 # What the test starts: every service of docker-compose.yml except those with no image to be had here.
 STARTED = ["nats", "redis", "postgres", "prometheus", "model-init", "feature", "inference", "aggregator", "gateway"]
@@ -237,6 +237,31 @@ def test_compose_scores_10000_transactions_and_one(compose_stack: ComposeStack) 
     one = httpx.post(f"{compose_stack.gateway}/score/fraud", json=transactions(1, "single")[0], timeout=30)
     assert one.status_code == 200, one.text
     assert 0.0 <= one.json()["fraud_score"] <= 1.0 and one.json()["transaction_id"] == "single-0"
+
+
+@pytest.mark.timeout(300)
+def test_compose_serves_the_personalization_bootstrap_model(compose_stack: ComposeStack) -> None:
+    """model-init installed the personalization model built into the image and loaded its world's features: a user
+    it knows is scored from their features by that version, an unknown one as a cold start (not a 503)."""
+    probe = (
+        "import json, pathlib; d = pathlib.Path('/opt/fraudmesh/bootstrap-models-personalization'); "
+        "v = (d / 'active').read_text().strip(); ids = json.loads((d / v / 'ids.json').read_text()); "
+        "print(json.dumps({'version': v, 'user': ids['users'][0], 'item': ids['items'][0]}))"
+    )
+    built = json.loads(run(["docker", "run", "--rm", "--network", "none", APP_IMAGE, "python", "-c", probe]).strip())
+    assert built["version"].startswith("pers-bootstrap-"), built
+    url = f"{compose_stack.gateway}/score/personalization"
+    body = {"user_id": built["user"], "item_id": built["item"], "session_id": "s-compose"}
+    r = httpx.post(url, json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["model_version"] == built["version"]
+    assert 0.0 <= doc["relevance_score"] <= 1.0 and 0.0 < doc["conversion_probability"] < 1.0
+    assert "cold_start_user" not in doc["behavioral_signals"] and doc["user_segment"] != "new_visitor", doc
+    cold = httpx.post(url, json={"user_id": "user_nobody", "item_id": built["item"]}, timeout=30)
+    assert cold.status_code == 200, cold.text
+    assert "cold_start_user" in cold.json()["behavioral_signals"]
+    compose_stack.report["personalization"] = {k: doc[k] for k in ("model_version", "user_segment")}
 
 
 def prometheus_targets(stack: ComposeStack) -> list[dict[str, Any]]:

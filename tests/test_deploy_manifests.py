@@ -4,7 +4,9 @@ config, and the Kubernetes manifests in deploy/k8s. No docker engine or cluster 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -635,24 +637,85 @@ def _run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.Complet
 
 
 def test_install_bootstrap_model_copies_once_and_never_overwrites(tmp_path: Path) -> None:
-    source, target = tmp_path / "image-models", tmp_path / "volume"
-    (source / "bootstrap-1").mkdir(parents=True)
-    (source / "bootstrap-1" / "model.onnx").write_bytes(b"onnx")
-    (source / "active").write_text("bootstrap-1\n")
+    """Each family's bootstrap model is copied into its directory once; a model activated since is left alone."""
+    target, pers_target = tmp_path / "volume", tmp_path / "volume-personalization"
+    sources = {}
+    for family, version in (("fraud", "bootstrap-1"), ("personalization", "pers-bootstrap-1")):
+        source = tmp_path / f"image-models-{family}"
+        (source / version).mkdir(parents=True)
+        (source / version / "model.onnx").write_bytes(f"onnx {family}".encode())
+        (source / "active").write_text(f"{version}\n")
+        sources[family] = str(source)
 
-    nothing = str(tmp_path / "nothing")
-    missing = _run_script("install_bootstrap_model.py", "--source", nothing, "--model-dir", str(target))
+    def install(fraud_source: str) -> subprocess.CompletedProcess[str]:
+        return _run_script(
+            "install_bootstrap_model.py",
+            *("--source", fraud_source, "--model-dir", str(target)),
+            *("--personalization-source", sources["personalization"], "--personalization-dir", str(pers_target)),
+            "--no-features",
+        )
+
+    missing = install(str(tmp_path / "nothing"))
     assert missing.returncode != 0 and "no bootstrap model" in missing.stderr
 
-    first = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
+    first = install(sources["fraud"])
     assert first.returncode == 0, first.stderr
     assert (target / "active").read_text().strip() == "bootstrap-1"
-    assert (target / "bootstrap-1" / "model.onnx").read_bytes() == b"onnx"
+    assert (target / "bootstrap-1" / "model.onnx").read_bytes() == b"onnx fraud"
+    assert (pers_target / "active").read_text().strip() == "pers-bootstrap-1"
+    assert (pers_target / "pers-bootstrap-1" / "model.onnx").read_bytes() == b"onnx personalization"
 
     (target / "active").write_text("published-2\n")  # a model activated since: left alone on a restart
-    again = _run_script("install_bootstrap_model.py", "--source", str(source), "--model-dir", str(target))
-    assert again.returncode == 0 and "nothing to do" in again.stdout
+    (pers_target / "active").write_text("pers-published-2\n")
+    again = install(sources["fraud"])
+    assert again.returncode == 0 and again.stdout.count("nothing to do") == 2, again.stdout
     assert (target / "active").read_text().strip() == "published-2"
+    assert (pers_target / "active").read_text().strip() == "pers-published-2"
+
+
+def test_install_bootstrap_model_loads_the_personalization_worlds_features(tmp_path: Path, redis_url: str) -> None:
+    """model-init's last step: the features of the world the installed personalization model was trained on are in
+    Redis, so the users it knows are scored from their features (as after `fraudmesh up`)."""
+    from feature_svc.online import OnlineRead
+    from feature_svc.world.personalization.features import (
+        ITEM_FEATURES,
+        USER_FEATURES,
+        as_mapping,
+        item_features,
+        user_features,
+    )
+    from feature_svc.world.personalization.online import store
+    from feature_svc.world.personalization.world import SECONDS_PER_DAY, generate, options_of
+    from trainer.personalization.bootstrap import train_bootstrap
+
+    fraud_source = tmp_path / "image-models"
+    (fraud_source / "bootstrap-1").mkdir(parents=True)
+    (fraud_source / "active").write_text("bootstrap-1\n")
+    pers_source = tmp_path / "image-models-personalization"
+    meta = train_bootstrap(pers_source)
+    world = generate(options_of(meta))
+    res = subprocess.run(
+        ["python", str(ROOT / "deploy" / "compose" / "install_bootstrap_model.py"),
+         *("--source", str(fraud_source), "--model-dir", str(tmp_path / "m")),
+         *("--personalization-source", str(pers_source), "--personalization-dir", str(tmp_path / "mp"))],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "FRAUDMESH_REDIS_URL": redis_url},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    rows = world.n_users + world.n_items + world.n_sessions
+    assert f"wrote {rows} personalization feature rows" in res.stdout
+
+    async def read_back() -> list[OnlineRead]:
+        online = store(redis_url, 600)
+        try:
+            return await online.read([("user", world.user_id(0)), ("item", world.item_id(0))])
+        finally:
+            await online.close()
+
+    user, item = asyncio.run(read_back())
+    cutoff = world.options.days * SECONDS_PER_DAY + 1.0
+    assert user.present and not user.stale and item.present and not item.stale
+    assert user.values == pytest.approx(as_mapping(USER_FEATURES, user_features(world, cutoff)[0]))
+    assert item.values == pytest.approx(as_mapping(ITEM_FEATURES, item_features(world, cutoff)[0]))
 
 
 def test_deps_of_prints_serving_deps_and_expands_extras(tmp_path: Path) -> None:

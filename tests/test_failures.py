@@ -16,7 +16,16 @@ from deploy.demo import sample_batch
 from deploy.servers import Server
 from deploy.stack import alive
 from shared import subjects
-from shared.messages import Codec, ScoreReply, ScoreRequest, Transaction
+from shared.messages import (
+    Codec,
+    Partial,
+    PartialFailed,
+    PartialOutcome,
+    PartialResult,
+    ScoreReply,
+    ScoreRequest,
+    Transaction,
+)
 from tests.stacks import Stack
 
 
@@ -185,6 +194,38 @@ async def test_poison_partial_is_dead_lettered(make_stack) -> None:  # type: ign
     async with httpx.AsyncClient(timeout=10) as client:
         r = await client.post(f"{s.gateway_url}/score/fraud", json={"card_id": "c", "transaction_amount": 1.0})
     assert r.status_code == 200
+
+
+async def test_a_partial_carries_its_family_and_one_of_another_family_is_dead_lettered(make_stack) -> None:  # type: ignore[no-untyped-def]
+    """Partials are fraud's: the result of one says `family: fraud`; a partial naming another family is never scored
+    as transactions: it is dead-lettered at once and its owner told why (a `PartialFailed` on its inbox)."""
+    s: Stack = make_stack({})
+    for name in ("aggregator", "feature", "inference", "gateway"):
+        s.start(name)
+    s.wait_ready()
+    codec = Codec()
+    nc = await nats.connect(s.state.nats_url)
+    try:
+        js = nc.jetstream()
+        inbox = f"{subjects.RESULTS_PREFIX}.family-test"  # an aggregator's inbox: workers may publish there
+        sub = await nc.subscribe(inbox)
+        txs = [Transaction(card_id="card_fam", transaction_amount=12.0)]
+        for index, family in ((0, "fraud"), (1, "personalization")):
+            body = Partial(request_id="fam", index=index, count=2, transactions=txs, family=family)
+            headers = {subjects.HDR_MSG_ID: f"fam:{index}", subjects.HDR_REPLY_TO: inbox}
+            await js.publish(subjects.PARTIALS_SUBJECT, codec.encode(body), headers=headers)
+        outcomes = {}
+        for _ in range(2):
+            msg = await sub.next_msg(timeout=15)
+            outcome = codec.decoder(PartialOutcome).decode(msg.data)
+            outcomes[outcome.index] = outcome
+        scored, refused = outcomes[0], outcomes[1]
+        assert isinstance(scored, PartialResult) and scored.family == "fraud" and len(scored.scores) == 1
+        assert isinstance(refused, PartialFailed) and "'personalization'" in refused.reason, refused
+        dead = await js.get_last_msg(subjects.DLQ_STREAM, subjects.DLQ_SUBJECT)
+        assert codec.decode(dead.data, Partial).family == "personalization"
+    finally:
+        await nc.close()
 
 
 def test_sigterm_drains_in_flight_partials_without_redelivery(make_stack) -> None:  # type: ignore[no-untyped-def]

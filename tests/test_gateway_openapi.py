@@ -24,11 +24,12 @@ MAX_EXAMPLES = 30
 SEED = 20261201
 API_KEY = "schemathesis-key"
 CONFIG = Path(__file__).parent / "schemathesis.toml"
-NOT_FUZZED = "^/(transactions|labels|config|cache/clear)$"
+NOT_FUZZED = "^/(transactions|labels|events|config|cache/clear)$"
 """Ingestion stores what it is sent (no `ingest=false` there): fuzzed transactions and labels would enter the
-session's ledger, which other tests read. tests/test_ingest*.py test those routes. `/config` and `/cache/clear` act
-on every instance of the session stack (a fuzzed partial size or degraded policy would change what the tests after
-this one see): tests/test_gateway_admin.py tests them on a stack of its own."""
+session's ledger, and fuzzed clickstream events the personalization features (of seed 001's user, whose example
+they copy), which other tests read. tests/test_ingest*.py and tests/test_clicks_*.py test those routes. `/config`
+and `/cache/clear` act on every instance of the session stack (a fuzzed partial size or degraded policy would change
+what the tests after this one see): tests/test_gateway_admin.py tests them on a stack of its own."""
 EXCLUDED_CHECKS = "positive_data_acceptance"
 """It wants every schema-valid request accepted, but some rules cannot be said in JSON Schema (the inputs of an OIP
 request have one length, a card number is refused as a card id, one MLflow format per body): such requests get a

@@ -27,9 +27,10 @@ from deploy.servers import Server, port_is_free
 from gateway.telemetry import UNTRACED_PATHS, otel_plugins
 from shared import subjects
 from shared.messages import Codec, ScoreReply, ScoreRequest, Transaction
-from shared.telemetry import inject
+from shared.telemetry import MODEL_FAMILY, inject
 from tests.otlp_receiver import OtlpReceiver, SpanRecord
 from tests.stacks import Stack
+from trainer.personalization.bootstrap import train_bootstrap
 
 GATEWAY, AGGREGATOR, INFERENCE, FEATURE = (
     "fraudmesh-gateway",
@@ -153,6 +154,7 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
         root = roots[0]
         assert (root.service, root.kind, root.name) == (GATEWAY, "SERVER", "POST /predict"), str(root)
         assert root.parent_span_id == client_span_id
+        assert root.attributes.get(MODEL_FAMILY) == "fraud", str(root)
 
         def parent(s: SpanRecord) -> SpanRecord:
             return by_id[s.parent_span_id]
@@ -195,6 +197,9 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
         onnx = [s for s in spans if s.name == "onnx score"]
         assert len(onnx) >= N_PARTIALS
         assert all(s.service == INFERENCE and parent(s).name == "process fraud.partials" for s in onnx)
+        # every hop that scores says for which model family
+        labelled = [consumer, *publishes.values(), *partials, *onnx]
+        assert all(s.attributes.get(MODEL_FAMILY) == "fraud" for s in labelled), _dump(labelled)
 
         # route 1: the Redis read of each partial, and features.compute -> feature service, under its partial
         reads = [s for s in spans if s.name == "redis read features"]
@@ -215,6 +220,59 @@ def test_one_trace_holds_gateway_aggregator_inference_spans_linked_across_nats(
 
         # every span ends after it starts, and inside its trace's time range
         assert all(0 < s.start_ns <= s.end_ns for s in spans)
+
+
+# ------------------------------------------------------------------------- the personalization family's trace
+def test_a_personalization_request_is_one_trace_labelled_by_its_family(
+    make_stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """`POST /score/personalization` -> `personalization.score` -> the inference worker's ONNX run: one trace, and
+    every span that scores carries `fraudmesh.model_family = personalization` (fraud's carry `fraud`, above)."""
+    _clean_otel_env(monkeypatch)
+    models = tmp_path / "models-personalization"
+    train_bootstrap(models)
+    with OtlpReceiver() as rx:
+        stack = make_stack(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "200",
+                "FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(models),
+            }
+        )
+        trace_id, client_span_id, traceparent = _traceparent()
+        r = httpx.post(
+            f"{stack.gateway_url}/score/personalization",
+            json={"user_id": "user_000001", "item_id": "item_anything"},
+            headers={"traceparent": traceparent},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+
+        def complete(spans: list[SpanRecord]) -> bool:
+            names = {s.name for s in spans}
+            ids = {s.span_id for s in spans}
+            return (
+                {"process personalization.score", "onnx score"} <= names
+                and GATEWAY in {s.service for s in spans}
+                and sum(1 for s in spans if s.parent_span_id not in ids) <= 1
+            )
+
+        spans = rx.wait_for(complete, timeout=20.0, trace_id=trace_id)
+        by_id = {s.span_id: s for s in spans}
+        roots = [s for s in spans if s.parent_span_id not in by_id]
+        assert len(roots) == 1, _dump(spans)
+        root = roots[0]
+        assert (root.service, root.name) == (GATEWAY, "POST /score/personalization"), str(root)
+        assert root.parent_span_id == client_span_id
+        (consumer,) = [s for s in spans if s.name == "process personalization.score"]
+        assert consumer.service == INFERENCE and consumer.kind == "CONSUMER"
+        assert_messaging(consumer, "process", "personalization.score")
+        assert by_id[consumer.parent_span_id].service == GATEWAY
+        (onnx,) = [s for s in spans if s.name == "onnx score"]
+        assert onnx.parent_span_id == consumer.span_id and onnx.attributes.get("fraudmesh.rows") == 1
+        for s in (root, consumer, onnx):
+            assert s.attributes.get(MODEL_FAMILY) == "personalization", str(s)
+        assert not any(s.attributes.get(MODEL_FAMILY) == "fraud" for s in spans), _dump(spans)
 
 
 # ----------------------------------------------------------------------------------- no endpoint, no export

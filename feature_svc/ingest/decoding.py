@@ -12,9 +12,10 @@ from typing import Generic, TypeVar
 
 import msgspec
 
+from shared.click_messages import ClickEvent
 from shared.ingest_messages import Label, TxnIngest
 
-M = TypeVar("M", TxnIngest, Label)
+M = TypeVar("M", TxnIngest, Label, ClickEvent)
 _JSON_START = frozenset(b"{ \t\r\n")
 
 

@@ -1,4 +1,5 @@
-"""Open Inference Protocol v2 routes (KServe, Triton) for the model `fraud`; errors in OIP's `{"error": "..."}`.
+"""Open Inference Protocol v2 routes (KServe, Triton) for the models `fraud` and `personalization` (one per model
+family, gateway/oip.py `MODELS`); errors in OIP's `{"error": "..."}`.
 
 `OipHealthController` (server metadata, live, ready) is open like the other probes; `OipModelController` (model
 metadata, readiness, inference) is behind the API keys. Tensors and bodies: gateway/oip.py.
@@ -26,8 +27,10 @@ from gateway.envelope import check_count, decode_envelope, json_body
 from gateway.errors import STATUS
 from gateway.oip import (
     BINARY_HEADER,
+    FRAUD,
     INFER_EXAMPLE,
-    MODEL_NAME,
+    MODELS,
+    PERSONALIZATION,
     DocumentedInferRequest,
     InferInput,
     InferRequest,
@@ -35,18 +38,22 @@ from gateway.oip import (
     LiveResponse,
     ModelMetadataResponse,
     OipError,
+    OipModel,
     ReadyResponse,
     ServerMetadata,
     error_text,
     model_metadata,
     outputs,
+    personalization_outputs,
     split_binary,
     tensors,
+    to_items,
     to_transactions,
 )
 from gateway.openapi_spec import body_operation_of, error_responses
 from gateway.validation import BodyError, TooManyTransactions, echo
 from shared.model_messages import ModelInfo
+from shared.personalization_messages import PersonalizationScoreRequest
 
 _infer_decoder = msgspec.json.Decoder(InferRequest[InferInput])
 INFER_BODY = body_operation_of(DocumentedInferRequest, INFER_EXAMPLE)
@@ -55,7 +62,7 @@ OIP_TEXT = {
     400: "Bad input, in OIP's error shape.",
     401: "No API key, or an unknown one (X-API-Key), in OIP's error shape.",
     404: "Unknown model or version.",
-    413: "Too many transactions in one request.",
+    413: "Too many rows (transactions, pairs) in one request.",
     503: "The model cannot serve now (a service is down): retry shortly.",
     504: "The deadline passed before everything was scored.",
 }
@@ -135,29 +142,28 @@ class OipModelController(Controller):
     exception_handlers = OIP_HANDLERS
     dependencies = {"scoring": Provide(provide_scoring), **READ_ONLY}
 
-    async def _info(self, bridge: NatsBridge, request_id: str, name: str, version: str | None) -> ModelInfo:
-        if name != MODEL_NAME:
-            raise HTTPException(
-                status_code=404, detail=f"Unknown model {echo(name)}: this server serves {MODEL_NAME!r}."
-            )
-        info = await bridge.model_info(request_id)
-        if version is not None and version not in _served(info):
+    async def _info(self, bridge: NatsBridge, request_id: str, name: str, version: str | None) -> list[str]:
+        """The versions `name` serves (active first, then any A/B candidate); 404 for an unknown model, or for a
+        `version` not in service."""
+        model = _model(name)
+        served = await _served(bridge, request_id, model)
+        if version is not None and version not in served:
             raise HTTPException(
                 status_code=404,
-                detail=f"Model {MODEL_NAME!r} has no version {echo(version)} in service; it serves "
-                f"{', '.join(_served(info))}.",
+                detail=f"Model {model.name!r} has no version {echo(version)} in service; it serves "
+                f"{', '.join(served) or 'none'}.",
             )
-        return info
+        return served
 
     @get(
         "/{name:str}",
         operation_id="oipModelMetadata",
-        summary="OIP model metadata: the inputs (transaction fields) and outputs",
+        summary="OIP model metadata: the inputs (the fields of the model's request row) and outputs",
         responses=oip_errors(401, 404, 429, 503, 504),
     )
     async def metadata(self, bridge: NatsBridge, request_id: str, name: str) -> ModelMetadataResponse:
-        info = await self._info(bridge, request_id, name, None)
-        return model_metadata(_served(info))
+        served = await self._info(bridge, request_id, name, None)
+        return model_metadata(MODELS[name], served)
 
     @get(
         "/{name:str}/versions/{version:str}",
@@ -169,7 +175,7 @@ class OipModelController(Controller):
         self, bridge: NatsBridge, request_id: str, name: str, version: str
     ) -> ModelMetadataResponse:
         await self._info(bridge, request_id, name, version)
-        return model_metadata([version])
+        return model_metadata(MODELS[name], [version])
 
     @get(
         "/{name:str}/ready",
@@ -178,7 +184,8 @@ class OipModelController(Controller):
         responses=oip_errors(401, 404, 429, 503, 504),
     )
     async def model_ready(self, bridge: NatsBridge, request_id: str, name: str) -> ReadyResponse:
-        await self._info(bridge, request_id, name, None)
+        if not await self._info(bridge, request_id, name, None):
+            raise HTTPException(status_code=503, detail=f"Not ready: no inference worker serves a {name} model.")
         if why := await _ready(bridge):
             raise HTTPException(status_code=503, detail=f"Not ready: {why}.")
         return ReadyResponse(ready=True)
@@ -199,12 +206,13 @@ class OipModelController(Controller):
         "/{name:str}/infer",
         operation_id="oipInfer",
         operation_class=INFER_BODY,
-        summary="OIP inference: transactions as named tensors in, scores out",
+        summary="OIP inference: request rows (transactions, (user, item) pairs) as named tensors in, scores out",
         status_code=200,
         responses=oip_errors(400, 401, 404, 413, 429, 503, 504),
     )
     async def infer(self, scoring: Scoring, name: str) -> Response[InferResponse]:
-        """One element per transaction in every input tensor; JSON `data` or binary tensor data."""
+        """One element per row in every input tensor (`fraud`: a transaction; `personalization`: a (user, item)
+        pair); JSON `data` or binary tensor data."""
         return await self._infer(scoring, name, None)
 
     @post(
@@ -221,23 +229,22 @@ class OipModelController(Controller):
         return await self._infer(scoring, name, version)
 
     async def _infer(self, scoring: Scoring, name: str, version: str | None) -> Response[InferResponse]:
-        if name != MODEL_NAME:
-            raise HTTPException(
-                status_code=404, detail=f"Unknown model {echo(name)}: this server serves {MODEL_NAME!r}."
-            )
+        model = _model(name)
         if version is not None:
             await self._info(scoring.bridge, scoring.request_id, name, version)
         request = scoring.request
         header, binary = split_binary(await json_body(request, require_type=False), request.headers.get(BINARY_HEADER))
         req = decode_envelope(header, _infer_decoder)
-        columns = tensors(req, binary)
+        columns = tensors(model, req, binary)
         check_count(len(next(iter(columns.values()))), scoring.settings.max_batch_size)
+        if model is PERSONALIZATION:
+            return await _infer_personalization(scoring, req, columns)
         txs = to_transactions(req, columns, scoring.settings.card_ids_are_tokens)
         reply = await scoring.score(txs)
         all_scored(reply, "transactions")
         scores = [s for s in reply.results if s is not None]
         out = InferResponse(
-            model_name=MODEL_NAME,
+            model_name=FRAUD.name,
             model_version=",".join(sorted({s.model_version for s in scores})),
             id=req.id if req.id is not None else reply.request_id,
             outputs=outputs(req, scores),
@@ -245,5 +252,37 @@ class OipModelController(Controller):
         return Response(out, headers={"X-Request-Id": reply.request_id})
 
 
-def _served(info: ModelInfo) -> list[str]:
+async def _infer_personalization(
+    scoring: Scoring, req: InferRequest[InferInput], columns: dict[str, list[Any]]
+) -> Response[InferResponse]:
+    """Every pair in one `personalization.score` request: one worker scores them all with one version."""
+    items = to_items(req, columns)
+    request_id = scoring.request_id
+    reply = await scoring.bridge.personalize(
+        PersonalizationScoreRequest(items=items, request_id=request_id), scoring.deadline_ms, request_id
+    )
+    out = InferResponse(
+        model_name=PERSONALIZATION.name,
+        model_version=reply.model_version,
+        id=req.id if req.id is not None else request_id,
+        outputs=personalization_outputs(req, reply.scores),
+    )
+    return Response(out, headers={"X-Request-Id": request_id})
+
+
+def _model(name: str) -> OipModel:
+    model = MODELS.get(name)
+    if model is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"Unknown model {echo(name)}: this server serves {', '.join(repr(m) for m in MODELS)}.",
+        )
+    return model
+
+
+async def _served(bridge: NatsBridge, request_id: str, model: OipModel) -> list[str]:
+    if model is PERSONALIZATION:
+        pers = await bridge.personalization_info(request_id)
+        return [pers.version] if pers.version else []
+    info: ModelInfo = await bridge.model_info(request_id)
     return [info.active.version] + ([info.candidate.version] if info.candidate is not None else [])

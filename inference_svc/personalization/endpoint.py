@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from feature_svc.online import OnlineStore
 from feature_svc.world.personalization.online import store as online_store
@@ -42,6 +44,14 @@ from shared.personalization_messages import (
 )
 from shared.service import Context, Service, ServiceError
 from shared.settings import Settings
+from shared.telemetry import MODEL_FAMILY, label_family
+
+SpanFactory = Callable[..., contextlib.AbstractContextManager[Any]]
+
+
+def _no_span(_name: str, **_attributes: Any) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext(None)
+
 
 FAMILY_KEY = state_key(FAMILY, KEY_ACTIVE)
 CANDIDATE_KEY = state_key(FAMILY, KEY_CANDIDATE)
@@ -61,8 +71,11 @@ class Personalization:
         instance_id: str,
         metrics: PersonalizationMetrics,
         registry: Registry | None = None,
+        span: SpanFactory | None = None,
     ) -> None:
         self.settings = settings
+        self.span: SpanFactory = span or _no_span
+        """Child spans of the current one (the service's `span`; none in tests of the scorer)."""
         self.registry = registry
         """The family's view of the model registry (None: the directory alone, as in tests of the scorer)."""
         self.m = metrics
@@ -176,6 +189,7 @@ class Personalization:
         )
 
     async def score(self, req: PersonalizationScoreRequest, ctx: Context) -> PersonalizationScoreReply:
+        label_family(FAMILY)
         scorer = self.pick(req.request_id or ctx.request_id)  # one version for the whole request, whatever happens
         if scorer is None:
             raise ServiceError(
@@ -185,7 +199,8 @@ class Personalization:
                 retryable=False,
             )
         ctx.check_deadline("personalization: before scoring")
-        scores = await scorer.score(req.items)
+        with self.span("onnx score", **{"fraudmesh.rows": len(req.items), MODEL_FAMILY: FAMILY}):
+            scores = await scorer.score(req.items)
         version = scorer.model.version
         self.m.pairs.labels(FAMILY, version).inc(len(scores))
         observe = self.m.relevance.labels(version).observe
@@ -230,7 +245,9 @@ class Personalization:
 async def attach(service: Service, registry: Registry | None = None) -> Personalization:
     """Load the active personalization version (the registry's, else the directory's) and register its endpoints on
     `service`; with a registry, follow its `personalization.active` key."""
-    p = Personalization(service.settings, service.instance_id, PersonalizationMetrics(service.registry), registry)
+    p = Personalization(
+        service.settings, service.instance_id, PersonalizationMetrics(service.registry), registry, service.span
+    )
     await p.start()
     service.endpoint(
         subjects.PERSONALIZATION_SCORE,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from feature_svc.world.personalization.features import (
     ITEM_FEATURES,
     item_features,
 )
-from feature_svc.world.personalization.world import CART, PURCHASE, World, WorldOptions, generate
+from feature_svc.world.personalization.world import CART, PURCHASE, World, WorldOptions, generate, options_of
 from trainer.personalization.data import Split, split
 from trainer.personalization.evaluate import K, auc, ranking
 
@@ -39,11 +39,8 @@ EVENT_WEIGHT = {CART: 2.0, PURCHASE: 4.0}  # a view counts 1
 
 
 def world_options(metadata: dict[str, Any]) -> WorldOptions:
-    """The world a personalization model was trained on (its metadata's `training.world`): the users and items its
-    tables know, whose features `fraudmesh up` loads into Redis."""
-    raw = metadata.get("training", {}).get("world", {})
-    names = {f.name for f in fields(WorldOptions)}
-    return WorldOptions(**{k: v for k, v in raw.items() if k in names})
+    """The world a personalization model was trained on (`feature_svc.world.personalization.world.options_of`)."""
+    return options_of(metadata)
 
 
 def factorise(world: World, s: Split, dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,39 @@ every number.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 
-from feature_svc.world.personalization.world import CART, CATEGORIES, PURCHASE, VIEW, World
+from feature_svc.world.personalization.world import CART, CATEGORIES, PURCHASE, VIEW
+
+
+class Clickstream(Protocol):
+    """What the feature definitions read: events (user, item, session as dense indices, type, time in seconds) and
+    the catalogue (price, category index per item). A simulated `World` is one; so is the event log of the entities
+    a live ingest batch touched (feature_svc/ingest/clicks.py), so both compute every number the same way."""
+
+    @property
+    def event_user(self) -> np.ndarray: ...
+    @property
+    def event_item(self) -> np.ndarray: ...
+    @property
+    def event_type(self) -> np.ndarray: ...
+    @property
+    def event_session(self) -> np.ndarray: ...
+    @property
+    def event_time(self) -> np.ndarray: ...
+    @property
+    def item_price(self) -> np.ndarray: ...
+    @property
+    def item_category(self) -> np.ndarray: ...
+    @property
+    def n_users(self) -> int: ...
+    @property
+    def n_items(self) -> int: ...
+    @property
+    def n_sessions(self) -> int: ...
+
 
 FEATURE_SET_VERSION = "personalization-fs-1"
 USER_FEATURES: tuple[str, ...] = (
@@ -48,7 +77,7 @@ def _counts(index: np.ndarray, n: int, mask: np.ndarray) -> np.ndarray:
     return np.bincount(index[mask], minlength=n).astype(np.float64)
 
 
-def user_features(world: World, cutoff: float) -> np.ndarray:
+def user_features(world: Clickstream, cutoff: float) -> np.ndarray:
     """[U, len(USER_FEATURES)] from the events before `cutoff`."""
     m = world.event_time < cutoff
     u, t = world.event_user[m], world.event_type[m]
@@ -80,7 +109,7 @@ def user_features(world: World, cutoff: float) -> np.ndarray:
     return np.column_stack([*cols, share])
 
 
-def item_features(world: World, cutoff: float) -> np.ndarray:
+def item_features(world: Clickstream, cutoff: float) -> np.ndarray:
     """[I, len(ITEM_FEATURES)] from the events before `cutoff` (conversion rate smoothed towards a prior)."""
     m = world.event_time < cutoff
     i, t = world.event_item[m], world.event_type[m]
@@ -92,7 +121,7 @@ def item_features(world: World, cutoff: float) -> np.ndarray:
     return np.column_stack([views, carts, buys, conv, world.item_price, world.item_category.astype(np.float64)])
 
 
-def session_features(world: World, cutoff: float) -> np.ndarray:
+def session_features(world: Clickstream, cutoff: float) -> np.ndarray:
     """[S, len(SESSION_FEATURES)] from the events before `cutoff`."""
     m = world.event_time < cutoff
     s, t, when = world.event_session[m], world.event_type[m], world.event_time[m]

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from feature_svc.online import FeatureRecord, OnlineStore
+from feature_svc.online import DEFAULT_PREFIX, FeatureRecord, OnlineStore
 from feature_svc.world.personalization.features import (
     FEATURE_SET_VERSION,
     ITEM_FEATURES,
@@ -27,9 +27,11 @@ from feature_svc.world.personalization.world import SECONDS_PER_DAY, World
 LAYOUT: Mapping[str, Sequence[str]] = {"user": USER_FEATURES, "item": ITEM_FEATURES, "session": SESSION_FEATURES}
 
 
-def store(redis_url: str, ttl_s: int) -> OnlineStore:
+def store(redis_url: str, ttl_s: int, prefix: str = DEFAULT_PREFIX) -> OnlineStore:
     """The online store of the personalization feature set (its own version and layout, the same Redis)."""
-    return OnlineStore.from_url(redis_url, version=FEATURE_SET_VERSION, ttl_s=ttl_s, layout=LAYOUT, max_connections=8)
+    return OnlineStore.from_url(
+        redis_url, version=FEATURE_SET_VERSION, ttl_s=ttl_s, layout=LAYOUT, max_connections=8, prefix=prefix
+    )
 
 
 def records(world: World, cutoff: float | None = None, now: float | None = None) -> Iterator[FeatureRecord]:

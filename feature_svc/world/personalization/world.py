@@ -14,7 +14,9 @@ Structure the models can learn (and that a popularity ranking cannot):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +51,14 @@ class WorldOptions:
     taste_concentration: float = 0.25
     latent_weight: float = 1.6
     popularity_weight: float = 0.8
+
+
+def options_of(metadata: Mapping[str, Any]) -> WorldOptions:
+    """The world a personalization model was trained on (its metadata's `training.world`): the users and items its
+    tables know, whose features are loaded into Redis. Unknown keys (event counts) are ignored."""
+    raw = metadata.get("training", {}).get("world", {})
+    names = {f.name for f in fields(WorldOptions)}
+    return WorldOptions(**{k: v for k, v in raw.items() if k in names})
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,74 @@ def quality(n: int, epochs: int, batch_size: int, fanout: str, seed: int, thread
     return out
 
 
+def step_cost(n: int, batch_size: int, fanout: str, seed: int, threads: int) -> dict[str, Any]:
+    """One GNN optimiser step on the last training day's snapshot of a world of `n` transactions: a mini-batch of
+    `batch_size` of that day's transactions (its neighbour sample) first, then the full snapshot, each with its
+    CPU seconds and the growth of the process's peak RSS it caused (mini-batch first: its peak is then the
+    smaller one, so each delta is that step's own)."""
+    import resource
+
+    import numpy as np
+    import torch
+
+    from feature_svc.world import WorldParams, generate_world
+    from trainer.data import US_PER_DAY, ledger_from_world
+    from trainer.gnn import Encoder
+    from trainer.sampler import NODE_TYPES, SnapshotGraph, sample
+    from trainer.snapshot import edge_table, snapshot
+    from trainer.train import snapshot_tensors
+
+    def peak() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    torch.set_num_threads(threads)
+    world = generate_world(WorldParams(seed=seed, n_cards=int(n * CARDS_PER_TX), n_transactions=n), progress=False)
+    ledger = ledger_from_world(world)
+    day = ledger.days - 15  # the last training day of the default 28/7/7 split
+    snap = snapshot(ledger, edge_table(ledger), ledger.start_us + day * US_PER_DAY)
+    rows = np.flatnonzero(ledger.day_of(ledger.ts) == day)
+    rng = np.random.default_rng(seed)
+    batch = rng.choice(rows, size=min(batch_size, len(rows)), replace=False)
+    encoder = Encoder(32, 16, 3)
+    graph = SnapshotGraph.of(snap)
+    out: dict[str, Any] = {
+        "transactions": n,
+        "day_transactions": len(rows),
+        "graph_nodes": {t: len(snap.x[t]) for t in NODE_TYPES},
+        "graph_edges": int(sum(e.shape[1] for e in snap.edges.values())) * 2,
+    }
+    fan = tuple(int(x) for x in fanout.split(","))
+    before = peak()
+    t0 = time.process_time()
+    seeds = {
+        t: np.unique(np.where(ledger.ent[t][batch] >= 0, ledger.ent[t][batch], len(snap.x[t]))) for t in NODE_TYPES
+    }
+    sub = sample(graph, seeds, fan, rng)
+    emb = encoder.encode({t: torch.from_numpy(sub.x[t]) for t in NODE_TYPES},
+                         {et: torch.from_numpy(e) for et, e in sub.edges.items()})  # fmt: skip
+    sum(v.square().sum() for v in emb.values()).backward()  # type: ignore[union-attr]
+    out["mini_batch"] = {
+        "batch_size": len(batch),
+        "fanout": fanout,
+        "subgraph_nodes": {t: len(v) for t, v in sub.nodes.items()},
+        "subgraph_edges": int(sum(e.shape[1] for e in sub.edges.values())),
+        "cpu_s": round(time.process_time() - t0, 2),
+        "peak_rss_growth_mib": round(peak() - before, 1),
+    }
+    encoder.zero_grad()
+    before = peak()
+    t0 = time.process_time()
+    emb = encoder(*snapshot_tensors(snap))
+    sum(v.square().sum() for v in emb.values()).backward()  # type: ignore[union-attr]
+    out["full_graph"] = {
+        "cpu_s": round(time.process_time() - t0, 2),
+        "peak_rss_growth_mib": round(peak() - before, 1),
+    }
+    out["process_peak_rss_mib"] = round(peak(), 1)
+    print(f"[train-scale] step cost {n:,}: {out}", flush=True)
+    return out
+
+
 def _f(x: Any, nd: int = 0) -> str:
     return "-" if x is None else f"{x:,.{nd}f}" if isinstance(x, int | float) else str(x)
 
@@ -134,14 +202,18 @@ def markdown(result: dict[str, Any]) -> str:
         f"# fraudmesh training against the world's size: {result['name']}",
         "",
         f"Run {result['started_at']} → {result.get('finished_at', '(running)')} on {result['machine'].get('cpu_model')}"
-        f", {result['machine'].get('cores', '')} cores; `fraudmesh train --local-features --epochs {p['epochs']} "
-        f"--threads {p['threads']} --legit-fraction {p.get('legit_fraction', 1.0)}` under `nice -n 10`, "
-        "one process per row.",
-        "",
-        "| transactions | cards | GNN training | wall s | CPU s | peak RSS MiB | prepare s | GNN s | baseline s | "
-        "head-only s | emb+GBM s | epochs | val PR-AUC all / ring | load 1m start/end |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f", {result['machine'].get('cores', '')} cores, under `nice -n 10`.",
     ]
+    if result["rows"]:
+        lines += [
+            "",
+            f"`fraudmesh train --local-features --epochs {p['epochs']} --threads {p['threads']} --legit-fraction "
+            f"{p.get('legit_fraction', 1.0)}`, one process per row:",
+            "",
+            "| transactions | cards | GNN training | wall s | CPU s | peak RSS MiB | prepare s | GNN s | baseline s | "
+            "head-only s | emb+GBM s | epochs | val PR-AUC all / ring | load 1m start/end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in result["rows"]:
         ph = r.get("phases_s") or {}
         auc = r.get("val_known_pr_auc") or {}
@@ -162,6 +234,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         *_quality_lines(result.get("quality")),
+        *_step_lines(result.get("step_cost")),
         "",
         "Wall seconds are under the load of other jobs on a shared 2-core machine (load averages in the last column):"
         " an upper bound, not a cost model; CPU seconds (user + system) are the steadier measure. The phase seconds"
@@ -188,6 +261,26 @@ def _quality_lines(q: dict[str, Any] | None) -> list[str]:
         cells = [r["mode"], _f(r["cpu_s"]), str(r["best_epoch"]), _f(auc["all"], 3), _f(auc["ring"], 3)]
         out.append("| " + " | ".join(cells) + " |")
     return out
+
+
+def _step_lines(sc: dict[str, Any] | None) -> list[str]:
+    if not sc:
+        return []
+    mb, fg = sc["mini_batch"], sc["full_graph"]
+    nodes = sum(sc["graph_nodes"].values())
+    sub_nodes = sum(mb["subgraph_nodes"].values())
+    return [
+        "",
+        f"One GNN step (forward + backward, 3 layers, hidden 32) on the last training day's snapshot of a world of "
+        f"{sc['transactions']:,} transactions ({nodes:,} nodes, {sc['graph_edges']:,} directed edges):",
+        "",
+        "| step | nodes | edges | CPU s | peak RSS growth MiB |",
+        "|---|---|---|---|---|",
+        f"| mini-batch of {mb['batch_size']:,} transactions, fan-out {mb['fanout']} | {sub_nodes:,} | "
+        f"{mb['subgraph_edges']:,} | {_f(mb['cpu_s'], 2)} | {_f(mb['peak_rss_growth_mib'], 1)} |",
+        f"| full snapshot | {nodes:,} | {sc['graph_edges']:,} | {_f(fg['cpu_s'], 2)} | "
+        f"{_f(fg['peak_rss_growth_mib'], 1)} |",
+    ]
 
 
 def write(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
@@ -252,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead: compare full-graph and mini-batch validation PR-AUC on a world of this size",
     )
     p.add_argument("--quality-epochs", type=int, default=10)
+    p.add_argument(
+        "--step-cost",
+        type=int,
+        default=0,
+        help="instead: CPU and memory of one GNN step, mini-batch vs full snapshot, at this world size",
+    )
     p.add_argument("--model-report", action="store_true",
                    help=f"instead: write {MODEL_REPORT} from the train-scale-*.json in --out-dir")  # fmt: skip
     p.add_argument("--name", default="", help="report name (default: train-scale-<UTC date and time>)")
@@ -275,6 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         },
         "rows": [],
     }
+    if args.step_cost:
+        result["step_cost"] = step_cost(args.step_cost, args.batch_size, args.fanout, args.seed, args.threads)
+        result["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        jp, mp = write(result, args.out_dir)
+        print(f"\nreports: {jp}\n         {mp}")
+        return 0
     if args.quality:
         result["quality"] = quality(args.quality, args.quality_epochs, args.batch_size, args.fanout, args.seed,
                                     args.threads)  # fmt: skip

@@ -124,11 +124,27 @@ def quality(n: int, epochs: int, batch_size: int, fanout: str, seed: int, thread
     return out
 
 
-def step_cost(n: int, batch_size: int, fanout: str, seed: int, threads: int) -> dict[str, Any]:
-    """One GNN optimiser step on the last training day's snapshot of a world of `n` transactions: a mini-batch of
-    `batch_size` of that day's transactions (its neighbour sample) first, then the full snapshot, each with its
-    CPU seconds and the growth of the process's peak RSS it caused (mini-batch first: its peak is then the
-    smaller one, so each delta is that step's own)."""
+def _saved_mib(fn: Any) -> tuple[Any, float]:
+    """Run `fn` and add up the tensors autograd saves for the backward pass: the step's activation memory (a tensor
+    saved by two operations counts twice, so an upper bound)."""
+    import torch
+
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, round(total / 2**20, 1)
+
+
+def step_cost(n: int, configs: list[tuple[int, str]], seed: int, threads: int) -> dict[str, Any]:
+    """One GNN optimiser step on the last training day's snapshot of a world of `n` transactions: for each
+    (batch size, fan-out) a mini-batch of that day's transactions (its neighbour sample), then the full snapshot;
+    each with its subgraph size, CPU seconds and the activation memory autograd keeps for the backward pass."""
     import resource
 
     import numpy as np
@@ -141,9 +157,6 @@ def step_cost(n: int, batch_size: int, fanout: str, seed: int, threads: int) -> 
     from trainer.snapshot import edge_table, snapshot
     from trainer.train import snapshot_tensors
 
-    def peak() -> float:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
     torch.set_num_threads(threads)
     world = generate_world(WorldParams(seed=seed, n_cards=int(n * CARDS_PER_TX), n_transactions=n), progress=False)
     ledger = ledger_from_world(world)
@@ -151,7 +164,6 @@ def step_cost(n: int, batch_size: int, fanout: str, seed: int, threads: int) -> 
     snap = snapshot(ledger, edge_table(ledger), ledger.start_us + day * US_PER_DAY)
     rows = np.flatnonzero(ledger.day_of(ledger.ts) == day)
     rng = np.random.default_rng(seed)
-    batch = rng.choice(rows, size=min(batch_size, len(rows)), replace=False)
     encoder = Encoder(32, 16, 3)
     graph = SnapshotGraph.of(snap)
     out: dict[str, Any] = {
@@ -159,35 +171,34 @@ def step_cost(n: int, batch_size: int, fanout: str, seed: int, threads: int) -> 
         "day_transactions": len(rows),
         "graph_nodes": {t: len(snap.x[t]) for t in NODE_TYPES},
         "graph_edges": int(sum(e.shape[1] for e in snap.edges.values())) * 2,
+        "mini_batch": [],
     }
-    fan = tuple(int(x) for x in fanout.split(","))
-    before = peak()
+    for batch_size, fanout in configs:
+        batch = rng.choice(rows, size=min(batch_size, len(rows)), replace=False)
+        fan = tuple(int(x) for x in fanout.split(","))
+        t0 = time.process_time()
+        ent = {t: np.where(ledger.ent[t][batch] >= 0, ledger.ent[t][batch], len(snap.x[t])) for t in NODE_TYPES}
+        sub = sample(graph, {t: np.unique(v) for t, v in ent.items()}, fan, rng)
+        x = {t: torch.from_numpy(sub.x[t]) for t in NODE_TYPES}
+        ei = {et: torch.from_numpy(e) for et, e in sub.edges.items()}
+        emb, saved = _saved_mib(lambda x=x, ei=ei: encoder.encode(x, ei))
+        sum(v.square().sum() for v in emb.values()).backward()
+        encoder.zero_grad()
+        out["mini_batch"].append(
+            {
+                "batch_size": len(batch),
+                "fanout": fanout,
+                "subgraph_nodes": {t: len(v) for t, v in sub.nodes.items()},
+                "subgraph_edges": int(sum(e.shape[1] for e in sub.edges.values())),
+                "cpu_s": round(time.process_time() - t0, 2),
+                "saved_activations_mib": saved,
+            }
+        )
     t0 = time.process_time()
-    seeds = {
-        t: np.unique(np.where(ledger.ent[t][batch] >= 0, ledger.ent[t][batch], len(snap.x[t]))) for t in NODE_TYPES
-    }
-    sub = sample(graph, seeds, fan, rng)
-    emb = encoder.encode({t: torch.from_numpy(sub.x[t]) for t in NODE_TYPES},
-                         {et: torch.from_numpy(e) for et, e in sub.edges.items()})  # fmt: skip
-    sum(v.square().sum() for v in emb.values()).backward()  # type: ignore[union-attr]
-    out["mini_batch"] = {
-        "batch_size": len(batch),
-        "fanout": fanout,
-        "subgraph_nodes": {t: len(v) for t, v in sub.nodes.items()},
-        "subgraph_edges": int(sum(e.shape[1] for e in sub.edges.values())),
-        "cpu_s": round(time.process_time() - t0, 2),
-        "peak_rss_growth_mib": round(peak() - before, 1),
-    }
-    encoder.zero_grad()
-    before = peak()
-    t0 = time.process_time()
-    emb = encoder(*snapshot_tensors(snap))
-    sum(v.square().sum() for v in emb.values()).backward()  # type: ignore[union-attr]
-    out["full_graph"] = {
-        "cpu_s": round(time.process_time() - t0, 2),
-        "peak_rss_growth_mib": round(peak() - before, 1),
-    }
-    out["process_peak_rss_mib"] = round(peak(), 1)
+    emb, saved = _saved_mib(lambda: encoder(*snapshot_tensors(snap)))
+    sum(v.square().sum() for v in emb.values()).backward()
+    out["full_graph"] = {"cpu_s": round(time.process_time() - t0, 2), "saved_activations_mib": saved}
+    out["process_peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(f"[train-scale] step cost {n:,}: {out}", flush=True)
     return out
 
@@ -266,21 +277,29 @@ def _quality_lines(q: dict[str, Any] | None) -> list[str]:
 def _step_lines(sc: dict[str, Any] | None) -> list[str]:
     if not sc:
         return []
-    mb, fg = sc["mini_batch"], sc["full_graph"]
     nodes = sum(sc["graph_nodes"].values())
-    sub_nodes = sum(mb["subgraph_nodes"].values())
-    return [
+    day = sc["day_transactions"]
+    lines = [
         "",
         f"One GNN step (forward + backward, 3 layers, hidden 32) on the last training day's snapshot of a world of "
-        f"{sc['transactions']:,} transactions ({nodes:,} nodes, {sc['graph_edges']:,} directed edges):",
+        f"{sc['transactions']:,} transactions ({nodes:,} nodes, {sc['graph_edges']:,} directed edges, {day:,} "
+        "transactions that day). Activation memory: the tensors autograd keeps for the backward pass.",
         "",
-        "| step | nodes | edges | CPU s | peak RSS growth MiB |",
-        "|---|---|---|---|---|",
-        f"| mini-batch of {mb['batch_size']:,} transactions, fan-out {mb['fanout']} | {sub_nodes:,} | "
-        f"{mb['subgraph_edges']:,} | {_f(mb['cpu_s'], 2)} | {_f(mb['peak_rss_growth_mib'], 1)} |",
-        f"| full snapshot | {nodes:,} | {sc['graph_edges']:,} | {_f(fg['cpu_s'], 2)} | "
-        f"{_f(fg['peak_rss_growth_mib'], 1)} |",
+        "| step | nodes | edges | CPU s | activation MiB | steps per day (all rows) |",
+        "|---|---|---|---|---|---|",
     ]
+    for mb in sc["mini_batch"]:
+        sub = sum(mb["subgraph_nodes"].values())
+        lines.append(
+            f"| mini-batch of {mb['batch_size']:,}, fan-out {mb['fanout']} | {sub:,} | {mb['subgraph_edges']:,} | "
+            f"{_f(mb['cpu_s'], 2)} | {_f(mb['saved_activations_mib'], 1)} | {-(-day // mb['batch_size'])} |"
+        )
+    fg = sc["full_graph"]
+    lines.append(
+        f"| full snapshot | {nodes:,} | {sc['graph_edges']:,} | {_f(fg['cpu_s'], 2)} | "
+        f"{_f(fg['saved_activations_mib'], 1)} | 1 |"
+    )
+    return lines
 
 
 def write(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
@@ -351,6 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="instead: CPU and memory of one GNN step, mini-batch vs full snapshot, at this world size",
     )
+    p.add_argument(
+        "--step-configs",
+        default="2048:10,10,10;512:10,10,10;512:5,3,2;128:5,3,2",
+        help="with --step-cost: batch:fanout;... (2048:10,10,10;512:10,10,10;512:5,3,2;128:5,3,2)",
+    )
     p.add_argument("--model-report", action="store_true",
                    help=f"instead: write {MODEL_REPORT} from the train-scale-*.json in --out-dir")  # fmt: skip
     p.add_argument("--name", default="", help="report name (default: train-scale-<UTC date and time>)")
@@ -375,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     if args.step_cost:
-        result["step_cost"] = step_cost(args.step_cost, args.batch_size, args.fanout, args.seed, args.threads)
+        configs = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.step_configs.split(";") if c.strip()]
+        result["step_cost"] = step_cost(args.step_cost, configs, args.seed, args.threads)
         result["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         jp, mp = write(result, args.out_dir)
         print(f"\nreports: {jp}\n         {mp}")

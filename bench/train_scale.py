@@ -262,7 +262,8 @@ def _quality_lines(q: dict[str, Any] | None) -> list[str]:
     out = [
         "",
         f"Model quality, full graph against mini-batch: world of {q['transactions']:,} transactions (seed 0), "
-        f"training seed 0, {q['epochs']} epochs each (early stopping on the best epoch), same prepared data:",
+        f"training seed 0, {q['epochs']} epochs each (early stopping on the best epoch), same prepared data (every "
+        "legit row, local features):",
         "",
         "| GNN training | CPU s | best epoch | validation PR-AUC all | ring |",
         "|---|---|---|---|---|",

@@ -20,15 +20,15 @@ from trainer.train import TrainConfig, predict, run  # noqa: E402
 
 TINY = WorldParams(n_cards=400, n_transactions=6_000, days=21, seed=3, ring_share=0.02, card_testing_share=0.01)
 CFG = TrainConfig(
-    epochs=4,
-    patience=4,
+    epochs=3,
+    patience=3,
     val_days=5,
     test_days=5,
     progress=False,
     baseline_iter=30,
     ablation=False,
     emb_gbm=False,
-    batch_size=128,
+    batch_size=256,
     fanout=(5, 5, 5),
 )
 

@@ -243,6 +243,11 @@ def markdown(result: dict[str, Any]) -> str:
         if r.get("error"):
             cells[3] = f"error: {r['error'][-200:]}".replace("|", "/").replace("\n", " ")
         lines.append("| " + " | ".join(cells) + " |")
+    for r in result["rows"]:
+        after = r.get("peak_rss_mib_after")
+        if after:
+            phases = ", ".join(f"{k} {_f(v)}" for k, v in after.items())
+            lines += ["", f"Peak RSS (MiB) at the end of each phase, {r['transactions']:,}, {r['mode']}: {phases}."]
     lines += [
         *_quality_lines(result.get("quality")),
         *_step_lines(result.get("step_cost")),

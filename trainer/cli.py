@@ -16,6 +16,17 @@ from feature_svc.world.options import add_world_arguments, world_overrides
 DEFAULT_OFFLINE = Path("var/offline")
 
 
+def _fanout(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        msg = f"--fanout wants comma-separated integers such as 10,10,10, not {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not out or any(k == 0 or k < -1 for k in out):
+        raise argparse.ArgumentTypeError(f"--fanout {text!r}: each hop samples at least 1 neighbour (-1: all)")
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fraudmesh train", description=__doc__.splitlines()[0])
     src = ap.add_argument_group("data")
@@ -59,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
         "--no-emb-gbm",
         action="store_true",
         help="skip the gradient boosting on [fields | registry | embeddings] (then --served-head gbm is unavailable)",
+    )
+    tr.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="GNN training: 0 = one step per day on the full snapshot (default); N = neighbour-sampled mini-batches "
+        "of N transactions (memory bounded by N and the fan-out, for big worlds)",
+    )
+    tr.add_argument(
+        "--fanout",
+        type=_fanout,
+        default=(10, 10, 10),
+        help="with --batch-size: neighbours sampled per node and edge type at each hop, one per layer (10,10,10)",
     )
     tr.add_argument("--no-progress", action="store_true")
     out = ap.add_argument_group("output")
@@ -134,6 +158,8 @@ def train_main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         layers=args.layers,
         baseline_iter=args.baseline_iter,
+        batch_size=args.batch_size,
+        fanout=args.fanout,
         legit_fraction=args.legit_fraction,
         ablation=not args.no_ablation,
         emb_gbm=not args.no_emb_gbm,

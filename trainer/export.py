@@ -203,6 +203,7 @@ def export(
         "config": result.config_json(),
         "gnn": {"best_epoch": result.gnn_info["best"]["epoch"], "epochs_run": result.gnn_info["epochs_run"]},
         "seconds": result.seconds,
+        "peak_rss_mib": result.peak_rss_mib,
         "inputs": {
             "tx_fields": TX_NAMES,
             "registry_features": prep.tab_names,

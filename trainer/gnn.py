@@ -40,7 +40,13 @@ class Encoder(nn.Module):
         self.dim = dim
 
     def forward(self, x: dict[str, torch.Tensor], edges: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        ei = edge_index_dict(edges)
+        return self.encode(x, edge_index_dict(edges))
+
+    def encode(
+        self, x: dict[str, torch.Tensor], ei: dict[tuple[str, str, str], torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The embeddings given directed edges per PyG edge type (a full snapshot's edges in both directions, or a
+        sampled subgraph's, where a node aggregates only the in-neighbours sampled for it)."""
         h = {t: torch.relu(self.inp[t](x[t])) for t in NODE_TYPES}
         for conv in self.convs:
             m = conv(h, ei)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,6 +57,8 @@ class TrainConfig:
     ablation: bool = True  # also train the head alone, to report what the embeddings add
     emb_gbm: bool = True  # also fit gradient boosting on [fields | registry | GNN embeddings]
     legit_fraction: float = 1.0  # local features only: keep this share of legit rows (weighted 1/fraction)
+    batch_size: int = 0  # 0: one step per training day on its full snapshot; n: neighbour-sampled batches of n rows
+    fanout: tuple[int, ...] = (10, 10, 10)  # neighbours sampled per node and edge type at each hop (one per layer)
     progress: bool = True
 
 
@@ -158,11 +161,32 @@ def embed_day(encoder: Encoder, prep: Prepared, day: int) -> dict[str, torch.Ten
     return encoder(x, e)
 
 
-def head_input(prep: Prepared, rows: np.ndarray, emb: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[tx fields | registry features | card, merchant, device, ip embeddings] for the given prepared rows."""
+def head_input(
+    prep: Prepared, rows: np.ndarray, emb: dict[str, torch.Tensor], index: dict[str, np.ndarray] | None = None
+) -> torch.Tensor:
+    """[tx fields | registry features | card, merchant, device, ip embeddings] for the given prepared rows; `emb`
+    is indexed by entity id, or by `index` (each row's node in a sampled subgraph) when given."""
     raw = torch.from_numpy(np.hstack([prep.tx_x[rows], prep.tab.x[rows].astype(np.float32)]))
-    parts = [raw] + [emb[t][torch.from_numpy(prep.ent(t)[rows])] for t in NODE_TYPES]
+    at = index if index is not None else {t: prep.ent(t)[rows] for t in NODE_TYPES}
+    parts = [raw] + [emb[t][torch.from_numpy(at[t])] for t in NODE_TYPES]
     return torch.cat(parts, dim=1)
+
+
+def day_inputs(
+    encoder: Encoder, prep: Prepared, day: int, rows: np.ndarray, cfg: TrainConfig, rng: np.random.Generator
+) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """The optimiser steps of one training day: (rows, head input) once on the full snapshot (`batch_size` 0), or
+    per neighbour-sampled mini-batch (trainer.minibatch)."""
+    if cfg.batch_size <= 0:
+        yield rows, head_input(prep, rows, embed_day(encoder, prep, day))
+        return
+    from trainer.minibatch import sampled_batches
+    from trainer.sampler import SnapshotGraph
+
+    graph = SnapshotGraph.of(prep.snapshots[day])
+    ent = {t: prep.ent(t)[rows] for t in NODE_TYPES}
+    for pos, emb, index in sampled_batches(encoder, graph, ent, cfg.batch_size, cfg.fanout, rng):
+        yield rows[pos], head_input(prep, rows[pos], emb, index)
 
 
 def standardisation(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -203,6 +227,8 @@ def predict(encoder: Encoder, head: Head, prep: Prepared, mask: np.ndarray) -> t
 def train_gnn(prep: Prepared, cfg: TrainConfig) -> tuple[Encoder, Head, dict]:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    if cfg.batch_size > 0 and len(cfg.fanout) != cfg.layers:
+        raise ValueError(f"fanout {cfg.fanout} needs one fan-out per GNN layer ({cfg.layers})")
     encoder = Encoder(cfg.hidden, cfg.dim, cfg.layers)
     encoder.enabled = cfg.use_embeddings
     mean, std = standardisation(prep)
@@ -221,16 +247,14 @@ def train_gnn(prep: Prepared, cfg: TrainConfig) -> tuple[Encoder, Head, dict]:
         head.train()
         losses = []
         for d in rng.permutation(train_days):
-            sel = train_rows[prep.day[train_rows] == d]
-            emb = embed_day(encoder, prep, d)
-            x = head_input(prep, sel, emb)
-            y = torch.from_numpy(prep.y_train[sel].astype(np.float32))
-            w = torch.from_numpy(prep.w_train[sel].astype(np.float32))
-            loss = (loss_fn(head.logit(x), y) * w).sum() / w.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            for sel, x in day_inputs(encoder, prep, d, train_rows[prep.day[train_rows] == d], cfg, rng):
+                y = torch.from_numpy(prep.y_train[sel].astype(np.float32))
+                w = torch.from_numpy(prep.w_train[sel].astype(np.float32))
+                loss = (loss_fn(head.logit(x), y) * w).sum() / w.sum()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
         p_val, _ = predict(encoder, head, prep, val)
         # early stopping sees only the labels known at the validation cut-off
         m = metrics.scores(prep.y_val_known[val], p_val, prep.w_val_known[val])
@@ -317,6 +341,7 @@ class Result:
     seconds: dict[str, float]
     choices: dict = field(default_factory=dict)  # per model: thresholds and calibration, made on validation
     emb_gbm: object | None = None  # gradient boosting on the head's inputs [fields | registry | embeddings]
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the process's peak RSS at the end of each phase
 
     def config_json(self) -> dict:
         return asdict(self.cfg)
@@ -339,6 +364,13 @@ def incident_of_rows(world: World, prep: Prepared, rows: np.ndarray) -> np.ndarr
     return out
 
 
+def _peak_rss_mib() -> float:
+    """The process's peak resident set so far (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Result:
     from trainer import calibration
 
@@ -346,12 +378,16 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     t0 = time.perf_counter()
+    rss: dict[str, float] = {}
     prep = prepare(world, offline_dir, cfg)
     t1 = time.perf_counter()
+    rss["prepare"] = _peak_rss_mib()
     encoder, head, info = train_gnn(prep, cfg)
     t2 = time.perf_counter()
+    rss["gnn"] = _peak_rss_mib()
     clf = train_baseline(prep, cfg)
     t3 = time.perf_counter()
+    rss["baseline"] = _peak_rss_mib()
     val, test = prep.part == 1, prep.part == 2
     scores: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # model -> (validation, test) scores
     p_all, x_all = predict(encoder, head, prep, np.ones(len(prep.part), dtype=bool))
@@ -363,6 +399,7 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
         h_all, _ = predict(enc0, head0, prep, np.ones(len(prep.part), dtype=bool))
         scores["head_only"] = (h_all[val], h_all[test])
     t4 = time.perf_counter()
+    rss["ablation"] = _peak_rss_mib()
     if cfg.emb_gbm and cfg.use_embeddings:
         x_emb = np.hstack([x, x_all[:, x.shape[1] :].numpy().astype(np.float64)])
         clf_emb = fit_gbm(x_emb, prep, cfg)
@@ -370,6 +407,7 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
     else:
         clf_emb = None
     t5 = time.perf_counter()
+    rss["emb_gbm"] = _peak_rss_mib()
     kinds = tuple(FRAUD_KINDS)
     w_val, w_test = prep.weight[val], prep.weight[test]
     cdf_val = maturity.delay_cdf(prep.ledger.ts, prep.ledger.label_time, prep.ledger.is_fraud, prep.split.val_end)
@@ -418,6 +456,7 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
         },
         choices=choices,
         emb_gbm=clf_emb,
+        peak_rss_mib=rss,
     )
 
 

@@ -317,6 +317,8 @@ class Result:
     seconds: dict[str, float]
     choices: dict = field(default_factory=dict)  # per model: thresholds and calibration, made on validation
     emb_gbm: object | None = None  # gradient boosting on the head's inputs [fields | registry | embeddings]
+    val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # per model, validation rows (trainer.heads)
+    head_x: torch.Tensor | None = None  # every prepared row's head input (trainer.heads refits on it)
 
     def config_json(self) -> dict:
         return asdict(self.cfg)
@@ -418,6 +420,8 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
         },
         choices=choices,
         emb_gbm=clf_emb,
+        val_scores={name: s_val for name, (s_val, _) in scores.items()},
+        head_x=x_all,
     )
 
 

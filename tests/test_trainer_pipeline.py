@@ -275,3 +275,27 @@ def test_gbm_head_ships_a_validation_sample_that_serving_reproduces(trained) -> 
     assert (model_dir / "active").read_text().strip() == written["version"]  # the default head stays the MLP
     report = validate(model.meta, Path(written["emb_gbm"]), model.predict, 0.005)
     assert report.sample_available and report.agrees, report.message
+
+
+def test_served_head_auto_activates_the_better_head_on_validation(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`--served-head auto`: the head with the better validation PR-AUC at label maturity is the active version,
+    and both artifacts record the choice, the criterion and every candidate's value."""
+    from inference_svc.artifact import active_version
+    from trainer import maturity
+    from trainer.export import export
+
+    result, _model_dir, _written = trained
+    written = export(result, tmp_path, world_params={}, served_head="auto")
+    sel = written["head_selection"]
+    val = result.prep.part == 1
+    _, (ap_mlp, ap_gbm) = maturity.choose(
+        [result.val_scores["gnn"], result.val_scores["emb_gbm"]],
+        result.prep.y_val_known[val],
+        result.prep.w_val_known[val],
+    )
+    assert sel["val_known_pr_auc"] == {"mlp": round(ap_mlp, 5), "gbm": round(ap_gbm, 5)}
+    assert sel["chosen"] == ("gbm" if ap_gbm > ap_mlp else "mlp")
+    assert active_version(tmp_path) == (written["emb_gbm_version"] if sel["chosen"] == "gbm" else written["version"])
+    for version in (written["version"], written["emb_gbm_version"]):
+        meta = read_metadata(tmp_path / version / "metadata.json")
+        assert meta.training["head_selection"] == sel and "labels known at the validation cut-off" in sel["criterion"]

@@ -56,11 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
     out.add_argument(
         "--served-head",
-        choices=("mlp", "gbm"),
+        choices=("auto", "mlp", "gbm"),
         default="mlp",
         help=(
-            "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*) or gbm "
-            "(gradient boosting on the same inputs, version embgbm-*); both are exported (default mlp)"
+            "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*), gbm "
+            "(gradient boosting on the same inputs, version embgbm-*) or auto (the one with the better overall "
+            "PR-AUC on the validation week with the labels known at its cut-off; recorded in the metadata as "
+            "training.head_selection); both are exported (default mlp)"
         ),
     )
     out.add_argument(

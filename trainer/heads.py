@@ -234,3 +234,18 @@ def fit_candidates(result) -> HeadChoice:  # type: ignore[no-untyped-def]
         refit=refit,
         refit_info=info,
     )
+
+
+SERVABLE: tuple[str, ...] = ("mlp", "gbm")  # the heads trainer.export can write as an artifact
+
+
+def served_choice(result) -> dict:  # type: ignore[no-untyped-def]
+    """`fraudmesh train --served-head auto`: the servable head with the best SELECTION_CRITERION on validation
+    (the MLP when the run fitted no embeddings+GBM), with every candidate's value, for the artifact's metadata."""
+    prep = result.prep
+    val = prep.part == 1
+    cands = {"mlp": result.val_scores["gnn"]}
+    if result.emb_gbm is not None and "emb_gbm" in result.val_scores:
+        cands["gbm"] = result.val_scores["emb_gbm"]
+    chosen, aps = choose_head(cands, prep.y_val_known[val], prep.w_val_known[val])
+    return {"mode": "auto", "criterion": SELECTION_CRITERION, "chosen": chosen, "val_known_pr_auc": aps}

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from trainer import metrics
     from trainer.heads import fit_candidates
-    from trainer.train import TrainConfig, run
+    from trainer.train import TrainConfig, run, thresholds_from_validation
 
     overrides = world_overrides(args)
     for w_seed in args.worlds:
@@ -119,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
             t_heads = time.perf_counter()
             heads = fit_candidates(result)
             seconds_heads = round(time.perf_counter() - t_heads, 1)
+            val = result.prep.part == 1
+            w_val = result.prep.weight[val]
+            head_choices = {  # the new candidates' and the served head's thresholds and calibration, on validation
+                key: {
+                    "thresholds": thresholds_from_validation(heads.val[name], w_val),
+                    "calibration": heads.calibration[name].to_json(),
+                }
+                for key, name in (("mlp_refit", "mlp_refit"), ("blend", "blend"), ("served", heads.chosen))
+                if name in heads.val
+            }
             extra = {}
             for name in ("mlp_refit", "blend"):
                 if name in heads.test:
@@ -126,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
             extra["served"] = heads.test[heads.chosen]
             extra["served_calibrated"] = heads.test_calibrated[heads.chosen]
             np.savez_compressed(out / f"seed-{t_seed}.npz", **result.test_scores, **extra)  # type: ignore[arg-type]
-            val = result.prep.part == 1
             np.savez_compressed(
                 out / f"seed-{t_seed}.validation.npz",
                 **heads.val,
                 y_known=result.prep.y_val_known[val],
                 w_known=result.prep.w_val_known[val],
+                weight=w_val,
                 kind=result.prep.kind[val].astype(str),
             )
             info = {
-                "choices": result.choices,
+                "choices": {**result.choices, **head_choices},
                 "head_selection": {
                     **heads.to_json(),
                     "val_known_by_kind": {

@@ -14,6 +14,7 @@ from pathlib import Path
 from feature_svc.world.options import add_world_arguments, world_overrides
 
 DEFAULT_OFFLINE = Path("var/offline")
+DEFAULT_SERVED_HEAD = "mlp"  # which head over the GNN embeddings `fraudmesh train` activates (trainer.heads)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,12 +58,12 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--served-head",
         choices=("auto", "mlp", "gbm"),
-        default="mlp",
+        default=DEFAULT_SERVED_HEAD,
         help=(
             "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*), gbm "
             "(gradient boosting on the same inputs, version embgbm-*) or auto (the one with the better overall "
             "PR-AUC on the validation week with the labels known at its cut-off; recorded in the metadata as "
-            "training.head_selection); both are exported (default mlp)"
+            f"training.head_selection); both are exported (default {DEFAULT_SERVED_HEAD})"
         ),
     )
     out.add_argument(

@@ -12,9 +12,10 @@ the same input row [tx fields | registry features | card, merchant, device, ip e
   weighted distribution of its head's validation scores: no labels, so the blend's validation score is not
   fitted on the labels it is then judged by, as an average of calibrated probabilities would be).
 
-`choose_head` picks the served one by one criterion fixed before any result was seen: the overall PR-AUC on the
-validation week with the labels known at the validation cut-off, maturity-weighted (`maturity.choose`), the same
-criterion as early stopping and the gradient-boosting grid. The test week is never looked at.
+`choose_head` picks the served one (among SERVABLE, the heads trainer.export can write) by one criterion fixed
+before any result was seen: the overall PR-AUC on the validation week with the labels known at the validation
+cut-off, maturity-weighted (`maturity.choose`), the same criterion as early stopping and the gradient-boosting
+grid. The test week is never looked at.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SELECTION_CRITERION = (
     "(maturity.choose: the criterion of early stopping and the gradient-boosting grid)"
 )
 CANDIDATES: tuple[str, ...] = ("mlp", "mlp_refit", "gbm", "blend")
+SERVABLE: tuple[str, ...] = ("mlp", "gbm")  # the heads trainer.export can write as an artifact
 
 
 class TwoBlockHead(nn.Module):
@@ -163,7 +165,8 @@ def choose_head(val_scores: dict[str, np.ndarray], y_known: np.ndarray, w_known:
 class HeadChoice:
     """Every candidate head's validation and test scores (raw and calibrated), the chosen one and why."""
 
-    chosen: str
+    chosen: str  # among SERVABLE: what `fraudmesh train --served-head auto` serves
+    chosen_all: str  # among every candidate (refit and blend are not exportable yet)
     val_known_pr_auc: dict[str, float]
     val: dict[str, np.ndarray]
     test: dict[str, np.ndarray]
@@ -176,6 +179,8 @@ class HeadChoice:
         return {
             "criterion": SELECTION_CRITERION,
             "chosen": self.chosen,
+            "servable": list(SERVABLE),
+            "chosen_among_all": self.chosen_all,
             "val_known_pr_auc": self.val_known_pr_auc,
             "refit": self.refit_info,
         }
@@ -223,9 +228,12 @@ def fit_candidates(result) -> HeadChoice:  # type: ignore[no-untyped-def]
     for name in ("mlp_refit", "blend"):
         if name in v:
             calib[name] = calibration.fit(v[name], prep.y_val_known[val], f_age, prep.weight[val])
-    chosen, aps = choose_head(v, prep.y_val_known[val], prep.w_val_known[val])
+    # the served head is chosen among the exportable ones, as `--served-head auto` does (served_choice)
+    chosen, _ = choose_head({n: v[n] for n in SERVABLE if n in v}, prep.y_val_known[val], prep.w_val_known[val])
+    chosen_all, aps = choose_head(v, prep.y_val_known[val], prep.w_val_known[val])
     return HeadChoice(
         chosen=chosen,
+        chosen_all=chosen_all,
         val_known_pr_auc=aps,
         val=v,
         test=t,
@@ -234,9 +242,6 @@ def fit_candidates(result) -> HeadChoice:  # type: ignore[no-untyped-def]
         refit=refit,
         refit_info=info,
     )
-
-
-SERVABLE: tuple[str, ...] = ("mlp", "gbm")  # the heads trainer.export can write as an artifact
 
 
 def served_choice(result) -> dict:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import numpy as np
 
 from feature_svc.world import FRAUD_KINDS
 from trainer import bootstrap, calibration
+from trainer.cli import DEFAULT_SERVED_HEAD
 from trainer.train import BANDS
 
 MODELS = ("served", "gnn", "head_only", "baseline", "emb_gbm")
@@ -35,7 +36,8 @@ TARGET = 0.10
 
 
 def _load(world_dir: Path) -> tuple[list[dict[str, np.ndarray]], list[dict]]:
-    seeds = sorted(world_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    runs = (p for p in world_dir.glob("seed-*.npz") if p.stem.split("-")[1].isdigit())  # not seed-<s>.validation
+    seeds = sorted(runs, key=lambda p: int(p.stem.split("-")[1]))
     scores = [dict(np.load(p, allow_pickle=False)) for p in seeds]
     infos = [json.loads(p.with_suffix(".json").read_text()) for p in seeds]
     return scores, infos
@@ -173,7 +175,10 @@ def _heads_section(results: dict[str, Any]) -> list[str]:
         "boosting (embeddings+GBM) and a blend (mean of the MLP's and the GBM's ranks in validation traffic, no "
         "labels). The served head is the one with the best overall PR-AUC on the validation week with the labels "
         "known at the validation cut-off, maturity-weighted: the criterion of early stopping and of the "
-        "gradient-boosting grid, fixed before any of these runs. The test week plays no part in the choice.",
+        "gradient-boosting grid, fixed before any of these runs. The served head is chosen among the heads "
+        "`fraudmesh train` can export (MLP, embeddings+GBM); the refit MLP and the blend are measured beside them "
+        "(their validation values below say whether they would have been chosen). The test week plays no part in "
+        "the choice.",
         "",
     ]
     for name, res in results.items():
@@ -335,10 +340,11 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         f"- GNN (MLP head) - head-only: {_fmt(d_head) if d_head else '-'}; GNN (MLP head) - best baseline: "
         f"{_fmt(d_base) if d_base else '-'}; embeddings+GBM - GBM (what the embeddings add to the same GBM): "
         f"{_fmt(e_gbm) if e_gbm else '-'}; embeddings+GBM - head-only: {_fmt(e_head) if e_head else '-'}.",
-        "- Serving: `fraudmesh train --served-head auto` (the default) fits the heads, chooses on validation as "
-        "here, records the choice in the artifact's metadata and activates it; `--served-head mlp|gbm` forces one. "
-        "The GBM head is its own artifact `embgbm-<ts>` (trees as ONNX built by `trainer/gbm_onnx.py`, equal to "
-        "scikit-learn within 1e-6, missing values included, with the GNN's encoder and embeddings table).",
+        "- Serving: `fraudmesh train --served-head auto` fits both servable heads (the MLP and embeddings+GBM), "
+        "chooses on validation exactly as the served head here, records the choice in both artifacts' metadata "
+        f"and activates it; `--served-head mlp|gbm` forces one (default: `{DEFAULT_SERVED_HEAD}`). The GBM head is "
+        "its own artifact `embgbm-<ts>` (trees as ONNX built by `trainer/gbm_onnx.py`, equal to scikit-learn "
+        "within 1e-6, missing values included, with the GNN's encoder and embeddings table).",
         f"- Best single registry column on rings: `{best_col}` PR-AUC {sc[best_col]:.3f} (base rate "
         f"{sc['_base_rate']:.4f}): single-row and 1-hop features do not solve ring fraud in this world.",
         "",

@@ -178,10 +178,14 @@ def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  
 
     published_versions = asyncio.run(published())
     assert version in published_versions
-    # the embeddings+GBM head is exported (and published) beside the GNN, not activated by default
-    assert version.startswith("gnn-")
+    # both heads are exported (and published); the default (--served-head auto) activates the one chosen on
+    # validation, as both artifacts' metadata records
+    gnn = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("gnn-")]
     gbm = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("embgbm-")]
-    assert len(gbm) == 1 and gbm[0] in published_versions
+    assert len(gnn) == 1 and len(gbm) == 1 and {gnn[0], gbm[0]} <= set(published_versions)
+    sel = read_metadata(tmp_path / "models" / gnn[0] / "metadata.json").training["head_selection"]
+    assert sel["mode"] == "auto" and set(sel["val_known_pr_auc"]) == {"mlp", "gbm"}
+    assert version == (gnn[0] if sel["chosen"] == "mlp" else gbm[0])
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| ring |" in readme and "ms" in readme
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000

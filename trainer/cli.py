@@ -14,7 +14,7 @@ from pathlib import Path
 from feature_svc.world.options import add_world_arguments, world_overrides
 
 DEFAULT_OFFLINE = Path("var/offline")
-DEFAULT_SERVED_HEAD = "mlp"  # which head over the GNN embeddings `fraudmesh train` activates (trainer.heads)
+DEFAULT_SERVED_HEAD = "auto"  # which head over the GNN embeddings `fraudmesh train` activates (trainer.heads)
 
 
 def _parser() -> argparse.ArgumentParser:

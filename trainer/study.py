@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                         for n, sv in heads.val.items()
                     },
                 },
-                "seconds": {**result.seconds, "heads": seconds_heads, "total": seconds + seconds_heads},
+                "seconds": {**result.seconds, "heads": seconds_heads, "total": round(seconds + seconds_heads, 1)},
                 "peak_rss_mb": peak_rss_mb(),
                 "gnn": result.gnn_info["best"],
                 "epochs_run": result.gnn_info["epochs_run"],

@@ -461,7 +461,7 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
             sec = r["seconds"]
             lines.append(
                 f"| {name} | {i} | {sec['prepare']} / {sec['gnn']} / {sec['baseline']} / {sec['ablation']} / "
-                f"{sec.get('emb_gbm', '-')} / {sec.get('heads', '-')} / {sec['total']} | {r['peak_rss_mb']} |"
+                f"{sec.get('emb_gbm', '-')} / {sec.get('heads', '-')} / {round(sec['total'], 1)} | {r['peak_rss_mb']} |"
             )
     lines += [
         "",

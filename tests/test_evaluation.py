@@ -131,6 +131,13 @@ def test_choices_on_validation_ignore_labels_from_after_its_cutoff() -> None:
     assert a.gnn_info["history"] == b.gnn_info["history"]
     assert a.baseline.grid_ == b.baseline.grid_  # type: ignore[attr-defined]
     assert a.choices == b.choices  # thresholds and calibration of every model
+    # the served head (fraudmesh train --served-head auto) and the study's head candidates are chosen the same way
+    from trainer.heads import fit_candidates, served_choice
+
+    assert served_choice(a) == served_choice(b)
+    ha, hb = fit_candidates(a), fit_candidates(b)
+    assert ha.refit_info == hb.refit_info  # the refit head's early stopping too
+    assert (ha.chosen, ha.val_known_pr_auc) == (hb.chosen, hb.val_known_pr_auc)
 
 
 def test_study_and_its_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -152,8 +159,11 @@ def test_study_and_its_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert (
         "Target" in first_screen and ("MET" in first_screen) and "Best single registry column on rings" in first_screen
     )
-    for label in ("GNN", "head-only", "GBM (censoring-aware)", "embeddings+GBM"):
+    for label in ("GNN (served head)", "GNN (MLP head)", "head-only", "GBM (censoring-aware)", "embeddings+GBM"):
         assert f"{label} PR-AUC" in readme
+    # which head each training seed served, chosen on validation, and every candidate's test PR-AUC
+    heads = readme.split("## The served head: chosen on validation")[1].split("\n## ")[0]
+    assert "| 0 | " in heads and "| 1 | " in heads and "refit MLP head" in heads and "blend (MLP, GBM)" in heads
     assert "| ring (" in readme and "Brier" in readme and "target 1.0%" in readme
     assert (tmp_path / "report" / "reliability.png").stat().st_size > 1000
     study = json.loads((tmp_path / "report" / "study.json").read_text())

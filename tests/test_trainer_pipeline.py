@@ -178,10 +178,14 @@ def test_train_and_evaluate_cli(world, tmp_path: Path, nats_url: str) -> None:  
 
     published_versions = asyncio.run(published())
     assert version in published_versions
-    # the embeddings+GBM head is exported (and published) beside the GNN, not activated by default
-    assert version.startswith("gnn-")
+    # both heads are exported (and published); the default (--served-head auto) activates the one chosen on
+    # validation, as both artifacts' metadata records
+    gnn = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("gnn-")]
     gbm = [p.name for p in (tmp_path / "models").iterdir() if p.name.startswith("embgbm-")]
-    assert len(gbm) == 1 and gbm[0] in published_versions
+    assert len(gnn) == 1 and len(gbm) == 1 and {gnn[0], gbm[0]} <= set(published_versions)
+    sel = read_metadata(tmp_path / "models" / gnn[0] / "metadata.json").training["head_selection"]
+    assert sel["mode"] == "auto" and set(sel["val_known_pr_auc"]) == {"mlp", "gbm"}
+    assert version == (gnn[0] if sel["chosen"] == "mlp" else gbm[0])
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "| ring |" in readme and "ms" in readme
     assert (tmp_path / "report" / "pr_curves.png").stat().st_size > 1000
@@ -275,3 +279,27 @@ def test_gbm_head_ships_a_validation_sample_that_serving_reproduces(trained) -> 
     assert (model_dir / "active").read_text().strip() == written["version"]  # the default head stays the MLP
     report = validate(model.meta, Path(written["emb_gbm"]), model.predict, 0.005)
     assert report.sample_available and report.agrees, report.message
+
+
+def test_served_head_auto_activates_the_better_head_on_validation(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`--served-head auto`: the head with the better validation PR-AUC at label maturity is the active version,
+    and both artifacts record the choice, the criterion and every candidate's value."""
+    from inference_svc.artifact import active_version
+    from trainer import maturity
+    from trainer.export import export
+
+    result, _model_dir, _written = trained
+    written = export(result, tmp_path, world_params={}, served_head="auto")
+    sel = written["head_selection"]
+    val = result.prep.part == 1
+    _, (ap_mlp, ap_gbm) = maturity.choose(
+        [result.val_scores["gnn"], result.val_scores["emb_gbm"]],
+        result.prep.y_val_known[val],
+        result.prep.w_val_known[val],
+    )
+    assert sel["val_known_pr_auc"] == {"mlp": round(ap_mlp, 5), "gbm": round(ap_gbm, 5)}
+    assert sel["chosen"] == ("gbm" if ap_gbm > ap_mlp else "mlp")
+    assert active_version(tmp_path) == (written["emb_gbm_version"] if sel["chosen"] == "gbm" else written["version"])
+    for version in (written["version"], written["emb_gbm_version"]):
+        meta = read_metadata(tmp_path / version / "metadata.json")
+        assert meta.training["head_selection"] == sel and "labels known at the validation cut-off" in sel["criterion"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from feature_svc.world.options import add_world_arguments, world_overrides
 
 DEFAULT_OFFLINE = Path("var/offline")
+DEFAULT_SERVED_HEAD = "auto"  # which head over the GNN embeddings `fraudmesh train` activates (trainer.heads)
 
 
 def _fanout(text: str) -> tuple[int, ...]:
@@ -90,11 +91,13 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--no-activate", action="store_true", help="write the artifact without making it active")
     out.add_argument(
         "--served-head",
-        choices=("mlp", "gbm"),
-        default="mlp",
+        choices=("auto", "mlp", "gbm"),
+        default=DEFAULT_SERVED_HEAD,
         help=(
-            "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*) or gbm "
-            "(gradient boosting on the same inputs, version embgbm-*); both are exported (default mlp)"
+            "which head over the GNN embeddings is activated: mlp (the GNN's own head, version gnn-*), gbm "
+            "(gradient boosting on the same inputs, version embgbm-*) or auto (the one with the better overall "
+            "PR-AUC on the validation week with the labels known at its cut-off; recorded in the metadata as "
+            f"training.head_selection); both are exported (default {DEFAULT_SERVED_HEAD})"
         ),
     )
     out.add_argument(

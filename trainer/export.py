@@ -23,6 +23,7 @@ from inference_svc.validation import write_sample
 from trainer.embed import embeddings_parquet
 from trainer.gbm_onnx import GbmExportError, gbm_onnx
 from trainer.gnn import NODE_TYPES, EncoderOnnx
+from trainer.heads import served_choice
 from trainer.snapshot import LINKS, NODE_FEATURES, snapshot
 from trainer.train import TX_NAMES, Result, predict, snapshot_tensors
 
@@ -150,9 +151,10 @@ def _summary(metrics: dict, models: tuple[str, ...] = ("gnn", "baseline")) -> di
     return out
 
 
-HEADS = ("mlp", "gbm")
+HEADS = ("auto", "mlp", "gbm")
 """The heads over the GNN embeddings that can be served: the MLP trained with the encoder, or gradient boosting
-fitted on the same inputs ([fields | registry | embeddings], `emb_gbm`)."""
+fitted on the same inputs ([fields | registry | embeddings], `emb_gbm`); `auto`: the one with the better
+validation score at label maturity (trainer.heads.served_choice)."""
 
 
 def export(
@@ -166,7 +168,8 @@ def export(
     """Write `<model_dir>/gnn-<ts>/` (model.onnx = MLP head, encoder.onnx, embeddings.parquet, metadata.json,
     eval/), `<model_dir>/embgbm-<ts>/` (model.onnx = gradient boosting over the same inputs, with the same encoder
     and embeddings) and `<model_dir>/hgb-<ts>/` (baseline, never activated). `served_head` says which of the first
-    two is activated (`mlp`: the GNN, `gbm`: embeddings+GBM). Returns what was written."""
+    two is activated (`mlp`: the GNN, `gbm`: embeddings+GBM, `auto`: the better on validation, trainer.heads);
+    the choice and why is in both artifacts' metadata (training.head_selection). Returns what was written."""
     if served_head not in HEADS:
         raise ValueError(f"served head {served_head!r} is not one of {', '.join(HEADS)}")
     if served_head == "gbm" and result.emb_gbm is None:
@@ -174,6 +177,11 @@ def export(
             "served head 'gbm' needs the embeddings+GBM model, which this run did not fit "
             "(TrainConfig.emb_gbm and use_embeddings must be on)"
         )
+    if served_head == "auto":
+        selection = served_choice(result)
+        served_head = selection["chosen"]
+    else:
+        selection = {"mode": "forced", "chosen": served_head}
     prep, cfg = result.prep, result.cfg
     stamp = dt.datetime.now(dt.UTC)
     version = f"gnn-{stamp:%Y%m%d-%H%M%S}"
@@ -191,6 +199,7 @@ def export(
         ),
         "label_delay": prep.delay,
         "choices": result.choices,
+        "head_selection": selection,
         "train_fraud": {
             "known_at_cutoff": int(prep.y_train[prep.part == 0].sum()),
             "eventual": int(prep.y_true[prep.part == 0].sum()),
@@ -254,7 +263,7 @@ def export(
     np.savez_compressed(eval_dir / "test_scores.npz", **result.test_scores)
     (eval_dir / "history.json").write_text(json.dumps(result.gnn_info, indent=1) + "\n")
     (eval_dir / "choices.json").write_text(json.dumps(result.choices, indent=1) + "\n")
-    written = {"gnn": str(base), "version": version, "served": version}
+    written = {"gnn": str(base), "version": version, "served": version, "head_selection": selection}
     if result.emb_gbm is not None:
         g = gbm_artifact(result, model_dir, meta, stamp, activate=activate and served_head == "gbm")
         if g is not None:

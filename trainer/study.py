@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     add_world_arguments(ap)
     args = ap.parse_args(argv)
 
-    from trainer.train import TrainConfig, run
+    from trainer import metrics
+    from trainer.heads import fit_candidates
+    from trainer.train import TrainConfig, run, thresholds_from_validation
 
     overrides = world_overrides(args)
     for w_seed in args.worlds:
@@ -114,10 +116,50 @@ def main(argv: list[str] | None = None) -> int:
             test = result.prep.part == 2
             if t_seed == args.train_seeds[0]:
                 (out / "single_column.json").write_text(json.dumps(single_column(result.prep, test), indent=1))
-            np.savez_compressed(out / f"seed-{t_seed}.npz", **result.test_scores)  # type: ignore[arg-type]
+            t_heads = time.perf_counter()
+            heads = fit_candidates(result)
+            seconds_heads = round(time.perf_counter() - t_heads, 1)
+            val = result.prep.part == 1
+            w_val = result.prep.weight[val]
+            head_choices = {  # the new candidates' and the served head's thresholds and calibration, on validation
+                key: {
+                    "thresholds": thresholds_from_validation(heads.val[name], w_val),
+                    "calibration": heads.calibration[name].to_json(),
+                }
+                for key, name in (("mlp_refit", "mlp_refit"), ("blend", "blend"), ("served", heads.chosen))
+                if name in heads.val
+            }
+            extra = {}
+            for name in ("mlp_refit", "blend"):
+                if name in heads.test:
+                    extra[name], extra[f"{name}_calibrated"] = heads.test[name], heads.test_calibrated[name]
+            extra["served"] = heads.test[heads.chosen]
+            extra["served_calibrated"] = heads.test_calibrated[heads.chosen]
+            np.savez_compressed(out / f"seed-{t_seed}.npz", **result.test_scores, **extra)  # type: ignore[arg-type]
+            np.savez_compressed(
+                out / f"seed-{t_seed}.validation.npz",
+                **heads.val,
+                y_known=result.prep.y_val_known[val],
+                w_known=result.prep.w_val_known[val],
+                weight=w_val,
+                kind=result.prep.kind[val].astype(str),
+            )
             info = {
-                "choices": result.choices,
-                "seconds": {**result.seconds, "total": seconds},
+                "choices": {**result.choices, **head_choices},
+                "head_selection": {
+                    **heads.to_json(),
+                    "val_known_by_kind": {
+                        n: metrics.by_kind(
+                            result.prep.y_val_known[val],
+                            np.where(result.prep.y_val_known[val], result.prep.kind[val], ""),  # known kinds only
+                            sv,
+                            result.prep.w_val_known[val],
+                            tuple(FRAUD_KINDS),
+                        )
+                        for n, sv in heads.val.items()
+                    },
+                },
+                "seconds": {**result.seconds, "heads": seconds_heads, "total": round(seconds + seconds_heads, 1)},
                 "peak_rss_mb": peak_rss_mb(),
                 "gnn": result.gnn_info["best"],
                 "epochs_run": result.gnn_info["epochs_run"],
@@ -133,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / f"seed-{t_seed}.json").write_text(json.dumps(info, indent=1))
             ring = {m: v["ring"]["pr_auc"] for m, v in result.metrics["test"].items()}
             print(f"world {w_seed} seed {t_seed}: {seconds:.0f} s, ring PR-AUC {ring}", file=sys.stderr, flush=True)
+            print(f"  heads (validation): {heads.to_json()}", file=sys.stderr, flush=True)
     return 0
 
 

@@ -16,16 +16,28 @@ import numpy as np
 
 from feature_svc.world import FRAUD_KINDS
 from trainer import bootstrap, calibration
+from trainer.cli import DEFAULT_SERVED_HEAD
 from trainer.train import BANDS
 
-MODELS = ("gnn", "head_only", "baseline", "emb_gbm")
-LABEL = {"gnn": "GNN", "head_only": "head-only", "baseline": "GBM (censoring-aware)", "emb_gbm": "embeddings+GBM"}
+MODELS = ("served", "gnn", "head_only", "baseline", "emb_gbm")
+HEAD_CANDIDATES = ("gnn", "mlp_refit", "emb_gbm", "blend")  # trainer.heads: mlp, mlp_refit, gbm, blend
+LABEL = {
+    "served": "GNN (served head)",
+    "gnn": "GNN (MLP head)",
+    "head_only": "head-only",
+    "baseline": "GBM (censoring-aware)",
+    "emb_gbm": "embeddings+GBM",
+    "mlp_refit": "refit MLP head",
+    "blend": "blend (MLP, GBM)",
+}
+HEAD_NAME = {"mlp": "gnn", "mlp_refit": "mlp_refit", "gbm": "emb_gbm", "blend": "blend"}  # trainer.heads -> here
 SLICES = ("all", *FRAUD_KINDS)
 TARGET = 0.10
 
 
 def _load(world_dir: Path) -> tuple[list[dict[str, np.ndarray]], list[dict]]:
-    seeds = sorted(world_dir.glob("seed-*.npz"), key=lambda p: int(p.stem.split("-")[1]))
+    runs = (p for p in world_dir.glob("seed-*.npz") if p.stem.split("-")[1].isdigit())  # not seed-<s>.validation
+    seeds = sorted(runs, key=lambda p: int(p.stem.split("-")[1]))
     scores = [dict(np.load(p, allow_pickle=False)) for p in seeds]
     infos = [json.loads(p.with_suffix(".json").read_text()) for p in seeds]
     return scores, infos
@@ -39,8 +51,9 @@ def analyse_world(world_dir: Path, n_boot: int) -> dict[str, Any]:
     scores, infos = _load(world_dir)
     base = scores[0]
     y, kind, w, incident = base["y"].astype(bool), base["kind"], base["weight"], base["incident"]
-    models = [m for m in MODELS if m in base]
+    models = [m for m in dict.fromkeys((*MODELS, *HEAD_CANDIDATES)) if m in base and m in infos[0]["choices"]]
     out: dict[str, Any] = {"seeds": len(scores), "slices": {}, "flag_rates": {}, "calibration": {}}
+    out["head_selection"] = [i.get("head_selection") for i in infos]
     for sl in SLICES:
         m = np.ones(len(y), dtype=bool) if sl == "all" else (~y) | (kind == sl)
         ys = y[m] if sl == "all" else (kind[m] == sl)
@@ -63,6 +76,13 @@ def analyse_world(world_dir: Path, n_boot: int) -> dict[str, Any]:
         baselines = [b for b in ("baseline",) if b in values]
         best = max(baselines, key=lambda b: values[b][0]) if baselines else None
         diffs = {}
+        if "served" in values and "head_only" in values:
+            diffs["served_minus_head_only"] = bootstrap.summarise(values["served"] - values["head_only"])
+        if "served" in values and best is not None:
+            diffs["served_minus_best_baseline"] = {
+                **bootstrap.summarise(values["served"] - values[best]),
+                "baseline": best,
+            }
         if "head_only" in values:
             diffs["gnn_minus_head_only"] = bootstrap.summarise(values["gnn"] - values["head_only"])
         if best is not None:
@@ -125,20 +145,96 @@ def _kind_table(res: dict[str, Any], models: list[str]) -> list[str]:
     return rows
 
 
+DIFFS = {
+    "served_minus_head_only": "GNN (served head) - head-only",
+    "served_minus_best_baseline": "GNN (served head) - GBM",
+    "gnn_minus_head_only": "GNN (MLP head) - head-only",
+    "gnn_minus_best_baseline": "GNN (MLP head) - GBM",
+    "emb_gbm_minus_gbm": "embeddings+GBM - GBM (what embeddings add to GBM)",
+    "emb_gbm_minus_head_only": "embeddings+GBM - head-only",
+}
+
+
 def _diff_table(res: dict[str, Any]) -> list[str]:
-    rows = [
-        "| slice | GNN - head-only | GNN - GBM | embeddings+GBM - GBM (what embeddings add to GBM) | "
-        "embeddings+GBM - head-only |",
-        "|---|---:|---:|---:|---:|",
-    ]
+    keys = [k for k in DIFFS if k in res["slices"]["ring"]["diffs"]]
+    rows = ["| slice | " + " | ".join(DIFFS[k] for k in keys) + " |", "|---|" + "---:|" * len(keys)]
     for sl in SLICES:
         d = res["slices"][sl]["diffs"]
-        cells = [
-            _fmt(d[k]) if k in d else "-"
-            for k in ("gnn_minus_head_only", "gnn_minus_best_baseline", "emb_gbm_minus_gbm", "emb_gbm_minus_head_only")
-        ]
-        rows.append(f"| {sl} | " + " | ".join(cells) + " |")
+        rows.append(f"| {sl} | " + " | ".join(_fmt(d[k]) if k in d else "-" for k in keys) + " |")
     return rows
+
+
+def _elsewhere(results: dict[str, Any], first_name: str) -> list[str]:
+    """First-screen line: what the validation choice served on the other worlds, against the MLP head, on test."""
+    parts = []
+    for name, res in results.items():
+        if name == first_name or "served" not in res["slices"]["ring"]["models"]:
+            continue
+        chosen = ", ".join(sorted({LABEL[HEAD_NAME[h["chosen"]]] for h in res["head_selection"] if h}))
+        r, a = res["slices"]["ring"]["models"], res["slices"]["all"]["models"]
+        parts.append(
+            f"{name} served {chosen}: ring {r['served']['pr_auc']['value']:.3f} vs MLP head "
+            f"{r['gnn']['pr_auc']['value']:.3f}, all {a['served']['pr_auc']['value']:.3f} vs "
+            f"{a['gnn']['pr_auc']['value']:.3f}"
+        )
+    if not parts:
+        return []
+    return [
+        "- Elsewhere (test, served head vs the MLP head): "
+        + "; ".join(parts)
+        + ". Where these differ, the validation choice at label maturity did not pick the head that is better on "
+        "test: the choice is honest (no test labels) but noisy, and it can cost elsewhere."
+    ]
+
+
+def _heads_section(results: dict[str, Any]) -> list[str]:
+    """Which head each run served (chosen on validation, trainer.heads) and how every candidate did on test."""
+    lines = [
+        "## The served head: chosen on validation, judged on test",
+        "",
+        "Four heads score the same input row [fields | registry | the GNN's four embeddings]: the MLP trained with "
+        "the encoder, a refit MLP on the frozen embeddings (standardised embeddings through their own layer, "
+        "dropout on the tabular block, early stopping on the validation labels known at the cut-off), gradient "
+        "boosting (embeddings+GBM) and a blend (mean of the MLP's and the GBM's ranks in validation traffic, no "
+        "labels). The served head is the one with the best overall PR-AUC on the validation week with the labels "
+        "known at the validation cut-off, maturity-weighted: the criterion of early stopping and of the "
+        "gradient-boosting grid, fixed before any of these runs. The served head is chosen among the heads "
+        "`fraudmesh train` can export (MLP, embeddings+GBM); the refit MLP and the blend are measured beside them "
+        "(their validation values below say whether they would have been chosen). The test week plays no part in "
+        "the choice.",
+        "",
+    ]
+    for name, res in results.items():
+        sel = [h for h in res["head_selection"] if h]
+        if not sel:
+            continue
+        cands = list(sel[0]["val_known_pr_auc"])
+        lines += [
+            f"### {name}",
+            "",
+            "| training seed | served | " + " | ".join(f"{LABEL[HEAD_NAME[c]]} (validation)" for c in cands) + " |",
+            "|---:|---|" + "---:|" * len(cands),
+            *(
+                f"| {i} | {LABEL[HEAD_NAME[h['chosen']]]} | "
+                + " | ".join(f"{h['val_known_pr_auc'][c]:.3f}" for c in cands)
+                + " |"
+                for i, h in enumerate(sel)
+            ),
+            "",
+        ]
+        models = [m for m in HEAD_CANDIDATES if m in res["slices"]["ring"]["models"]]
+        lines += [
+            "Test PR-AUC of every candidate (mean over seeds, 95% interval over incidents):",
+            "",
+            "| slice | " + " | ".join(LABEL[m] for m in models) + " |",
+            "|---|" + "---:|" * len(models),
+            *(
+                f"| {sl} | " + " | ".join(_fmt(res["slices"][sl]["models"][m]["pr_auc"]) for m in models) + " |"
+                for sl in SLICES
+            ),
+            "",
+        ]
+    return lines
 
 
 def _graph_section(first: dict[str, Any], results: dict[str, Any]) -> list[str]:
@@ -229,6 +325,11 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
     met = meets(d_head, d_base)
     e_gbm, e_head = ring["diffs"].get("emb_gbm_minus_gbm"), ring["diffs"].get("emb_gbm_minus_head_only")
     e_met = meets(e_gbm, e_head)
+    s_head, s_base = ring["diffs"].get("served_minus_head_only"), ring["diffs"].get("served_minus_best_baseline")
+    s_met = meets(s_head, s_base)
+    served_list = ", ".join(
+        f"seed {i}: {LABEL[HEAD_NAME[h['chosen']]]}" for i, h in enumerate(first["head_selection"]) if h
+    )
     sc = first["single_column"]["ring"]
     best_col = next(k for k in sc if not k.startswith("_"))
     calib_png = "reliability.png"
@@ -250,21 +351,24 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         "## First screen (default world)",
         "",
         f"- **Target (GNN beats head-only and the best baseline on ring fraud by >= {TARGET} PR-AUC, interval "
-        f"above 0), for the default served design (embeddings into the MLP head): {'MET' if met else 'NOT MET'}. For "
-        "the same GNN embeddings fed to gradient boosting (embeddings+GBM, servable too: `fraudmesh train "
-        "--served-head gbm`): "
-        f"{'MET' if e_met else 'NOT MET'}.**",
+        f"above 0), for the served GNN (encoder + the head chosen on validation, below): "
+        f"{'MET' if s_met else 'NOT MET'}.** With the MLP head always: {'met' if met else 'not met'}; with "
+        f"embeddings+GBM always: {'met' if e_met else 'not met'}.",
+        f"- Served head per training seed (chosen on validation): {served_list or '-'}.",
+        *_elsewhere(results, first_name),
         "- Ring fraud, test PR-AUC: "
         + "; ".join(f"{LABEL[m]} {_fmt(ring['models'][m]['pr_auc'])}" for m in models)
         + f" ({ring['positives']} ring transactions in {ring['incidents']} rings).",
-        f"- GNN - head-only on rings: {_fmt(d_head) if d_head else '-'}; GNN - best baseline "
-        f"({LABEL[d_base['baseline']] if d_base else '-'}): {_fmt(d_base) if d_base else '-'}; the GNN's "
-        "embeddings fed to the same GBM (embeddings+GBM - GBM): "
+        f"- GNN (served head) - head-only on rings: {_fmt(s_head) if s_head else '-'}; GNN (served head) - best "
+        f"baseline ({LABEL[s_base['baseline']] if s_base else '-'}): {_fmt(s_base) if s_base else '-'}.",
+        f"- GNN (MLP head) - head-only: {_fmt(d_head) if d_head else '-'}; GNN (MLP head) - best baseline: "
+        f"{_fmt(d_base) if d_base else '-'}; embeddings+GBM - GBM (what the embeddings add to the same GBM): "
         f"{_fmt(e_gbm) if e_gbm else '-'}; embeddings+GBM - head-only: {_fmt(e_head) if e_head else '-'}.",
-        "- Serving embeddings+GBM: `fraudmesh train` exports it beside the GNN as its own artifact `embgbm-<ts>` "
-        "(the trees as ONNX built by `trainer/gbm_onnx.py`, equal to scikit-learn's predict_proba within 1e-6, "
-        "missing values included; the GNN's encoder and embeddings table shipped with it, so workers build the "
-        "same emb_* columns), activated with `--served-head gbm`; the default served head is the MLP.",
+        "- Serving: `fraudmesh train --served-head auto` fits both servable heads (the MLP and embeddings+GBM), "
+        "chooses on validation exactly as the served head here, records the choice in both artifacts' metadata "
+        f"and activates it; `--served-head mlp|gbm` forces one (default: `{DEFAULT_SERVED_HEAD}`). The GBM head is "
+        "its own artifact `embgbm-<ts>` (trees as ONNX built by `trainer/gbm_onnx.py`, equal to scikit-learn "
+        "within 1e-6, missing values included, with the GNN's encoder and embeddings table).",
         f"- Best single registry column on rings: `{best_col}` PR-AUC {sc[best_col]:.3f} (base rate "
         f"{sc['_base_rate']:.4f}): single-row and 1-hop features do not solve ring fraud in this world.",
         "",
@@ -287,6 +391,7 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
             *_diff_table(res),
             "",
         ]
+    lines += _heads_section(results)
     lines += _graph_section(first, results)
     lines += _variants_section(first_name, first, variants or {}, n_boot)
     lines += [
@@ -346,9 +451,9 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
         "1-hop/2-hop graph columns device/ip_distinct_cards_7d, device/ip_fraud_cards, card_fraud_cards_2hop, "
         f"card_new_device_24h); legit rows sampled (rows per split {first['runs'][0]['rows']}), weighted back.",
         "",
-        "## Time and memory (per training run: GNN + head-only + GBM + embeddings+GBM)",
+        "## Time and memory (per training run: GNN + head-only + GBM + embeddings+GBM + the other heads)",
         "",
-        "| world | seed | seconds (prepare / gnn / baseline / ablation / emb_gbm / total) | peak RSS MB |",
+        "| world | seed | seconds (prepare / gnn / baseline / ablation / emb_gbm / heads / total) | peak RSS MB |",
         "|---|---:|---|---:|",
     ]
     for name, res in results.items():
@@ -356,7 +461,7 @@ def write_study_report(study: Path, out: Path, n_boot: int = 200, variants: dict
             sec = r["seconds"]
             lines.append(
                 f"| {name} | {i} | {sec['prepare']} / {sec['gnn']} / {sec['baseline']} / {sec['ablation']} / "
-                f"{sec.get('emb_gbm', '-')} / {sec['total']} | {r['peak_rss_mb']} |"
+                f"{sec.get('emb_gbm', '-')} / {sec.get('heads', '-')} / {round(sec['total'], 1)} | {r['peak_rss_mb']} |"
             )
     lines += [
         "",

@@ -342,6 +342,8 @@ class Result:
     choices: dict = field(default_factory=dict)  # per model: thresholds and calibration, made on validation
     emb_gbm: object | None = None  # gradient boosting on the head's inputs [fields | registry | embeddings]
     peak_rss_mib: dict[str, float] = field(default_factory=dict)  # the process's peak RSS at the end of each phase
+    val_scores: dict[str, np.ndarray] = field(default_factory=dict)  # per model, validation rows (trainer.heads)
+    head_x: torch.Tensor | None = None  # every prepared row's head input (trainer.heads refits on it)
 
     def config_json(self) -> dict:
         return asdict(self.cfg)
@@ -457,6 +459,8 @@ def run(world: World, offline_dir: str | Path | None, cfg: TrainConfig) -> Resul
         choices=choices,
         emb_gbm=clf_emb,
         peak_rss_mib=rss,
+        val_scores={name: s_val for name, (s_val, _) in scores.items()},
+        head_x=x_all,
     )
 
 

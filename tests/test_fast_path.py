@@ -26,7 +26,7 @@ from inference_svc.model import OnnxModel, load_model
 from inference_svc.scorer import Scorer
 from shared.entities import ENTITY_ID_FIELD
 from shared.messages import Transaction
-from tests.test_gnn_serving import gnn_dir, world  # noqa: F401  (module fixtures: the tiny world and its GNN)
+from tests.test_gnn_serving import gnn_dir  # noqa: F401  (a module fixture: the GNN of the tiny world, conftest's gnn_world)
 from tests.worlds import world_requests
 
 VERSION = "fs-test"
@@ -38,7 +38,7 @@ def model(gnn_dir: Path) -> OnnxModel:  # noqa: F811
     return load_model(gnn_dir)
 
 
-def transactions(world: World) -> list[Transaction]:  # noqa: F811
+def transactions(world: World) -> list[Transaction]:
     """World transactions, some without a device or IP, some with entities nobody has seen (no embedding row)."""
     rows = world_requests(world.transactions.slice(0, 600).to_pylist(), "fp")
     for i, r in enumerate(rows):
@@ -103,10 +103,10 @@ def stats_tuple(s: EntityStats | None) -> tuple[Any, ...]:
 
 def test_the_fast_path_scores_and_explains_exactly_as_the_reference(
     model: OnnxModel,
-    world: World,  # noqa: F811
+    gnn_world: World,
     redis_url: str,
 ) -> None:
-    txs = transactions(world)
+    txs = transactions(gnn_world)
     now = time.time()
     prefix = f"fm:fastpath:{int(now)}"
 

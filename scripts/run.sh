@@ -45,7 +45,11 @@ ensure_system_packages redis-server:redis-server initdb:postgresql
 # bootstrap: scikit-learn + skl2onnx + onnx, which `fraudmesh up` uses to build the bootstrap models (fraud, and
 # personalization: pers-bootstrap, no torch) on a fresh clone; the demo then prints one personalization score.
 # train: torch 2.13.0 (CPU) and torch-geometric, for the GNN trained below (never needed by the services)
-if [ "${GNN:-1}" = 1 ]; then ensure_venv bootstrap,train; else ensure_venv bootstrap; fi
+if [ "${GNN:-1}" = 1 ]; then
+  ensure_venv bootstrap,train
+else
+  ensure_venv bootstrap
+fi
 .venv/bin/fraudmesh down >/dev/null 2>&1 || true
 .venv/bin/fraudmesh up
 if [ "${GNN:-1}" = 1 ]; then serve_gnn; fi

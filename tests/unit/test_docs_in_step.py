@@ -15,12 +15,12 @@ DOCS = Path(__file__).resolve().parent.parent.parent / "docs"
 
 
 def _route_spellings(path: str) -> list[str]:
-    """How docs/http-api.md may write `path`: as is, or the Open Inference Protocol's routes for the model `fraud`
-    as `/v2/models/fraud[/versions/{v}]...`."""
+    """How docs/http-api.md may write `path`: as is, or the Open Inference Protocol's model routes as
+    `/v2/models/{name}[/versions/{v}]...` (one row for every model name)."""
     if not path.startswith("/v2/models/{name}"):
         return [path]
     rest = path.removeprefix("/v2/models/{name}").removeprefix("/versions/{version}")
-    return [f"/v2/models/fraud[/versions/{{v}}]{rest}", f"/v2/models/fraud[/versions/{{v}}]`{rest}"]
+    return [f"/v2/models/{{name}}[/versions/{{v}}]{rest}", f"/v2/models/{{name}}[/versions/{{v}}]`{rest}"]
 
 
 def test_every_openapi_route_is_in_the_http_api_document() -> None:

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -634,7 +635,7 @@ def test_k8s_model_init_job_installs_the_images_bootstrap_model(k8s: list[tuple[
 
 def _run_script(script: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     path = ROOT / "deploy" / "compose" / script
-    return subprocess.run(["python", str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, str(path), *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
 
 def test_install_bootstrap_model_copies_once_and_never_overwrites(tmp_path: Path) -> None:
@@ -696,7 +697,7 @@ def test_install_bootstrap_model_loads_the_personalization_worlds_features(tmp_p
     meta = train_bootstrap(pers_source)
     world = generate(options_of(meta))
     res = subprocess.run(
-        ["python", str(ROOT / "deploy" / "compose" / "install_bootstrap_model.py"),
+        [sys.executable, str(ROOT / "deploy" / "compose" / "install_bootstrap_model.py"),
          *("--source", str(fraud_source), "--model-dir", str(tmp_path / "m")),
          *("--personalization-source", str(pers_source), "--personalization-dir", str(tmp_path / "mp"))],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "FRAUDMESH_REDIS_URL": redis_url},

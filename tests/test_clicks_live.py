@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.servers import Server
-from tests.stacks import Stack, own_nats
+from tests.stacks import Stack, own_stack
 from trainer.personalization.bootstrap import train_bootstrap
 
 
@@ -27,25 +26,10 @@ def lstack(
     run = tmp_path_factory.mktemp("clicks-live")
     models = run / "models-personalization"
     train_bootstrap(models)
-    srv: Server = own_nats(run / "nats")
-    s = Stack(
-        run / "stack",
-        srv.extra["url"],
-        redis_url,
-        postgres_dsn,
-        model_dir,
-        env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(models)},
-    )
-    try:
-        for name in ("aggregator", "inference", "feature", "gateway"):
-            s.start(name)
-        s.wait_ready()
+    with own_stack(
+        run, redis_url, postgres_dsn, model_dir, env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(models)}
+    ) as s:
         yield s
-    finally:
-        try:
-            s.stop()
-        finally:
-            srv.stop()
 
 
 def events_of(user: str, run: str) -> list[dict[str, Any]]:

@@ -16,10 +16,9 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from deploy.servers import Server
 from feature_svc.world.personalization.online import load, store
 from feature_svc.world.personalization.world import generate, options_of
-from tests.stacks import Stack, own_nats
+from tests.stacks import Stack, own_stack
 from trainer.personalization.bootstrap import train_bootstrap
 
 
@@ -52,25 +51,10 @@ def ostack(
     tmp_path_factory: pytest.TempPathFactory, model: dict[str, Any], redis_url: str, postgres_dsn: str, model_dir: Path
 ) -> Iterator[Stack]:
     run = tmp_path_factory.mktemp("oip-stack")
-    srv: Server = own_nats(run / "nats")
-    s = Stack(
-        run / "stack",
-        srv.extra["url"],
-        redis_url,
-        postgres_dsn,
-        model_dir,
-        env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(model["dir"])},
-    )
-    try:
-        for name in ("aggregator", "inference", "feature", "gateway"):
-            s.start(name)
-        s.wait_ready()
+    with own_stack(
+        run, redis_url, postgres_dsn, model_dir, env={"FRAUDMESH_PERSONALIZATION_MODEL_DIR": str(model["dir"])}
+    ) as s:
         yield s
-    finally:
-        try:
-            s.stop()
-        finally:
-            srv.stop()
 
 
 @pytest.fixture

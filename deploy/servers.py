@@ -241,7 +241,27 @@ def start_redis(run_dir: Path, port: int | None = None) -> Server:
     ]
     proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     wait_for_port(port, 15, proc, log)
+    wait_for_redis_loaded(port, 300, proc, log)
     return Server("redis", port, log, proc, extra={"url": f"redis://127.0.0.1:{port}/0"})
+
+
+def wait_for_redis_loaded(port: int, timeout: float, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
+    """Redis listens before it has read its append-only file back: until then every command answers `-LOADING`
+    (a restarted stack with a big online store). Wait for a `+PONG`."""
+    deadline = time.monotonic() + timeout
+    reply = b""
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"redis-server exited with code {proc.returncode} while loading its data; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+            s.sendall(b"PING\r\n")
+            reply = s.recv(256)
+            if reply.startswith(b"+PONG"):
+                return
+        time.sleep(0.1)
+    raise ServerError(
+        f"redis-server on 127.0.0.1:{port} still not ready after {timeout:.0f}s (last reply {reply[:80]!r}); see {log}"
+    )
 
 
 def _as_pg_user(cmd: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import redis.asyncio as aioredis
 
 from deploy.servers import Server, alive, free_port, start_nats
 from deploy.stack import ServiceProc, StackState, start_service, stop_service, wait_ready
@@ -152,3 +153,13 @@ def own_stack(
             s.stop()
         finally:
             srv.stop()
+
+
+async def clear_redis_prefix(redis_url: str, prefix: str) -> None:
+    """Delete every key under `prefix:` (a module's own online-store namespace, before its feature service starts)."""
+    r = aioredis.from_url(redis_url)
+    try:
+        async for key in r.scan_iter(f"{prefix}:*"):
+            await r.delete(key)
+    finally:
+        await r.aclose()

@@ -20,7 +20,6 @@ from typing import Any, get_args
 import msgspec
 import nats
 import pytest
-import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -36,6 +35,7 @@ from shared.click_messages import EVENT_TYPES as WIRE_EVENT_TYPES
 from shared.click_messages import CategoryName, ClickEvent
 from shared.ingest_messages import JSON
 from shared.settings import load_settings
+from tests.stacks import clear_redis_prefix
 
 SCHEMA = "test_clicks"
 PREFIX = "fmtest:clicks"
@@ -53,10 +53,7 @@ def own_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 async def service(own_nats: Server, redis_url: str, postgres_dsn: str) -> AsyncIterator[FeatureService]:
-    r = aioredis.from_url(redis_url)
-    async for key in r.scan_iter(f"{PREFIX}:*"):
-        await r.delete(key)
-    await r.aclose()
+    await clear_redis_prefix(redis_url, PREFIX)
     settings = load_settings(
         {},
         nats_url=own_nats.extra["url"],

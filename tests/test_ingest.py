@@ -14,7 +14,6 @@ import asyncpg
 import msgspec
 import nats
 import pytest
-import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -28,6 +27,7 @@ from feature_svc.world import WorldParams, generate_world
 from shared import subjects
 from shared.ingest_messages import JSON, Label, TxnIngest, encode_for_stream
 from shared.settings import load_settings
+from tests.stacks import clear_redis_prefix
 from tests.worlds import load_world_into
 
 SCHEMA = "test_ingest"
@@ -57,10 +57,7 @@ async def pool(postgres_dsn: str) -> AsyncIterator[asyncpg.Pool]:
 async def service(
     own_nats: Server, redis_url: str, postgres_dsn: str, pool: asyncpg.Pool
 ) -> AsyncIterator[FeatureService]:
-    r = aioredis.from_url(redis_url)
-    async for key in r.scan_iter(f"{PREFIX}:*"):
-        await r.delete(key)
-    await r.aclose()
+    await clear_redis_prefix(redis_url, PREFIX)
     settings = load_settings(
         {},
         nats_url=own_nats.extra["url"],

@@ -216,3 +216,28 @@ async def known_entities(
             )
             known.update((etype, r["id"]) for r in rows)
     return known
+
+
+UNKNOWN_PROBE_ID = "\x01fraudmesh:no-such-entity"
+"""An id no entity has: what `UnknownValues` computes the definitions for."""
+
+
+class UnknownValues:
+    """The features of an entity the ledger does not know (no entity row, no transaction, so no label and no edge
+    either): every definition evaluated over empty sets (counts 0, `seconds_since_last_txn` -1, ...), the same for
+    every such entity and every as_of. Computed once per entity type by running the registry's own queries for an
+    id no entity has, so it cannot drift from the definitions; the feature service answers a never-seen card,
+    device or IP with it instead of some fifteen queries that would find nothing (the cold path of scoring).
+    tests/test_features_service.py holds it equal to a recompute."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Values] = {}
+
+    async def of(
+        self, pool: asyncpg.Pool, graph: GraphStore, entity_type: str, as_of: datetime, *, tracer: Tracer | None = None
+    ) -> Values:
+        values = self._values.get(entity_type)
+        if values is None:
+            [values] = await compute_points(pool, graph, [(entity_type, UNKNOWN_PROBE_ID, as_of)], tracer=tracer)
+            self._values[entity_type] = values
+        return dict(values)

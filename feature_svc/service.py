@@ -24,7 +24,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from prometheus_client import Counter, Histogram
 
-from feature_svc.compute import Entity, compute_features, known_entities
+from feature_svc.compute import Entity, UnknownValues, compute_features, known_entities
 from feature_svc.definitions import FEATURE_SET_VERSION, FEATURES
 from feature_svc.graph import GraphStore, open_graph_store
 from feature_svc.ingest.clicks import ClickWiring
@@ -96,6 +96,7 @@ class FeatureService(Service):
         self.redis_prefix = redis_prefix
         self.chunk_size = chunk_size
         self.m = FeatureMetrics(self)
+        self.unknown = UnknownValues()
         self.pool: asyncpg.Pool | None = None
         self.graph: GraphStore | None = None
         self.online: OnlineStore | None = None
@@ -215,10 +216,7 @@ class FeatureService(Service):
         started = time.perf_counter()
         refs: list[Entity] = [(e.type, e.id) for e in entities]
         try:
-            values, known = await asyncio.gather(
-                compute_features(self.pool, self.graph, refs, as_of, tracer=self.tracer),
-                known_entities(self.pool, refs, tracer=self.tracer),
-            )
+            values, known = await self._values(refs, as_of)
         except LEDGER_DOWN as exc:  # the ledger (or graph store) is down: say so, retryable, never a 500
             raise ServiceError(
                 "unavailable",
@@ -261,6 +259,21 @@ class FeatureService(Service):
             workers=[self.instance_id],
             compute_ms=elapsed * 1000.0,
         )
+
+    async def _values(self, refs: list[Entity], as_of: datetime) -> tuple[dict[Entity, dict[str, float]], set[Entity]]:
+        """The features of `refs` and which of them the ledger knows: the known ones computed from the ledger, the
+        others given the values of an entity with no history (`UnknownValues`) without querying for them (a new
+        card, device or IP on the scoring path)."""
+        assert self.pool is not None and self.graph is not None
+        known = await known_entities(self.pool, refs, tracer=self.tracer)
+        unique = list(dict.fromkeys(refs))
+        values = await compute_features(
+            self.pool, self.graph, [e for e in unique if e in known], as_of, tracer=self.tracer
+        )
+        for e in unique:
+            if e not in known:
+                values[e] = await self.unknown.of(self.pool, self.graph, e[0], as_of, tracer=self.tracer)
+        return values, known
 
     async def _split(
         self, entities: list[EntityRef], as_of: datetime, write: bool, chunk: int, ctx: Context

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from nats.aio.client import Client as NATS
 
 from feature_svc.client import FeatureServiceError, compute_remote, get_remote
+from feature_svc.compute import compute_points
 from feature_svc.definitions import FEATURE_SET_VERSION, feature_names
 from feature_svc.graph import PostgresGraphStore
 from feature_svc.offline import export_offline, read_offline
@@ -170,6 +171,28 @@ async def test_bad_requests_get_error_replies(nc: NATS) -> None:
     assert b"bad_request" in msg.data
     unknown = await compute_remote(nc, [("card", "card_never_seen")], write=False)
     assert not unknown.entities[0].known and unknown.entities[0].values["card_txn_count_total"] == 0
+
+
+async def test_never_seen_entities_get_the_definitions_values_without_their_queries(
+    nc: NATS, pool: asyncpg.Pool, world: World, service: FeatureService
+) -> None:
+    """A new card, device, IP or merchant is answered with `UnknownValues` (no queries for it): the same values
+    the registry's SQL gives for it, as of now and as of a past instant, beside known entities of each type."""
+    new = [("card", "card_brand_new"), ("device", "dev_brand_new"), ("ip", "203.0.113.77"), ("merchant", "m_new")]
+    known = entities_of(world, 4300, 2)
+    graph = PostgresGraphStore(pool)
+    end = await pool.fetchval('SELECT max("timestamp") FROM transactions')
+    for as_of in (None, end - timedelta(days=3)):
+        reply = await compute_remote(nc, [*new, *known], as_of=as_of, write=False)
+        assert [(e.type, e.id) for e in reply.entities] == [*new, *known]
+        assert [e.known for e in reply.entities] == [False] * len(new) + [True] * len(known)
+        points = [(e.type, e.id, reply.as_of) for e in reply.entities]
+        expected = await compute_points(pool, graph, points)
+        for e, want in zip(reply.entities, expected, strict=True):
+            assert e.values == want, (e.type, e.id)
+        assert reply.entities[0].values["card_seconds_since_last_txn"] == -1
+        assert reply.entities[0].values["card_txn_count_total"] == 0
+    assert set(service.unknown._values) == {"card", "device", "ip", "merchant"}
 
 
 async def test_health_reports_stores(nc: NATS, service: FeatureService) -> None:

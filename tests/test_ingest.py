@@ -147,6 +147,10 @@ async def test_transactions_reach_ledger_graph_and_online_features(
     assert values["card_txn_count_1h"] == 30
     assert values["card_txn_sum_1h"] == pytest.approx(75.0)
     assert (await online_values(service, "device", "dev_live_v"))["device_txn_count_1h"] == 30
+    assert service.online is not None  # new entities, known from their own ledger rows (no known-entities query)
+    assert all(
+        r.known for r in await service.online.read([("card", card), ("device", "dev_live_v"), ("ip", "10.9.0.1")])
+    )
     assert await pool.fetchval("SELECT count(*) FROM transactions WHERE card_id = $1", card) == 30
     graph = PostgresGraphStore(pool)
     assert await graph.degree("card", card) == 3  # its device, IP and merchant

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter as Tally
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, TypeVar
@@ -173,9 +174,12 @@ class Ingestor:
         self._idle = asyncio.Event()
         self._idle.set()
         self.coalescer = RefreshCoalescer(self._refresh_direct, refresh_interval_s, entity_refresh_interval_s)
+        self._in_ledger: Tally[Entity] = Tally()
+        """Entities of the transactions of the batches waiting for a refresh round: their ledger rows are
+        committed, so the round needs no known-entities query for them (counted per batch: several may share one)."""
 
     async def _refresh_direct(self, entities: list[Entity]) -> None:
-        await refresh(self.pool, self.graph, self.online, entities)
+        await refresh(self.pool, self.graph, self.online, entities, in_ledger=self._in_ledger)
         self.m.refreshed.labels("direct").inc(len(entities))
         self.m.rounds.inc()
 
@@ -209,13 +213,21 @@ class Ingestor:
         ids = list(dict.fromkeys(t.transaction_id for t in txns))
         parked = await take_pending_labels(self.pool, ids)
         entities = touched.of_transactions([*result.new, *again])
+        written = entities.copy()
         if parked:
             labels = await write_labels(self.pool, self.graph, parked)
             entities += touched.of_labels(labels.new)
             label_cards = [r.card_id for r in labels.new if r.is_fraud]
             if label_cards:
                 entities += await touched.graph_neighbours(self.graph, label_cards)
-        await self.coalescer.refresh(entities)
+        self._in_ledger.update(written)
+        try:
+            await self.coalescer.refresh(entities)
+        finally:
+            self._in_ledger.subtract(written)
+            for e in written:
+                if self._in_ledger[e] <= 0:
+                    del self._in_ledger[e]
         # the other cards on a device or IP change only when it gains a card; a redelivered batch may have been
         # written (edges included) by a worker that died before queueing them: queue all of its nodes
         await self.deferred.add([*result.new_links, *touched.devices_and_ips(again)])

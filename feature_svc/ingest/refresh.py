@@ -4,7 +4,7 @@ newer computation is already there."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
@@ -35,15 +35,22 @@ async def refresh(
     entities: Sequence[Entity],
     *,
     tracer: Tracer | None = None,
+    in_ledger: Collection[Entity] = (),
 ) -> tuple[float, int]:
-    """Recompute and write `entities`; return (computed_at epoch seconds, records written)."""
+    """Recompute and write `entities`; return (computed_at epoch seconds, records written).
+
+    `in_ledger`: entities the caller knows have a committed ledger transaction (the ingestor's, right after writing
+    their rows): their `known` flag is true without asking PostgreSQL, which saves the known-entities query for
+    most of a live refresh round."""
     unique = list(dict.fromkeys(entities))
     as_of = now_ms()
     written = 0
     for start in range(0, len(unique), CHUNK):
         part = unique[start : start + CHUNK]
         values = await compute_features(pool, graph, part, as_of, tracer=tracer)
-        known = await known_entities(pool, part, tracer=tracer)
+        unsure = [e for e in part if e not in in_ledger]
+        known = await known_entities(pool, unsure, tracer=tracer) if unsure else set()
+        known.update(e for e in part if e in in_ledger)
         records = [
             FeatureRecord(entity_type=t, entity_id=i, values=v, computed_at=as_of.timestamp(), known=(t, i) in known)
             for (t, i), v in values.items()

@@ -70,10 +70,10 @@ def _bodies(cfg: BenchConfig) -> list[dict[str, Any]]:
 def _endpoints(state: Any) -> dict[str, str]:
     out = {}
     for s in state.services:
-        if s.name == "gateway":
-            out[f"gateway-{s.index}"] = f"{state.gateway_url}/metrics"
-        elif s.metrics_port:
+        if s.metrics_port:  # every instance on its own port (gateways sharing the HTTP port included)
             out[f"{s.name}-{s.index}"] = f"http://127.0.0.1:{s.metrics_port}/metrics"
+        elif s.name == "gateway":  # a stack started before gateways had a metrics port
+            out[f"gateway-{s.index}"] = f"{state.gateway_url}/metrics"
     return out
 
 

@@ -89,7 +89,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("no stack recorded; start one with `fraudmesh up`")
         return 1
     for s in state.services:
-        extra = f" metrics :{s.metrics_port}" if s.metrics_port else f" http :{s.http_port}"
+        extra = (f" http :{s.http_port}" if s.http_port else "") + (
+            f" metrics :{s.metrics_port}" if s.metrics_port else ""
+        )
         print(f"{s.name}-{s.index:<3} pid {s.pid:<7} {'up' if alive(s.pid) else 'DOWN':<5}{extra}  log {s.log}")
     for name, info in state.servers.items():
         print(
@@ -618,7 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("up", help="start servers and services locally")
-    s.add_argument("--gateways", type=int, default=1)
+    s.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="gateway processes sharing the HTTP port (SO_REUSEPORT; each scraped on its own metrics port)",
+    )
     s.add_argument("--aggregators", type=int, default=1)
     s.add_argument("--inference", type=int, default=2)
     s.add_argument("--features", type=int, default=2)

@@ -131,12 +131,13 @@ def start_service(
     env.update(state.env)
     env.update(state.service_env(name))
     if metrics_port is None:
-        metrics_port = 0 if name == "gateway" else free_port()
+        metrics_port = free_port()  # gateways too: several of them share the HTTP port, each scraped on its own
     env["FRAUDMESH_INSTANCE_ID"] = f"{name}-{index}"
     if metrics_port:
         env["FRAUDMESH_METRICS_PORT"] = str(metrics_port)
     if http_port:
         env["FRAUDMESH_HTTP_PORT"] = str(http_port)
+        env["FRAUDMESH_HTTP_REUSE_PORT"] = "true"  # the stack's gateways share their port (SO_REUSEPORT)
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", SERVICE_MODULES[name]],
@@ -269,6 +270,8 @@ def up(
     say("services: " + ", ".join(f"{n} x{replicas.get(n, 0)}" for n in START_ORDER), flush=True)
     if replicas.get("gateway"):
         wait_ready(state.gateway_url, 60.0, state.services)
+        for gw in (s for s in state.services if s.name == "gateway" and s.metrics_port):
+            wait_service_ready(gw, 60.0)  # each one: the port answers as soon as ANY gateway listens
     return state
 
 
@@ -335,7 +338,7 @@ def restart(run_dir: Path, name: str, timeout: float = 60.0) -> str:
     state.save()
     if svc.name == "gateway":
         wait_ready(state.gateway_url, timeout, [new])
-    elif new.metrics_port:
+    if new.metrics_port:
         wait_service_ready(new, timeout)
     return f"{name} restarted (pid {new.pid}, log {new.log})"
 

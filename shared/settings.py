@@ -55,11 +55,26 @@ class Settings(Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     log_level: Annotated[
         Literal["DEBUG", "INFO", "WARNING", "ERROR"], _doc("Log level of the JSON logs on stderr.")
     ] = "INFO"
-    metrics_port: Annotated[Port, _doc("Prometheus metrics port for non-HTTP services; 0 disables.")] = 0
+    metrics_port: Annotated[
+        Port,
+        _doc(
+            "Prometheus metrics port (/metrics, /healthz, /readyz) of this process; 0 disables. The gateway also "
+            "serves /metrics on its HTTP port, which several gateways sharing one port (http_reuse_port) cannot tell "
+            "apart: scrape each on its own metrics port."
+        ),
+    ] = 0
 
     # --- gateway -----------------------------------------------------------------------------------
     http_host: Annotated[str, _doc("Gateway bind address.")] = "127.0.0.1"
     http_port: Annotated[Port, _doc("Gateway HTTP port.")] = 8000
+    http_reuse_port: Annotated[
+        bool,
+        _doc(
+            "Bind the gateway's port with SO_REUSEPORT, so several gateway processes on one host share it and the "
+            "kernel spreads new connections over them (`fraudmesh up --gateways N` sets it). Off, a second "
+            "process on a taken port fails to start."
+        ),
+    ] = False
     api_keys: Annotated[
         str, _doc("Comma-separated API keys accepted in `X-API-Key`; empty disables auth (local dev).")
     ] = ""

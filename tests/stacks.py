@@ -46,12 +46,17 @@ class Stack:
         self.gateway_url = ""
         self._counts: dict[str, int] = {}
 
-    def start(self, name: str, n: int = 1, env: dict[str, str] | None = None) -> list[ServiceProc]:
+    def start(
+        self, name: str, n: int = 1, env: dict[str, str] | None = None, *, same_port: bool = False
+    ) -> list[ServiceProc]:
+        """`n` more instances of `name`; a gateway listens on a port of its own, or with `same_port` on the port of
+        the gateway started before it (both bind with SO_REUSEPORT, as `fraudmesh up --gateways N` runs them)."""
         started = []
         for _ in range(n):
             i = self._counts.get(name, 0)
             self._counts[name] = i + 1
-            port = free_port() if name == "gateway" else 0
+            shared = same_port and self.gateway_url
+            port = (int(self.gateway_url.rsplit(":", 1)[1]) if shared else free_port()) if name == "gateway" else 0
             p = start_service(self.state, name, i, {**self.env, **(env or {})}, http_port=port)
             if name == "gateway":
                 self.gateway_url = f"http://127.0.0.1:{port}"
@@ -59,13 +64,14 @@ class Stack:
             started.append(p)
         return started
 
-    def start_all(self, inference: int = 1, ready_timeout: float = 30.0) -> None:
-        """One of each service with `inference` inference workers, ready: the gateway answers ready, and every
-        inference worker and the feature worker (it migrates the ledger before it answers) are healthy."""
+    def start_all(self, inference: int = 1, ready_timeout: float = 30.0, gateways: int = 1) -> None:
+        """One of each service with `inference` inference workers (and `gateways` gateways on one port), ready: the
+        gateway answers ready, and every inference worker and the feature worker (it migrates the ledger before it
+        answers) are healthy."""
         self.start("aggregator")
         self.start("inference", inference)
         self.start("feature")
-        self.start("gateway")
+        self.start("gateway", gateways, same_port=True)
         self.wait_ready(ready_timeout)
         self.wait_health("inference", inference)
         self.wait_health("feature", 1)
@@ -140,13 +146,14 @@ def own_stack(
     inference: int = 1,
     env: dict[str, str] | None = None,
     ready_timeout: float = 30.0,
+    gateways: int = 1,
 ) -> Iterator[Stack]:
     """Every service (`Stack.start_all`) on a nats-server of its own in `d`, for topologies that must not share
     streams or workers with the session's stack; the stack, then its nats-server, stopped on exit."""
     srv = own_nats(d / "nats")
     s = Stack(d / "stack", srv.extra["url"], redis_url, postgres_dsn, model_dir, env=env)
     try:
-        s.start_all(inference, ready_timeout)
+        s.start_all(inference, ready_timeout, gateways)
         yield s
     finally:
         try:

@@ -387,6 +387,8 @@ def render_markdown(result: dict[str, Any], plot_name: str | None = None) -> str
         f"{st.get('gateway_url', '?')} and {st.get('nats_url', '?')}.",
         "",
     ]
+    if st.get("replicas"):
+        lines += ["Processes: " + ", ".join(f"{n} x{k}" for n, k in st["replicas"].items()) + ".", ""]
     if result.get("slowest_hop"):
         s = result["slowest_hop"]
         lines += [

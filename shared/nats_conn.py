@@ -151,7 +151,9 @@ class _FirstConnect:
     def failed(self, exc: Exception) -> None:
         self.failures += 1
         self.last = exc
-        self.refused = _is_auth_error(exc)
+        # sticky: the server closes the socket right after refusing, and nats.py may report that reset (a
+        # ConnectionResetError) after the refusal, before the give-up is seen; it must not hide the refusal
+        self.refused = self.refused or _is_auth_error(exc)
         if self.refused or 0 <= self.retries < self.failures:
             self.give_up.set()
 

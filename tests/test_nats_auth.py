@@ -25,7 +25,7 @@ from deploy.demo import sample_batch
 from deploy.servers import Server, start_nats
 from shared import subjects
 from shared.messages import Codec, ScoreReply, ScoreRequest, Transaction
-from shared.nats_conn import SERVICE_INBOX_USERS, NatsAuthError, connect_nats, inbox_prefix
+from shared.nats_conn import SERVICE_INBOX_USERS, NatsAuthError, _FirstConnect, connect_nats, inbox_prefix
 from shared.settings import load_settings
 from tests.stacks import Stack
 
@@ -93,6 +93,15 @@ async def test_an_anonymous_client_or_a_wrong_password_cannot_connect(nats_serve
     settings = load_settings({}, nats_user="gateway", nats_password="guessed")
     with pytest.raises(NatsAuthError, match=r"refused user 'gateway'.*FRAUDMESH_NATS_PASSWORD"):
         await connect_nats(nats_server.extra["plain_url"], "test", settings=settings)
+
+
+async def test_a_refusal_is_reported_even_when_the_servers_reset_is_reported_after_it() -> None:
+    # the order CI once saw: nats.py reported the refusal, then the reset of the socket the server closed; the
+    # service must still say its credentials were refused (NatsAuthError), not "connection reset by peer"
+    first = _FirstConnect(retries=-1)
+    first.failed(NatsError("nats: 'Authorization Violation'"))
+    first.failed(ConnectionResetError(104, "Connection reset by peer"))
+    assert first.refused and first.give_up.is_set()
 
 
 async def test_the_gateway_cannot_join_the_aggregators_or_read_partials_or_the_dlq(

@@ -50,7 +50,11 @@ class Tally:
     scored: int = 0
     declined: int = 0
     errors: int = 0
+    """Transactions not scored: a transport error, a non-200 answer, or a 503 still refused after its retries."""
     last_error: str = ""
+    retried: int = 0
+    """503s with Retry-After (admission control shedding) that were sent again after the wait, as an acquirer's
+    client does; a transaction is an error only when its last attempt failed."""
     episodes: list[Episode] = field(default_factory=list)
 
 
@@ -138,14 +142,30 @@ async def fetch_templates(gateway: httpx.AsyncClient, n: int) -> list[dict[str, 
     ]
 
 
+RETRIES = 2
+"""Times a transaction refused with 503 + Retry-After is sent again (the same transaction id: a refusal scored
+nothing)."""
+MAX_RETRY_WAIT_S = 1.0
+
+
 async def send(client: httpx.AsyncClient, tx: dict[str, Any], tally: Tally, episode: Episode | None) -> None:
     body = {**tx, "transaction_id": f"live-{uuid.uuid4().hex}"}
-    try:
-        r = await client.post("/score/fraud", json=body)
-    except httpx.HTTPError as exc:
-        tally.errors += 1
-        tally.last_error = type(exc).__name__
-        return
+    for attempt in range(RETRIES + 1):
+        try:
+            r = await client.post("/score/fraud", json=body)
+        except httpx.HTTPError as exc:
+            tally.errors += 1
+            tally.last_error = type(exc).__name__
+            return
+        retry_after = r.headers.get("retry-after")
+        if r.status_code != 503 or retry_after is None or attempt == RETRIES:
+            break
+        tally.retried += 1
+        try:
+            wait = float(retry_after)
+        except ValueError:
+            wait = MAX_RETRY_WAIT_S
+        await asyncio.sleep(min(max(wait, 0.0), MAX_RETRY_WAIT_S))
     if r.status_code != 200:
         tally.errors += 1
         tally.last_error = f"HTTP {r.status_code}"
@@ -161,7 +181,7 @@ async def send(client: httpx.AsyncClient, tx: dict[str, Any], tally: Tally, epis
 def line(tally: Tally, elapsed: float) -> str:
     parts = [
         f"{elapsed:5.1f}s  rate {tally.scored / max(elapsed, 1e-9):6.1f}/s  scored {tally.scored}  "
-        f"declined {tally.declined}  errors {tally.errors}"
+        f"declined {tally.declined}  retried {tally.retried}  errors {tally.errors}"
     ]
     for e in tally.episodes:
         if e.started is None:
@@ -223,5 +243,10 @@ def main(args: argparse.Namespace, url: str) -> int:
     print(
         f"  {tally.scored} scored, {tally.declined} declined, {tally.errors} errors"
         + (f" (last: {tally.last_error})" if tally.errors else "")
+        + (
+            f"; {tally.retried} refusal(s) by admission control (503, Retry-After) sent again after the wait"
+            if tally.retried
+            else ""
+        )
     )
     return 0 if tally.scored else 1

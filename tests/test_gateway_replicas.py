@@ -4,7 +4,9 @@ others without a refused connection. Real processes, real NATS."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import httpx
 import pytest
 
 from deploy.demo import sample_batch
-from deploy.servers import alive
+from deploy.servers import alive, free_port
+from gateway.__main__ import shared_socket
 from tests.stacks import Stack, own_stack
 
 SCORED = (
@@ -63,3 +66,25 @@ def test_a_killed_gateway_leaves_the_port_to_the_other(two_gateways: Stack) -> N
     before = scored(survivor.metrics_port)
     assert score_on_new_connections(two_gateways.gateway_url, 40) == [200] * 40  # no refused or reset connection
     assert scored(survivor.metrics_port) - before == 40
+
+
+async def test_connections_on_the_shared_socket_send_without_nagle() -> None:
+    # asyncio turns Nagle off (TCP_NODELAY) only on sockets that say they are TCP; a reply written in two parts
+    # (headers, then body) would otherwise wait for the client's delayed ACK
+    sock = shared_socket("127.0.0.1", free_port())
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            s = transport.get_extra_info("socket")
+            nodelay.set_result(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        assert await asyncio.wait_for(nodelay, 5) != 0
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-request-size", type=int, default=200, help="entities per features.compute request")
     p.add_argument("--features-reads", type=int, default=200, help="timed Redis reads of the partial (200)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace the reports of an earlier run with the same --name")
     p.add_argument(
         "--peer",
         default="",
@@ -120,6 +121,11 @@ def load_growth(out_dir: Path, names: str) -> dict[str, Any]:
     return merged
 
 
+def existing_report(out_dir: Path, name: str) -> Path | None:
+    """The report a run named `name` would overwrite, if there is one."""
+    return next((p for p in (out_dir / f"{name}.json", out_dir / f"{name}.md") if p.exists()), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.render_only:
@@ -127,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     from deploy.stack import StackState, down, up
 
     name = args.name or "bench-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    if (taken := existing_report(args.out_dir, name)) is not None and not args.force:
+        print(
+            f"bench: {taken} exists: a run named {name!r} would overwrite it. Choose another --name, or pass "
+            "--force to replace it.",
+            file=sys.stderr,
+        )
+        return 2
     cfg = BenchConfig(
         name=name,
         run_dir=args.run_dir,

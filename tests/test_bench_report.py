@@ -377,3 +377,19 @@ def test_bench_bodies_are_valid_requests() -> None:
     assert (
         feats["is_weekend"] in ("true", "false") and feats["txn_count_5m"].isdigit() and "." in feats["amount_avg_5m"]
     )
+
+
+def test_a_run_does_not_overwrite_an_earlier_report_of_the_same_name_unless_forced(tmp_path: Path, capsys: Any) -> None:
+    from bench.cli import main
+
+    (tmp_path / "mine.json").write_text("{}")
+    # refused before anything is measured (no stack in the run dir is needed to get this far)
+    code = main(["--name", "mine", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "nostack")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "mine.json exists" in err and "--force" in err
+    assert (tmp_path / "mine.json").read_text() == "{}"
+    # --force gets past the guard (and then stops where a run without a stack stops)
+    main(["--name", "mine", "--out-dir", str(tmp_path), "--run-dir", str(tmp_path / "nostack"), "--force"])
+    captured = capsys.readouterr()
+    assert "exists" not in captured.err and "no stack recorded" in captured.out + captured.err

@@ -120,6 +120,13 @@ class Stack:
             )
 
 
+def metric(port: int, sample: str) -> float:
+    """Sum of the samples on a process's metrics port whose line starts with `sample` (a name, optionally with the
+    start of its labels)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample))
+
+
 def nats_refusals(proc: ServiceProc) -> list[str]:
     """Log lines where NATS refused the service (permissions or authorization violations)."""
     path = Path(proc.log)

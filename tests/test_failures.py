@@ -26,7 +26,7 @@ from shared.messages import (
     ScoreRequest,
     Transaction,
 )
-from tests.stacks import Stack
+from tests.stacks import Stack, metric
 
 
 @pytest.fixture
@@ -48,11 +48,6 @@ def make_stack(tmp_path: Path, isolated_nats: Server, redis_url: str, postgres_d
     yield make
     for s in stacks:
         s.stop()
-
-
-def metric(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 async def score_over_nats(url: str, txs: list[Transaction], timeout_s: float) -> ScoreReply:

@@ -16,7 +16,7 @@ import pytest
 from deploy.demo import sample_batch
 from deploy.servers import alive, free_port
 from gateway.__main__ import shared_socket
-from tests.stacks import Stack, own_stack
+from tests.stacks import Stack, metric, own_stack
 
 SCORED = (
     'fraudmesh_http_requests_total{app_name="fraudmesh-gateway",method="POST",path="/score/fraud",status_code="200"}'
@@ -33,8 +33,7 @@ def two_gateways(
 
 def scored(port: int) -> float:
     """The gateway's count of 200 answers on POST /score/fraud, read from its own metrics port."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(SCORED))
+    return metric(port, SCORED)
 
 
 def score_on_new_connections(url: str, n: int) -> list[int]:
